@@ -1,0 +1,165 @@
+"""Settings from the environment (SPEC §10).
+
+Each command names the settings it needs; a missing or malformed one raises
+``ConfigError`` whose message names the variable and never echoes its value.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+from urllib.parse import urlsplit
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed. The message is safe to print."""
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(text: str) -> float:
+    """``"24h"``, ``"5s"``, ``"250ms"`` or a plain number of seconds → seconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError("expected a duration such as 30s, 15m, 24h or 7d")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("expected a whole number of at least 1")
+    return value
+
+
+def _positive_duration(text: str) -> float:
+    value = parse_duration(text)
+    if value <= 0:
+        raise ValueError("expected a duration greater than zero")
+    return value
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected 1 or 0")
+
+
+def _url(*schemes: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        parts = urlsplit(text)
+        if parts.scheme not in schemes:
+            raise ValueError("expected a URL starting with " + " or ".join(f"{s}://" for s in schemes))
+        if parts.scheme not in ("file",) and not parts.netloc:
+            raise ValueError("the URL has no host")
+        return text
+
+    return parse
+
+
+def _secret_key(text: str) -> str:
+    if len(text.encode()) < 32:
+        raise ValueError("must be at least 32 bytes")
+    return text
+
+
+def _email(text: str) -> str:
+    if "@" not in text or any(c in text for c in "\r\n"):
+        raise ValueError("expected an email address")
+    return text
+
+
+def _addressing_style(text: str) -> str:
+    if text not in ("auto", "path", "virtual"):
+        raise ValueError("expected auto, path or virtual")
+    return text
+
+
+def _setting(env: str, parse: Callable[[str], Any], default: str | None = None) -> Any:
+    return field(default=None, metadata={"env": env, "parse": parse, "default": default})
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = _setting("LOGEXPORT_DATABASE_URL", _url("postgres", "postgresql"))
+    export_database_url: str | None = _setting(
+        "LOGEXPORT_EXPORT_DATABASE_URL", _url("postgres", "postgresql")
+    )
+    base_url: str = _setting("LOGEXPORT_BASE_URL", _url("http", "https"))
+    storage_url: str = _setting("LOGEXPORT_STORAGE_URL", _url("s3", "file"))
+    s3_endpoint_url: str | None = _setting("LOGEXPORT_S3_ENDPOINT_URL", _url("http", "https"))
+    s3_public_url: str | None = _setting("LOGEXPORT_S3_PUBLIC_URL", _url("http", "https"))
+    s3_addressing_style: str = _setting(
+        "LOGEXPORT_S3_ADDRESSING_STYLE", _addressing_style, "auto"
+    )
+    smtp_url: str = _setting("LOGEXPORT_SMTP_URL", _url("smtp", "smtps"))
+    mail_from: str = _setting("LOGEXPORT_MAIL_FROM", _email)
+    secret_key: str = _setting("LOGEXPORT_SECRET_KEY", _secret_key)
+    link_ttl: float = _setting("LOGEXPORT_LINK_TTL", _positive_duration, "24h")
+    max_range_days: int = _setting("LOGEXPORT_MAX_RANGE_DAYS", _positive_int, "366")
+    max_active_exports_per_org: int = _setting(
+        "LOGEXPORT_MAX_ACTIVE_EXPORTS_PER_ORG", _positive_int, "5"
+    )
+    max_running_exports_per_org: int = _setting(
+        "LOGEXPORT_MAX_RUNNING_EXPORTS_PER_ORG", _positive_int, "1"
+    )
+    worker_concurrency: int = _setting("LOGEXPORT_WORKER_CONCURRENCY", _positive_int, "2")
+    worker_poll_interval: float = _setting(
+        "LOGEXPORT_WORKER_POLL_INTERVAL", _positive_duration, "5s"
+    )
+    worker_poll_only: bool = _setting("LOGEXPORT_WORKER_POLL_ONLY", _bool, "0")
+    worker_lease: float = _setting("LOGEXPORT_WORKER_LEASE", _positive_duration, "60s")
+    worker_max_attempts: int = _setting("LOGEXPORT_WORKER_MAX_ATTEMPTS", _positive_int, "5")
+    shutdown_grace: float = _setting("LOGEXPORT_SHUTDOWN_GRACE", parse_duration, "30s")
+    api_url: str = _setting("LOGEXPORT_API_URL", _url("http", "https"), "http://127.0.0.1:8000")
+    token: str = _setting("LOGEXPORT_TOKEN", str)
+
+    @classmethod
+    def from_env(
+        cls, needs: Iterable[str] = (), env: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Read every setting; those named in ``needs`` must be present.
+
+        ``needs`` holds field names (``"database_url"``). A malformed value is an error
+        whether or not the command needs it: a typo should never pass silently.
+        """
+        source = os.environ if env is None else env
+        required = set(needs)
+        known = {f.name for f in fields(cls)}
+        unknown = required - known
+        if unknown:
+            raise ValueError(f"unknown settings: {sorted(unknown)}")
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name, parse, default = f.metadata["env"], f.metadata["parse"], f.metadata["default"]
+            raw = source.get(name)
+            if raw is None or raw == "":
+                if f.name in required and default is None:
+                    raise ConfigError(f"{name} is not set")
+                raw = default
+            if raw is None:
+                values[f.name] = None
+                continue
+            try:
+                values[f.name] = parse(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{name} is malformed: {exc}") from None
+        return cls(**values)
+
+    @property
+    def snapshot_database_url(self) -> str:
+        return self.export_database_url or self.database_url
+
+    def derive(self, **changes: Any) -> Settings:
+        """A copy with some values replaced (tests and embedding applications)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        return Settings(**values)
