@@ -1,0 +1,75 @@
+"""Who may do what: one role → actions table and one ``authorize`` for every surface."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+import asyncpg
+
+from logexport.db import q
+from logexport.errors import Forbidden
+
+if TYPE_CHECKING:
+    from logexport.identity import Principal
+
+
+class Role(StrEnum):
+    OWNER = "OWNER"
+    ADMIN = "ADMIN"
+    VIEWER = "VIEWER"
+
+
+class Action(StrEnum):
+    AUDIT_LOG_LIST = "iam:audit-log:list"
+    AUDIT_LOG_EXPORT = "iam:audit-log:export"
+    SCIM_EVENT_LIST = "iam:scim-event:list"
+    SCIM_EVENT_EXPORT = "iam:scim-event:export"
+    LOG_EXPORT_GET = "iam:log-export:get"
+    LOG_EXPORT_CANCEL = "iam:log-export:cancel"
+    LOG_EXPORT_DOWNLOAD = "iam:log-export:download"
+
+
+ROLE_ACTIONS: Mapping[Role, frozenset[Action]] = MappingProxyType(
+    {
+        Role.OWNER: frozenset(Action),
+        Role.ADMIN: frozenset(Action),
+        Role.VIEWER: frozenset({Action.AUDIT_LOG_LIST, Action.SCIM_EVENT_LIST}),
+    }
+)
+
+# One message for "no such organization" and "not a member": telling them apart would let
+# anyone probe which organization ids exist.
+NO_ACCESS_MESSAGE = "You do not have access to this organization"
+
+
+def allows(role: Role | None, action: Action) -> bool:
+    return role is not None and action in ROLE_ACTIONS[role]
+
+
+async def role_of(conn: asyncpg.Connection, organization_id: UUID, user_id: UUID) -> Role | None:
+    value = await conn.fetchval(q("membership_role"), organization_id, user_id)
+    return None if value is None else Role(value)
+
+
+async def authorize(
+    conn: asyncpg.Connection, principal: Principal, organization_id: UUID, action: Action
+) -> Role:
+    """The principal's role in the organization, if it grants ``action``; else ``Forbidden``."""
+    role = await role_of(conn, organization_id, principal.user_id)
+    if role is None:
+        raise Forbidden(NO_ACCESS_MESSAGE)
+    if not allows(role, action):
+        raise Forbidden(f"Your role ({role}) does not include the permission {action}")
+    return role
+
+
+async def permissions(
+    conn: asyncpg.Connection, principal: Principal, organization_id: UUID
+) -> frozenset[Action]:
+    """Every action the principal holds in the organization (empty for non-members)."""
+    role = await role_of(conn, organization_id, principal.user_id)
+    return frozenset() if role is None else ROLE_ACTIONS[role]

@@ -1,0 +1,96 @@
+import json
+
+from logexport.redaction import MAX_JSON_BYTES, REDACTED, limit_json_size, redact_scim_body
+
+
+def test_post_user_password_is_redacted():
+    body = {"userName": "ada", "password": "hunter2", "name": {"givenName": "Ada"}}
+    out = redact_scim_body(body, method="POST", path="/Users")
+    assert out == {"userName": "ada", "password": REDACTED, "name": {"givenName": "Ada"}}
+    assert body["password"] == "hunter2", "the caller's object must not be modified"
+
+
+def test_keys_ending_in_password_are_redacted_case_insensitively_at_any_depth():
+    body = {
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "PassWord": "a",
+        "urn:example:ext": {"legacyPassword": "b", "nested": [{"oldPASSWORD": "c"}]},
+        "passwordHint": "kept: the key does not end in password",
+    }
+    out = redact_scim_body(body, method="PUT", path="/Users/1")
+    assert out["PassWord"] == REDACTED
+    assert out["urn:example:ext"]["legacyPassword"] == REDACTED
+    assert out["urn:example:ext"]["nested"][0]["oldPASSWORD"] == REDACTED
+    assert out["passwordHint"] == "kept: the key does not end in password"
+    assert "a" not in json.dumps(out["PassWord"])
+
+
+def test_patch_operation_with_password_path_has_its_value_redacted():
+    body = {
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [
+            {"op": "replace", "path": "password", "value": "s3cret"},
+            {"op": "replace", "path": "urn:ietf:params:scim:schemas:core:2.0:User:Password",
+             "value": "s3cret2"},
+            {"op": "replace", "path": "displayName", "value": "Ada L."},
+            {"op": "replace", "value": {"password": "s3cret3", "active": True}},
+        ],
+    }
+    out = redact_scim_body(body, method="PATCH", path="/Users/1")
+    ops = out["Operations"]
+    assert ops[0]["value"] == REDACTED
+    assert ops[1]["value"] == REDACTED
+    assert ops[2]["value"] == "Ada L."
+    assert ops[3]["value"] == {"password": REDACTED, "active": True}
+    assert "s3cret" not in json.dumps(out)
+
+
+def test_bulk_bodies_are_redacted_in_every_operation():
+    body = {
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
+        "Operations": [
+            {"method": "POST", "path": "/Users", "bulkId": "q1",
+             "data": {"userName": "bob", "password": "pw-one"}},
+            {"method": "PATCH", "path": "/Users/2", "data": {
+                "Operations": [{"op": "add", "path": "PASSWORD", "value": "pw-two"}]}},
+            {"method": "DELETE", "path": "/Users/3"},
+        ],
+    }
+    out = redact_scim_body(body, method="POST", path="/Bulk")
+    text = json.dumps(out)
+    assert "pw-one" not in text and "pw-two" not in text
+    assert out["Operations"][0]["data"]["userName"] == "bob"
+    assert out["Operations"][1]["data"]["Operations"][0]["value"] == REDACTED
+    assert out["Operations"][2] == {"method": "DELETE", "path": "/Users/3"}
+
+
+def test_null_and_non_object_bodies_pass_through():
+    assert redact_scim_body(None, method="DELETE", path="/Users/1") is None
+    assert redact_scim_body([1, "x"], method="POST", path="/x") == [1, "x"]
+    assert redact_scim_body({"password": None}, method="POST", path="/Users") == {"password": None}
+
+
+def test_small_values_are_kept_as_they_are():
+    value = {"a": "x" * 1000}
+    assert limit_json_size(value) is value
+    assert limit_json_size(None) is None
+
+
+def test_values_over_64_kib_are_replaced_by_a_truncated_stand_in():
+    value = {"blob": "é\"" * 40_000}
+    original = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    out = limit_json_size(value)
+    assert out["_truncated"] is True
+    assert out["_original_size"] == len(original)
+    assert original.decode().startswith(out["_preview"])
+    assert len(out["_preview"]) > 10_000
+    stored = json.dumps(out, separators=(",", ":"), ensure_ascii=False).encode()
+    assert len(stored) <= MAX_JSON_BYTES
+
+
+def test_exactly_at_the_limit_is_kept():
+    overhead = len(json.dumps({"a": ""}, separators=(",", ":")))
+    value = {"a": "x" * (MAX_JSON_BYTES - overhead)}
+    assert limit_json_size(value) is value
+    value = {"a": "x" * (MAX_JSON_BYTES - overhead + 1)}
+    assert limit_json_size(value)["_truncated"] is True
