@@ -119,7 +119,7 @@ CREATE INDEX log_exports_runnable_idx ON log_exports (run_after, created_at)
 CREATE INDEX log_exports_active_org_idx ON log_exports (organization_id)
     WHERE status IN ('PENDING', 'PROCESSING');
 CREATE INDEX log_exports_email_due_idx ON log_exports (email_run_after)
-    WHERE status = 'COMPLETED' AND emailed_at IS NULL;
+    WHERE emailed_at IS NULL AND email_run_after IS NOT NULL;
 CREATE INDEX log_exports_expiry_idx ON log_exports (expires_at) WHERE status = 'COMPLETED';
 CREATE UNIQUE INDEX log_exports_idempotency_key
     ON log_exports (requested_by, idempotency_key) WHERE idempotency_key IS NOT NULL;

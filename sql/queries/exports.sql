@@ -1,0 +1,230 @@
+-- Export requests, the job queue, and the rows an export reads.
+
+-- name: lock_organization_exports
+-- Serializes the active-export cap check of one organization.
+SELECT pg_advisory_xact_lock(7001, hashtext($1::text));
+
+-- name: find_export_by_idempotency_key
+SELECT * FROM log_exports
+WHERE requested_by = $1 AND idempotency_key = $2
+FOR UPDATE;
+
+-- name: release_idempotency_key
+UPDATE log_exports SET idempotency_key = NULL, updated_at = now() WHERE id = $1;
+
+-- name: count_active_exports
+SELECT count(*) FROM log_exports
+WHERE organization_id = $1 AND status IN ('PENDING', 'PROCESSING');
+
+-- name: insert_export
+INSERT INTO log_exports (
+    organization_id, kind, from_time, to_time, format, compression, csv_bom, filter,
+    requested_by, api_key_id, idempotency_key, request_hash
+) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+ON CONFLICT (requested_by, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING *;
+
+-- name: notify_export
+SELECT pg_notify('logexport_jobs', $1::text);
+
+-- name: get_export
+SELECT * FROM log_exports WHERE id = $1;
+
+-- name: get_export_for_update
+SELECT * FROM log_exports WHERE id = $1 FOR UPDATE;
+
+-- name: list_exports
+-- Newest first, keyset pagination on (created_at, id).
+SELECT * FROM log_exports
+WHERE organization_id = $1
+  AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3::uuid))
+ORDER BY created_at DESC, id DESC
+LIMIT $4;
+
+-- name: cancel_export
+UPDATE log_exports
+SET status = 'CANCELED', finished_at = now(), updated_at = now(),
+    lease_owner = NULL, lease_expires_at = NULL,
+    email_run_after = NULL
+WHERE id = $1 AND status IN ('PENDING', 'PROCESSING', 'COMPLETED')
+RETURNING *;
+
+-- name: revoke_download_tokens
+DELETE FROM log_export_download_tokens WHERE export_id = $1;
+
+-- name: claim_lock
+-- Claims take turns so the per-organization running cap holds at every moment.
+SELECT pg_advisory_xact_lock(7002, 0);
+
+-- name: claim_export
+-- Oldest runnable first: pending jobs whose retry time has come, and jobs whose lease
+-- expired. An organization already running $3 exports is passed over.
+WITH running AS (
+    SELECT organization_id, count(*) AS n
+    FROM log_exports
+    WHERE status = 'PROCESSING' AND lease_expires_at > now()
+    GROUP BY organization_id
+), candidate AS (
+    SELECT e.id
+    FROM log_exports e
+    LEFT JOIN running r ON r.organization_id = e.organization_id
+    WHERE ((e.status = 'PENDING' AND e.run_after <= now())
+           OR (e.status = 'PROCESSING' AND e.lease_expires_at <= now()))
+      AND COALESCE(r.n, 0) < $3
+    ORDER BY e.run_after, e.created_at, e.id
+    LIMIT 1
+    FOR UPDATE OF e SKIP LOCKED
+)
+UPDATE log_exports e
+SET status = 'PROCESSING',
+    attempts = e.attempts + 1,
+    lease_owner = $1,
+    lease_expires_at = now() + make_interval(secs => $2),
+    started_at = COALESCE(e.started_at, now()),
+    rows_written = 0,
+    updated_at = now()
+FROM candidate
+WHERE e.id = candidate.id
+RETURNING e.*, (now() - e.run_after) AS claim_delay;
+
+-- name: heartbeat
+-- Renews the lease and stores progress; no row back means the lease is lost or the export
+-- was canceled.
+UPDATE log_exports
+SET lease_expires_at = now() + make_interval(secs => $4), rows_written = $5, updated_at = now()
+WHERE id = $1 AND lease_owner = $2 AND attempts = $3 AND status = 'PROCESSING'
+RETURNING id;
+
+-- name: set_snapshot_time
+UPDATE log_exports SET snapshot_at = $4, updated_at = now()
+WHERE id = $1 AND lease_owner = $2 AND attempts = $3 AND status = 'PROCESSING'
+RETURNING id;
+
+-- name: record_object_key
+INSERT INTO log_export_objects (storage_key, export_id, attempt)
+SELECT $4, id, attempts FROM log_exports
+WHERE id = $1 AND lease_owner = $2 AND attempts = $3 AND status = 'PROCESSING'
+RETURNING storage_key;
+
+-- name: complete_export
+UPDATE log_exports
+SET status = 'COMPLETED', completed_at = now(), finished_at = now(), updated_at = now(),
+    lease_owner = NULL, lease_expires_at = NULL,
+    storage_key = $4, file_name = $5, content_type = $6, byte_size = $7, row_count = $8,
+    sha256 = $9, rows_written = $8, expires_at = now() + make_interval(secs => $10),
+    error_code = NULL, error_message = NULL,
+    email_run_after = now()
+WHERE id = $1 AND lease_owner = $2 AND attempts = $3 AND status = 'PROCESSING'
+RETURNING *;
+
+-- name: retry_export
+UPDATE log_exports
+SET status = 'PENDING', lease_owner = NULL, lease_expires_at = NULL,
+    run_after = now() + make_interval(secs => $4), error_code = $5, error_message = $6,
+    updated_at = now()
+WHERE id = $1 AND lease_owner = $2 AND attempts = $3 AND status = 'PROCESSING'
+RETURNING *;
+
+-- name: hand_back_export
+-- Shutdown: back to the queue at once, and the attempt does not count.
+UPDATE log_exports
+SET status = 'PENDING', lease_owner = NULL, lease_expires_at = NULL,
+    attempts = attempts - 1, run_after = now(), rows_written = 0, updated_at = now()
+WHERE id = $1 AND lease_owner = $2 AND attempts = $3 AND status = 'PROCESSING'
+RETURNING id;
+
+-- name: fail_export
+-- $4 says whether the requester gets a failure email.
+UPDATE log_exports
+SET status = 'FAILED', lease_owner = NULL, lease_expires_at = NULL,
+    finished_at = now(), updated_at = now(), error_code = $5, error_message = $6,
+    email_run_after = CASE WHEN $4 THEN now() END
+WHERE id = $1 AND lease_owner = $2 AND attempts = $3 AND status = 'PROCESSING'
+RETURNING *;
+
+-- name: claim_due_emails
+-- An email lease: the row is pushed ahead so that no other worker sends it meanwhile.
+WITH due AS (
+    SELECT id FROM log_exports
+    WHERE emailed_at IS NULL AND email_run_after IS NOT NULL AND email_run_after <= now()
+      AND status IN ('COMPLETED', 'FAILED')
+    ORDER BY email_run_after
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE log_exports e
+SET email_run_after = now() + make_interval(secs => $2), email_attempts = e.email_attempts + 1
+FROM due WHERE e.id = due.id
+RETURNING e.*;
+
+-- name: mark_emailed
+UPDATE log_exports SET emailed_at = now(), updated_at = now()
+WHERE id = $1 AND emailed_at IS NULL
+RETURNING id;
+
+-- name: retry_email
+UPDATE log_exports SET email_run_after = now() + make_interval(secs => $2), updated_at = now()
+WHERE id = $1 AND emailed_at IS NULL;
+
+-- name: drop_email
+-- The requester may no longer see the export: the mail is not sent.
+UPDATE log_exports SET email_run_after = NULL, updated_at = now() WHERE id = $1;
+
+-- name: expire_exports
+UPDATE log_exports
+SET status = 'EXPIRED', updated_at = now(), email_run_after = NULL
+WHERE status = 'COMPLETED' AND expires_at <= now()
+RETURNING id, organization_id;
+
+-- name: unadopted_objects
+-- Keys that no fenced commit adopted (or whose export is over), and that no live attempt
+-- is writing.
+SELECT o.storage_key, o.export_id, o.attempt, e.status,
+       (e.status IN ('COMPLETED', 'EXPIRED', 'CANCELED', 'FAILED')
+        AND o.created_at < now() - make_interval(secs => $2)) AS settled
+FROM log_export_objects o
+JOIN log_exports e ON e.id = o.export_id
+WHERE o.deleted_at IS NULL
+  AND NOT (e.status = 'COMPLETED' AND e.storage_key = o.storage_key)
+  AND NOT (e.status = 'PROCESSING' AND e.attempts = o.attempt AND e.lease_expires_at > now())
+ORDER BY o.created_at
+LIMIT $1;
+
+-- name: mark_object_deleted
+UPDATE log_export_objects SET deleted_at = now() WHERE storage_key = $1;
+
+-- name: export_status_counts
+SELECT status, count(*) AS n FROM log_exports GROUP BY status;
+
+-- name: queue_depth
+SELECT count(*) FROM log_exports WHERE status = 'PENDING' AND run_after <= now();
+
+-- name: export_audit_log_rows
+-- Every column as text so the worker spends nothing on type conversion.
+SELECT id::text,
+       organization_id::text,
+       to_char(created_at, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+       actor_type, actor_id, actor_email, actor_name, action, resource_type, resource_id,
+       host(ip_address), user_agent, metadata::text
+FROM audit_log_entries
+WHERE organization_id = $1 AND created_at >= $2 AND created_at < $3
+  AND ($4::text[] IS NULL OR action = ANY ($4))
+  AND ($5::text[] IS NULL OR actor_id = ANY ($5))
+  AND ($6::text[] IS NULL OR resource_type = ANY ($6))
+ORDER BY created_at, id;
+
+-- name: export_scim_event_rows
+SELECT id::text,
+       organization_id::text,
+       to_char(created_at, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+       method, path, user_name, status_code::text, error_message,
+       host(ip_address), user_agent, request_body::text, response_body::text
+FROM scim_events
+WHERE organization_id = $1 AND created_at >= $2 AND created_at < $3
+  AND ($4::text[] IS NULL OR method = ANY ($4))
+  AND ($5::text IS NULL OR lower(user_name) = lower($5))
+  AND ($6::int[] IS NULL OR status_code = ANY ($6))
+ORDER BY created_at, id;
+
+-- name: snapshot_time
+SELECT clock_timestamp();
