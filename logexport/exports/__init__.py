@@ -1,0 +1,1 @@
+"""Export pipeline: requests, worker, encoders, storage and delivery."""
