@@ -533,6 +533,8 @@ class S3Server:
             os.kill(pid, signal.SIGTERM)
             _wait_until(lambda: not _pid_alive(pid), 10, "moto to stop")
         self.pid = None
+        if not self.daemon and self.log_file is None:
+            (run_dir() / f"moto-{self.port}.log").unlink(missing_ok=True)
         # The port must be reusable right away by start().
         _wait_until(lambda: port_is_free(self.port), 10, f"port {self.port} to be released")
 
