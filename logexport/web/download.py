@@ -1,0 +1,347 @@
+"""``/exports/{id}/download``: the page behind an emailed link, and the download itself.
+
+- ``GET`` with an ``EMAIL`` token shows the file and a **Download** button and changes
+  nothing: mail scanners and link previews open links.
+- ``POST`` (the button; token in the form body, same origin only) and ``GET`` with a
+  ``DIRECT`` token re-check the user's permission and the export's state, record the
+  download in the organization's audit log, then redirect to a short-lived presigned URL
+  (S3) or stream the file (local directory backend).
+
+App state used: ``settings``, ``pool`` (asyncpg) and ``storage``. The token and the query
+string are never logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+import logging
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+from uuid import UUID
+
+import jinja2
+from markupsafe import Markup
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from logexport.config import Settings
+from logexport.exports import delivery
+from logexport.exports.audit import record_export_event
+from logexport.exports.mailer import human_size, readable_time, rfc3339
+from logexport.exports.models import ExportStatus, LogExport
+from logexport.exports.storage import Storage, StorageError
+from logexport.identity import Principal
+from logexport.policy import Action
+
+log = logging.getLogger(__name__)
+
+PRESIGNED_URL_TTL = 300  # seconds; the link in the email stays valid, this one need not
+DOWNLOAD_PATH = "/exports/{export_id}/download"
+
+_HERE = Path(__file__).resolve().parent
+_env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(_HERE / "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+# The stylesheet is inlined and allowed by its hash, so the page needs no static route and
+# the CSP can still forbid every inline style an attacker might inject.
+_CSS = (_HERE / "static" / "download.css").read_text()
+_CSS_HASH = base64.b64encode(hashlib.sha256(_CSS.encode()).digest()).decode()
+# No form-action: browsers apply it to the redirect that follows the POST, which goes to
+# the bucket's origin. The form posts to LOGEXPORT_BASE_URL, and the POST checks Origin.
+PAGE_CSP = (
+    f"default-src 'none'; style-src 'sha256-{_CSS_HASH}'; base-uri 'none'; frame-ancestors 'none'"
+)
+FILE_CSP = "sandbox; default-src 'none'"
+_COMMON_HEADERS = {
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+}
+_KIND_LABELS = {"AUDIT_LOG": "Audit log entries", "SCIM_EVENT": "SCIM events"}
+_MAX_TOKEN_CHARS = 256
+
+
+@dataclass(frozen=True)
+class _Problem:
+    status_code: int
+    heading: str
+    message: str
+    status_label: str | None = None
+
+
+_NOT_FOUND = _Problem(
+    404,
+    "Link not found",
+    "This download link is not valid. Check that you copied the whole link from the email.",
+)
+_FORBIDDEN = _Problem(
+    403,
+    "Access denied",
+    "You no longer have permission to download exports in this organization.",
+)
+_CROSS_ORIGIN = _Problem(
+    403, "Access denied", "Downloads must be started from the download page itself."
+)
+_UNREADABLE = _Problem(
+    503,
+    "Download unavailable",
+    "The file could not be read right now. Please try again in a minute.",
+)
+
+
+def download_routes() -> list[Route]:
+    return [Route(DOWNLOAD_PATH, download_endpoint, methods=["GET", "POST"])]
+
+
+async def download_endpoint(request: Request) -> Response:
+    settings: Settings = request.app.state.settings
+    try:
+        export_id = UUID(request.path_params["export_id"])
+    except ValueError:
+        return _page(_NOT_FOUND)
+    if request.method == "POST":
+        if not _same_origin(request.headers.get("origin"), settings.base_url):
+            return _page(_CROSS_ORIGIN)
+        form = await request.form(max_files=0, max_fields=8)
+        token = form.get("token")
+    else:
+        token = request.query_params.get("token")
+    if not isinstance(token, str) or not token or len(token) > _MAX_TOKEN_CHARS:
+        return _page(_NOT_FOUND)
+
+    # HEAD never downloads: only GET with a DIRECT token and the button's POST do.
+    async with request.app.state.pool.acquire() as conn:
+        match = await delivery.resolve_download_token(conn, export_id, token)
+        if match is None:
+            return _page(_NOT_FOUND)
+        found = await delivery.load_export(conn, export_id)
+        if found is None:  # the token's foreign key makes this unreachable
+            return _page(_NOT_FOUND)
+        export = found.export
+        if not await delivery.may_download(conn, export.organization_id, match.user_id):
+            return _page(_FORBIDDEN)
+        now = datetime.now(UTC)
+        problem = _unavailable(export, match, now)
+        if problem is not None:
+            return _page(problem)
+        downloads = request.method == "POST" or (
+            request.method == "GET" and match.purpose == "DIRECT"
+        )
+        if not downloads:
+            return _ready_page(settings, export, token)
+
+        storage: Storage = request.app.state.storage
+        assert export.storage_key is not None and export.file_name is not None
+        content_type = export.content_type or "application/octet-stream"
+        try:
+            url = await storage.presigned_download_url(
+                export.storage_key,
+                file_name=export.file_name,
+                content_type=content_type,
+                expires_in=PRESIGNED_URL_TTL,
+            )
+            # Read the first chunk before recording: a file that cannot be read is not a
+            # download, and its error gets a page rather than a truncated response.
+            body = None if url is not None else await _primed(storage.read(export.storage_key))
+        except StorageError as exc:
+            log.warning(
+                "download of export %s failed: %s",
+                export.id,
+                exc,
+                extra={"export_id": str(export.id), "organization_id": str(export.organization_id)},
+            )
+            return _page(_UNREADABLE)
+
+        await record_export_event(
+            conn,
+            export,
+            Action.LOG_EXPORT_DOWNLOAD.value,
+            actor=Principal(match.user_id, match.user_email, match.user_name, None),
+            ip_address=_client_ip(request),
+            user_agent=(request.headers.get("user-agent") or None),
+            extra={"link": match.purpose},
+        )
+    log.info(
+        "export %s downloaded",
+        export.id,
+        extra={"export_id": str(export.id), "organization_id": str(export.organization_id)},
+    )
+    if url is not None:
+        return RedirectResponse(url, status_code=303, headers=_COMMON_HEADERS)
+    assert body is not None
+    return StreamingResponse(
+        body,
+        media_type=content_type,
+        headers=_COMMON_HEADERS
+        | {
+            "Content-Disposition": content_disposition(export.file_name),
+            "Content-Security-Policy": FILE_CSP,
+            **({"Content-Length": str(export.byte_size)} if export.byte_size is not None else {}),
+        },
+    )
+
+
+def _unavailable(export: LogExport, match: delivery.TokenMatch, now: datetime) -> _Problem | None:
+    status = export.status
+    if status is ExportStatus.CANCELED:
+        return _Problem(
+            410,
+            "Export canceled",
+            "This export was canceled, so its file is no longer available. "
+            "You can request a new export.",
+            "canceled",
+        )
+    if status is ExportStatus.FAILED:
+        return _Problem(
+            410,
+            "Export failed",
+            "This export failed and produced no file. You can request a new export.",
+            "failed",
+        )
+    if status in (ExportStatus.PENDING, ExportStatus.PROCESSING):
+        return _Problem(
+            409,
+            "Export not ready",
+            f"This export is still {status.value.lower()}. "
+            "You will receive an email when it is ready.",
+            status.value.lower(),
+        )
+    expired = (
+        status is ExportStatus.EXPIRED
+        or export.expires_at is None
+        or export.expires_at <= now
+        or export.storage_key is None
+        or export.file_name is None
+    )
+    if expired:
+        return _Problem(
+            410,
+            "Export expired",
+            "This export has expired and its file has been deleted. You can request a new export.",
+            "expired",
+        )
+    if match.expired(now):
+        return _Problem(
+            410,
+            "Link expired",
+            "This download link has expired. Open the export again to get a new link.",
+            "expired",
+        )
+    return None
+
+
+def _ready_page(settings: Settings, export: LogExport, token: str) -> Response:
+    assert export.expires_at is not None and export.file_name is not None
+    format_label = export.format.value
+    if export.csv_bom:
+        format_label += " with UTF-8 BOM"
+    if export.compression.value == "GZIP":
+        format_label += ", gzip-compressed"
+    file = {
+        "name": export.file_name,
+        "kind_label": _KIND_LABELS[export.kind.value],
+        "from_rfc3339": rfc3339(export.from_time),
+        "to_rfc3339": rfc3339(export.to_time),
+        "format_label": format_label,
+        "row_count": f"{export.row_count or 0:,}",
+        "size_human": human_size(export.byte_size or 0),
+        "size_bytes": f"{export.byte_size or 0:,}",
+        "sha256": export.sha256 or "",
+        "expires_rfc3339": rfc3339(export.expires_at),
+        "expires_readable": readable_time(export.expires_at),
+    }
+    return _render(
+        200,
+        heading="Your export is ready",
+        message="Check the details below, then download the file.",
+        status_label=None,
+        file=file,
+        token=token,
+        form_action=delivery.download_path(settings.base_url, export.id),
+    )
+
+
+def _page(problem: _Problem) -> Response:
+    return _render(
+        problem.status_code,
+        heading=problem.heading,
+        message=problem.message,
+        status_label=problem.status_label,
+        file=None,
+        token=None,
+        form_action=None,
+    )
+
+
+def _render(status_code: int, **context: Any) -> Response:
+    html = _env.get_template("download.html.j2").render(css=Markup(_CSS), **context)  # noqa: S704 - our own stylesheet
+    return HTMLResponse(
+        html,
+        status_code=status_code,
+        headers=_COMMON_HEADERS | {"Content-Security-Policy": PAGE_CSP, "X-Frame-Options": "DENY"},
+    )
+
+
+async def _primed(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Fetch the first chunk now (so errors surface here) and replay it before the rest."""
+    try:
+        first = await anext(chunks)
+    except StopAsyncIteration:
+        first = b""
+
+    async def replay() -> AsyncIterator[bytes]:
+        if first:
+            yield first
+        async for chunk in chunks:
+            yield chunk
+
+    return replay()
+
+
+def _origin(url: str) -> tuple[str, str, int] | None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return None
+    return parts.scheme, parts.hostname.lower(), port
+
+
+def _same_origin(origin_header: str | None, base_url: str) -> bool:
+    """No ``Origin`` (older clients, curl) is allowed; any other origin, or ``null``, is not."""
+    if origin_header is None:
+        return True
+    return _origin(origin_header) is not None and _origin(origin_header) == _origin(base_url)
+
+
+def _client_ip(request: Request) -> str | None:
+    # The peer address only: forwarded headers can be forged unless a proxy is trusted.
+    host = request.client.host if request.client else None
+    if not host:
+        return None
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return None
+
+
+_UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def content_disposition(file_name: str) -> str:
+    fallback = _UNSAFE_FILENAME.sub("_", file_name) or "export"
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(file_name, safe='')}"

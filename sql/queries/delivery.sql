@@ -1,0 +1,26 @@
+-- Download links and the facts the emails and the download page show.
+
+-- name: insert_download_token
+INSERT INTO log_export_download_tokens (export_id, user_id, token_hash, purpose, expires_at)
+VALUES ($1, $2, $3, $4, $5)
+RETURNING id;
+
+-- The export id is part of the match, so a token copied onto another export's URL finds nothing.
+-- name: find_download_token
+SELECT t.id, t.export_id, t.user_id, t.purpose, t.expires_at,
+       u.email AS user_email, u.full_name AS user_name
+FROM log_export_download_tokens t
+JOIN users u ON u.id = t.user_id
+WHERE t.token_hash = $1 AND t.export_id = $2;
+
+-- name: delivery_export
+SELECT e.*,
+       u.email AS requester_email, u.full_name AS requester_name
+FROM log_exports e
+JOIN users u ON u.id = e.requested_by
+WHERE e.id = $1;
+
+-- Tokens outlive nothing: once their export has expired they only take space.
+-- name: delete_expired_download_tokens
+DELETE FROM log_export_download_tokens
+WHERE expires_at < $1;
