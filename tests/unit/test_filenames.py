@@ -21,7 +21,9 @@ def test_to_time_at_midnight_names_the_previous_day() -> None:
 
 
 def test_to_time_mid_day_names_that_day() -> None:
-    name = export_file_name("SCIM_EVENT", utc(2026, 1, 1, 8), utc(2026, 1, 5, 13, 30), "CSV", "GZIP")
+    name = export_file_name(
+        "SCIM_EVENT", utc(2026, 1, 1, 8), utc(2026, 1, 5, 13, 30), "CSV", "GZIP"
+    )
     assert name == "scim-event-export-2026-01-01-to-2026-01-05.csv.gz"
 
 

@@ -1,0 +1,231 @@
+import asyncio
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from logexport.config import Settings
+from logexport.exports import storage as storage_module
+from logexport.exports.storage import (
+    InvalidKey,
+    LocalStorage,
+    ObjectNotFound,
+    S3Storage,
+    StorageError,
+    StoredObject,
+    storage_from_settings,
+)
+
+KEY = (
+    "0b6c3f0e-5d5e-4b59-9d0e-7f7f9d2a1c11/attempt-1/audit-log-export-2026-01-01-to-2026-01-31.jsonl"
+)
+
+
+def files_under(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return tmp_path / "exports"
+
+
+@pytest.fixture
+def storage(root: Path) -> LocalStorage:
+    return LocalStorage.from_url(f"file://{root}")
+
+
+async def test_written_file_reads_back_and_is_private(storage: LocalStorage, root: Path) -> None:
+    data = os.urandom(3 * (1 << 20) + 12345)
+    writer = await storage.open_writer(KEY, content_type="application/x-ndjson", file_name="f")
+    for start in range(0, len(data), 70_000):
+        await writer.write(data[start : start + 70_000])
+    target = root / KEY
+    assert not target.exists(), "the file must not be visible before complete()"
+    temps = files_under(root)
+    assert len(temps) == 1 and Path(temps[0]).name.startswith(f".{target.name}.part-")
+
+    stored = await writer.complete()
+
+    assert stored == StoredObject(key=KEY, byte_size=len(data))
+    assert files_under(root) == [KEY]
+    assert target.read_bytes() == data
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert stat.S_IMODE(target.parent.stat().st_mode) & 0o077 == 0
+    assert await storage.exists(KEY)
+    chunks = [chunk async for chunk in storage.read(KEY, chunk_size=1 << 20)]
+    assert b"".join(chunks) == data
+    assert max(len(c) for c in chunks) == 1 << 20
+    # complete() is idempotent and the writer's context exit after it changes nothing.
+    assert await writer.complete() == stored
+    await writer.abort()
+    assert target.read_bytes() == data
+
+
+async def test_abort_leaves_nothing(storage: LocalStorage, root: Path) -> None:
+    writer = await storage.open_writer(KEY, content_type="text/csv", file_name="f")
+    await writer.write(b"x" * (2 << 20))
+    assert files_under(root)
+    await writer.abort()
+    await writer.abort()
+    assert files_under(root) == []
+    with pytest.raises(StorageError):
+        await writer.write(b"more")
+    with pytest.raises(StorageError):
+        await writer.complete()
+    assert not await storage.exists(KEY)
+
+
+async def test_leaving_the_block_with_an_error_aborts(storage: LocalStorage, root: Path) -> None:
+    with pytest.raises(RuntimeError):
+        async with await storage.open_writer(KEY, content_type="text/csv", file_name="f") as w:
+            await w.write(b"a,b\r\n")
+            raise RuntimeError("encoder failed")
+    assert files_under(root) == []
+
+
+async def test_leaving_the_block_without_complete_aborts(storage: LocalStorage, root: Path) -> None:
+    async with await storage.open_writer(KEY, content_type="text/csv", file_name="f") as w:
+        await w.write(b"a,b\r\n")
+    assert files_under(root) == []
+
+
+async def test_cancelled_writer_task_leaves_nothing(storage: LocalStorage, root: Path) -> None:
+    started = asyncio.Event()
+
+    async def export() -> None:
+        async with await storage.open_writer(KEY, content_type="text/csv", file_name="f") as w:
+            while True:
+                await w.write(b"y" * 65536)
+                started.set()
+
+    task = asyncio.create_task(export())
+    async with asyncio.timeout(10):
+        await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert files_under(root) == []
+
+
+async def test_a_replaced_file_is_never_seen_half_written(
+    storage: LocalStorage, root: Path
+) -> None:
+    async with await storage.open_writer(KEY, content_type="text/csv", file_name="f") as w:
+        await w.write(b"old")
+        await w.complete()
+    async with await storage.open_writer(KEY, content_type="text/csv", file_name="f") as w:
+        await w.write(b"new" * 1000)
+        assert (root / KEY).read_bytes() == b"old"
+        await w.complete()
+    assert (root / KEY).read_bytes() == b"new" * 1000
+
+
+async def test_tiny_writes_are_batched_into_few_thread_calls(
+    storage: LocalStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = 0
+    real_to_thread = asyncio.to_thread
+
+    async def counting_to_thread(func, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        return await real_to_thread(func, *args, **kwargs)
+
+    monkeypatch.setattr(storage_module.asyncio, "to_thread", counting_to_thread)
+    writer = await storage.open_writer(KEY, content_type="text/csv", file_name="f")
+    line = b"2026-01-01T00:00:00.000000Z,user.login,203.0.113.5\r\n"
+    count = (4 << 20) // len(line) + 1
+    for _ in range(count):
+        await writer.write(line)
+    stored = await writer.complete()
+    assert stored.byte_size == count * len(line)
+    # open + one per MiB + complete, not one per write.
+    assert calls <= 2 + stored.byte_size // (1 << 20) + 1
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "../outside",
+        "a/../../outside",
+        "/etc/passwd",
+        "",
+        "a//b",
+        "./a",
+        "a/.",
+        "a\\..\\b",
+        "a\x00b",
+    ],
+)
+async def test_keys_that_could_escape_the_directory_are_refused(
+    storage: LocalStorage, root: Path, key: str
+) -> None:
+    with pytest.raises(InvalidKey):
+        await storage.open_writer(key, content_type="text/csv", file_name="f")
+    with pytest.raises(InvalidKey):
+        await storage.delete(key)
+    with pytest.raises(InvalidKey):
+        await storage.exists(key)
+    with pytest.raises(InvalidKey):
+        [chunk async for chunk in storage.read(key)]
+    assert not root.parent.joinpath("outside").exists()
+
+
+async def test_symlink_out_of_the_directory_is_refused(
+    storage: LocalStorage, root: Path, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    root.mkdir()
+    (root / "link").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(InvalidKey):
+        await storage.open_writer("link/file.csv", content_type="text/csv", file_name="f")
+    assert list(elsewhere.iterdir()) == []
+
+
+async def test_delete_is_idempotent_and_removes_empty_directories(
+    storage: LocalStorage, root: Path
+) -> None:
+    async with await storage.open_writer(KEY, content_type="text/csv", file_name="f") as w:
+        await w.write(b"data")
+        await w.complete()
+    await storage.delete(KEY)
+    await storage.delete(KEY)
+    assert not await storage.exists(KEY)
+    assert root.is_dir() and list(root.iterdir()) == []
+
+
+async def test_reading_a_missing_key_raises_not_found(storage: LocalStorage) -> None:
+    with pytest.raises(ObjectNotFound):
+        [chunk async for chunk in storage.read(KEY)]
+
+
+async def test_local_backend_has_no_links_and_no_open_uploads(storage: LocalStorage) -> None:
+    async with storage as same:
+        assert same is storage
+        assert (
+            await storage.presigned_download_url(
+                KEY, file_name="f.jsonl", content_type="application/x-ndjson", expires_in=300
+            )
+            is None
+        )
+        assert await storage.open_uploads() == []
+
+
+def test_storage_url_selects_the_backend(tmp_path: Path) -> None:
+    local = storage_from_settings(Settings(storage_url=f"file://{tmp_path}/dir"))
+    assert isinstance(local, LocalStorage) and local.root == f"{tmp_path}/dir"
+    s3 = storage_from_settings(
+        Settings(storage_url="s3://bucket/some/prefix/", s3_endpoint_url="http://127.0.0.1:9")
+    )
+    assert isinstance(s3, S3Storage)
+    assert (s3.bucket, s3.prefix, s3.endpoint_url) == (
+        "bucket",
+        "some/prefix",
+        "http://127.0.0.1:9",
+    )
+    assert s3.full_key("a/b.csv") == "some/prefix/a/b.csv"
+    with pytest.raises(StorageError):
+        LocalStorage.from_url("file://remote-host/dir")
