@@ -177,9 +177,9 @@ async def test_symlink_out_of_the_directory_is_refused(
     storage: LocalStorage, root: Path, tmp_path: Path
 ) -> None:
     elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    root.mkdir()
-    (root / "link").symlink_to(elsewhere, target_is_directory=True)
+    os.makedirs(elsewhere)
+    os.makedirs(root)
+    os.symlink(elsewhere, root / "link", target_is_directory=True)
     with pytest.raises(InvalidKey):
         await storage.open_writer("link/file.csv", content_type="text/csv", file_name="f")
     assert list(elsewhere.iterdir()) == []
@@ -194,7 +194,7 @@ async def test_delete_is_idempotent_and_removes_empty_directories(
     await storage.delete(KEY)
     await storage.delete(KEY)
     assert not await storage.exists(KEY)
-    assert root.is_dir() and list(root.iterdir()) == []
+    assert os.listdir(root) == []
 
 
 async def test_reading_a_missing_key_raises_not_found(storage: LocalStorage) -> None:
