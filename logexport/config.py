@@ -57,7 +57,9 @@ def _url(*schemes: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         parts = urlsplit(text)
         if parts.scheme not in schemes:
-            raise ValueError("expected a URL starting with " + " or ".join(f"{s}://" for s in schemes))
+            raise ValueError(
+                "expected a URL starting with " + " or ".join(f"{s}://" for s in schemes)
+            )
         if parts.scheme not in ("file",) and not parts.netloc:
             raise ValueError("the URL has no host")
         return text
@@ -97,9 +99,7 @@ class Settings:
     storage_url: str = _setting("LOGEXPORT_STORAGE_URL", _url("s3", "file"))
     s3_endpoint_url: str | None = _setting("LOGEXPORT_S3_ENDPOINT_URL", _url("http", "https"))
     s3_public_url: str | None = _setting("LOGEXPORT_S3_PUBLIC_URL", _url("http", "https"))
-    s3_addressing_style: str = _setting(
-        "LOGEXPORT_S3_ADDRESSING_STYLE", _addressing_style, "auto"
-    )
+    s3_addressing_style: str = _setting("LOGEXPORT_S3_ADDRESSING_STYLE", _addressing_style, "auto")
     smtp_url: str = _setting("LOGEXPORT_SMTP_URL", _url("smtp", "smtps"))
     mail_from: str = _setting("LOGEXPORT_MAIL_FROM", _email)
     secret_key: str = _setting("LOGEXPORT_SECRET_KEY", _secret_key)
@@ -123,9 +123,7 @@ class Settings:
     token: str = _setting("LOGEXPORT_TOKEN", str)
 
     @classmethod
-    def from_env(
-        cls, needs: Iterable[str] = (), env: Mapping[str, str] | None = None
-    ) -> Settings:
+    def from_env(cls, needs: Iterable[str] = (), env: Mapping[str, str] | None = None) -> Settings:
         """Read every setting; those named in ``needs`` must be present.
 
         ``needs`` holds field names (``"database_url"``). A malformed value is an error

@@ -77,7 +77,9 @@ async def connect(dsn: str, **kwargs: Any) -> asyncpg.Connection:
     return conn
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, **kwargs: Any) -> asyncpg.Pool:
+async def create_pool(
+    dsn: str, *, min_size: int = 1, max_size: int = 10, **kwargs: Any
+) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
         dsn, min_size=min_size, max_size=max_size, init=init_connection, **kwargs
     )
@@ -146,5 +148,7 @@ async def pending_migrations(conn: asyncpg.Connection) -> list[str]:
     exists = await conn.fetchval("SELECT to_regclass('logexport_migrations') IS NOT NULL")
     applied: set[str] = set()
     if exists:
-        applied = {r["version"] for r in await conn.fetch("SELECT version FROM logexport_migrations")}
+        applied = {
+            r["version"] for r in await conn.fetch("SELECT version FROM logexport_migrations")
+        }
     return [version for version, _ in migration_files() if version not in applied]

@@ -12,7 +12,7 @@ import csv
 import io
 import json
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 Row = Sequence[str | None]
@@ -62,11 +62,11 @@ class Encoder(Protocol):
     def encode(self, rows: Sequence[Row]) -> bytes: ...
 
 
-_quote = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_quote: Callable[[str], str] = json.encoder.encode_basestring
 
 
 def _json_text(value: str | None) -> str:
-    return "null" if value is None else _quote(value)  # type: ignore[no-any-return]
+    return "null" if value is None else _quote(value)
 
 
 def _json_raw(value: str | None) -> str:
@@ -81,9 +81,7 @@ class JsonlEncoder:
         self._converters = tuple(_json_raw if c in _RAW_JSON else _json_text for c in columns)
         keys = [_quote(c) + ":" for c in columns]
         # "{k0:%s,k1:%s,...}\n" with '%' in keys escaped: one C-level format per row.
-        self._template = (
-            "{" + ",".join(k.replace("%", "%%") + "%s" for k in keys) + "}\n"
-        )
+        self._template = "{" + ",".join(k.replace("%", "%%") + "%s" for k in keys) + "}\n"
 
     def header(self) -> bytes:
         return b""

@@ -26,6 +26,7 @@ from typing import Any
 import asyncpg
 
 from logexport.db import q
+from logexport.entries import AuditLogFilter, ScimEventFilter
 from logexport.exports.encoders import Gzip, Row, make_encoder
 from logexport.exports.storage import ObjectWriter
 
@@ -65,21 +66,10 @@ class ExportResult:
 
 def export_query(spec: ExportSpec) -> tuple[str, list[Any]]:
     """The named query and its parameters; filters are applied in SQL."""
-    f = spec.filter or {}
     base = [spec.organization_id, spec.from_time, spec.to_time]
     if spec.kind == "AUDIT_LOG":
-        return q("export_audit_log_rows"), [
-            *base,
-            f.get("actions"),
-            f.get("actorIds"),
-            f.get("resourceTypes"),
-        ]
-    return q("export_scim_event_rows"), [
-        *base,
-        f.get("methods"),
-        f.get("userName"),
-        f.get("statusCodes"),
-    ]
+        return q("export_audit_log_rows"), [*base, *AuditLogFilter.parse(spec.filter).sql_args()]
+    return q("export_scim_event_rows"), [*base, *ScimEventFilter.parse(spec.filter).sql_args()]
 
 
 class _Sink:

@@ -1,0 +1,347 @@
+"""Requesting, reading and canceling exports: the service every surface calls (SPEC §3, §4).
+
+Authorization and validation happen here once; GraphQL, MCP, the console and the CLI only
+translate their input and output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from logexport.config import Settings
+from logexport.db import q
+from logexport.entries import AuditLogFilter, ScimEventFilter
+from logexport.errors import BadUserInput, NotFound, RateLimited
+from logexport.exports.audit import record_export_event
+from logexport.exports.models import (
+    Compression,
+    ExportFormat,
+    ExportKind,
+    ExportStatus,
+    LogExport,
+)
+from logexport.identity import Principal
+from logexport.policy import Action, allows, authorize, role_of
+from logexport.timeutil import format_rfc3339, parse_rfc3339
+
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+_PRINTABLE_ASCII = frozenset(string.printable) - frozenset("\t\n\r\x0b\x0c")
+
+
+@dataclass(frozen=True)
+class ExportInput:
+    """A validated export request, in canonical form."""
+
+    organization_id: UUID
+    kind: ExportKind
+    from_time: datetime
+    to_time: datetime
+    format: ExportFormat
+    compression: Compression
+    csv_bom: bool
+    filter: dict[str, Any]
+    idempotency_key: str | None
+
+    def fingerprint(self) -> str:
+        """Hash of everything but the key: the same key must mean the same request."""
+        canonical = {
+            "organization_id": str(self.organization_id),
+            "kind": self.kind.value,
+            "from_time": format_rfc3339(self.from_time),
+            "to_time": format_rfc3339(self.to_time),
+            "format": self.format.value,
+            "compression": self.compression.value,
+            "csv_bom": self.csv_bom,
+            "filter": self.filter,
+        }
+        text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def parse_uuid(value: Any, field: str) -> UUID:
+    if isinstance(value, UUID):
+        return value
+    try:
+        return UUID(str(value))
+    except ValueError:
+        raise BadUserInput(f"{field} is not a valid id", field=field) from None
+
+
+def _enum(enum: Any, value: Any, field: str, default: Any) -> Any:
+    if value is None:
+        return default
+    try:
+        return enum(str(value).upper())
+    except ValueError:
+        allowed = ", ".join(member.value for member in enum)
+        raise BadUserInput(f"{field} must be one of {allowed}", field=field) from None
+
+
+def _datetime(value: Any, field: str) -> datetime:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise BadUserInput(f"{field} must include a UTC offset", field=field)
+        return value
+    return parse_rfc3339(value, field)
+
+
+def parse_filter(kind: ExportKind, raw: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The filter in canonical JSON form (sorted, de-duplicated, camelCase keys)."""
+    if kind is ExportKind.AUDIT_LOG:
+        return AuditLogFilter.parse(raw).to_json()
+    return ScimEventFilter.parse(raw).to_json()
+
+
+def validate_idempotency_key(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 1 <= len(value) <= 200:
+        raise BadUserInput("idempotencyKey must be 1 to 200 characters", field="idempotencyKey")
+    if not set(value) <= _PRINTABLE_ASCII:
+        raise BadUserInput(
+            "idempotencyKey may hold printable ASCII characters only", field="idempotencyKey"
+        )
+    return value
+
+
+def validate_export_input(
+    settings: Settings,
+    kind: ExportKind,
+    *,
+    organization_id: Any,
+    from_time: Any,
+    to_time: Any,
+    format: Any = None,
+    compression: Any = None,
+    csv_bom: Any = None,
+    filter: Mapping[str, Any] | None = None,
+    idempotency_key: Any = None,
+) -> ExportInput:
+    """Every rule of SPEC §3 that needs no database, each naming its field."""
+    start = _datetime(from_time, "fromTime")
+    end = _datetime(to_time, "toTime")
+    if start >= end:
+        raise BadUserInput("fromTime must be earlier than toTime", field="toTime")
+    max_span = timedelta(days=settings.max_range_days)
+    if end - start > max_span:
+        raise BadUserInput(
+            f"The range from fromTime to toTime may span at most {settings.max_range_days} days",
+            field="toTime",
+        )
+    export_format = _enum(ExportFormat, format, "format", ExportFormat.JSONL)
+    bom = bool(csv_bom) if csv_bom is not None else False
+    if bom and export_format is not ExportFormat.CSV:
+        raise BadUserInput("csvBom applies to the CSV format only", field="csvBom")
+    return ExportInput(
+        organization_id=parse_uuid(organization_id, "organizationId"),
+        kind=kind,
+        from_time=start,
+        to_time=end,
+        format=export_format,
+        compression=_enum(Compression, compression, "compression", Compression.NONE),
+        csv_bom=bom,
+        filter=parse_filter(kind, filter),
+        idempotency_key=validate_idempotency_key(idempotency_key),
+    )
+
+
+async def request_export(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    principal: Principal,
+    kind: ExportKind | str,
+    *,
+    organization_id: Any,
+    from_time: Any,
+    to_time: Any,
+    format: Any = None,
+    compression: Any = None,
+    csv_bom: Any = None,
+    filter: Mapping[str, Any] | None = None,
+    idempotency_key: Any = None,
+    ip_address: str | None = None,
+    user_agent: str | None = None,
+) -> LogExport:
+    """Queue an export: job row, self-audit entry and ``NOTIFY`` in one transaction."""
+    kind = ExportKind(kind)
+    org_id = parse_uuid(organization_id, "organizationId")
+    async with pool.acquire() as conn:
+        await authorize(conn, principal, org_id, kind.export_action)
+        request = validate_export_input(
+            settings,
+            kind,
+            organization_id=org_id,
+            from_time=from_time,
+            to_time=to_time,
+            format=format,
+            compression=compression,
+            csv_bom=csv_bom,
+            filter=filter,
+            idempotency_key=idempotency_key,
+        )
+        fingerprint = request.fingerprint()
+        async with conn.transaction():
+            if request.idempotency_key is not None:
+                previous = await _replay(conn, principal, request, fingerprint)
+                if previous is not None:
+                    return previous
+            await conn.execute(q("lock_organization_exports"), org_id)
+            active = await conn.fetchval(q("count_active_exports"), org_id)
+            if active >= settings.max_active_exports_per_org:
+                raise RateLimited(
+                    f"This organization already has {active} exports pending or running; "
+                    "wait for one to finish before requesting another"
+                )
+            record = await conn.fetchrow(
+                q("insert_export"),
+                org_id,
+                kind.value,
+                request.from_time,
+                request.to_time,
+                request.format.value,
+                request.compression.value,
+                request.csv_bom,
+                request.filter,
+                principal.user_id,
+                principal.api_key_id,
+                request.idempotency_key,
+                fingerprint,
+            )
+            if record is None:
+                # A concurrent request with the same key won the unique index.
+                raise BadUserInput(
+                    "idempotencyKey is being used by a concurrent request; retry it",
+                    field="idempotencyKey",
+                )
+            export = LogExport.from_record(record)
+            await record_export_event(
+                conn,
+                export,
+                kind.export_action.value,
+                actor=principal,
+                ip_address=ip_address,
+                user_agent=user_agent,
+            )
+            await conn.execute(q("notify_export"), export.id)
+    return export
+
+
+async def _replay(
+    conn: asyncpg.Connection, principal: Principal, request: ExportInput, fingerprint: str
+) -> LogExport | None:
+    """The export an earlier request with this key created, if it is still in its window."""
+    record = await conn.fetchrow(
+        q("find_export_by_idempotency_key"), principal.user_id, request.idempotency_key
+    )
+    if record is None:
+        return None
+    previous = LogExport.from_record(record)
+    now = await conn.fetchval("SELECT now()")
+    if now - previous.created_at >= IDEMPOTENCY_WINDOW:
+        await conn.execute(q("release_idempotency_key"), previous.id)
+        return None
+    if previous.request_hash != fingerprint:
+        raise BadUserInput(
+            "idempotencyKey was already used for a different export request",
+            field="idempotencyKey",
+        )
+    return previous
+
+
+async def _visible_export(
+    conn: asyncpg.Connection, principal: Principal, export_id: Any, action: Action
+) -> LogExport:
+    """The export if the principal may act on it; ``NotFound`` alike when missing or hidden."""
+    try:
+        parsed = parse_uuid(export_id, "id")
+    except BadUserInput:
+        raise NotFound("No such export") from None
+    record = await conn.fetchrow(q("get_export"), parsed)
+    if record is None:
+        raise NotFound("No such export")
+    export = LogExport.from_record(record)
+    role = await role_of(conn, export.organization_id, principal.user_id)
+    if not allows(role, action):
+        raise NotFound("No such export")
+    return export
+
+
+async def get_export(pool: asyncpg.Pool, principal: Principal, export_id: Any) -> LogExport:
+    async with pool.acquire() as conn:
+        return await _visible_export(conn, principal, export_id, Action.LOG_EXPORT_GET)
+
+
+@dataclass(frozen=True)
+class ExportPage:
+    items: list[LogExport]
+    has_next_page: bool
+
+
+async def list_exports(
+    pool: asyncpg.Pool,
+    principal: Principal,
+    organization_id: Any,
+    *,
+    first: int = 50,
+    after: tuple[datetime, UUID] | None = None,
+) -> ExportPage:
+    """Newest first; ``after`` is the (created_at, id) of the last export already seen."""
+    if not 1 <= first <= 100:
+        raise BadUserInput("first must be between 1 and 100", field="first")
+    org_id = parse_uuid(organization_id, "organizationId")
+    async with pool.acquire() as conn:
+        await authorize(conn, principal, org_id, Action.LOG_EXPORT_GET)
+        rows = await conn.fetch(
+            q("list_exports"),
+            org_id,
+            after[0] if after else None,
+            after[1] if after else None,
+            first + 1,
+        )
+    items = [LogExport.from_record(r) for r in rows[:first]]
+    return ExportPage(items=items, has_next_page=len(rows) > first)
+
+
+async def cancel_export(
+    pool: asyncpg.Pool,
+    principal: Principal,
+    export_id: Any,
+    *,
+    ip_address: str | None = None,
+    user_agent: str | None = None,
+) -> LogExport:
+    """Cancel per SPEC §4: at once when pending; the worker stops at its next heartbeat
+    when processing; a completed export loses its object and links."""
+    async with pool.acquire() as conn, conn.transaction():
+        export = await _visible_export(conn, principal, export_id, Action.LOG_EXPORT_CANCEL)
+        record = await conn.fetchrow(q("get_export_for_update"), export.id)
+        export = LogExport.from_record(record)
+        if export.status is ExportStatus.CANCELED:
+            return export
+        if export.status in (ExportStatus.FAILED, ExportStatus.EXPIRED):
+            raise BadUserInput(
+                f"An export that is {export.status.value.lower()} cannot be canceled", field="id"
+            )
+        canceled = LogExport.from_record(await conn.fetchrow(q("cancel_export"), export.id))
+        # Links die with the status; the tokens go too, and the object sweeper deletes the
+        # object because no live export adopts it any more.
+        await conn.execute(q("revoke_download_tokens"), export.id)
+        await record_export_event(
+            conn,
+            canceled,
+            Action.LOG_EXPORT_CANCEL.value,
+            actor=principal,
+            ip_address=ip_address,
+            user_agent=user_agent,
+            extra={"previous_status": export.status.value},
+        )
+    return canceled
