@@ -17,13 +17,12 @@ import base64
 import hashlib
 import ipaddress
 import logging
-import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 from uuid import UUID
 
 import jinja2
@@ -35,6 +34,7 @@ from starlette.routing import Route
 from logexport.config import Settings
 from logexport.exports import delivery
 from logexport.exports.audit import record_export_event
+from logexport.exports.filenames import content_disposition
 from logexport.exports.mailer import human_size, readable_time, rfc3339
 from logexport.exports.models import ExportStatus, LogExport
 from logexport.exports.storage import Storage, StorageError
@@ -337,11 +337,3 @@ def _client_ip(request: Request) -> str | None:
         return str(ipaddress.ip_address(host))
     except ValueError:
         return None
-
-
-_UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]")
-
-
-def content_disposition(file_name: str) -> str:
-    fallback = _UNSAFE_FILENAME.sub("_", file_name) or "export"
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(file_name, safe='')}"
