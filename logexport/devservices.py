@@ -446,6 +446,9 @@ def sweep_stale_clusters(prefix: str = "pg-test-") -> None:
             meta = json.loads((base / "cluster.json").read_text())
             owner = int(meta["owner_pid"])
         except (OSError, ValueError, KeyError):
+            # No metadata yet: another run may be creating it right now.
+            if time.time() - base.stat().st_mtime < 600:
+                continue
             owner = 0
         if owner and _pid_alive(owner):
             continue

@@ -2,7 +2,7 @@
 
 -- name: lock_organization_exports
 -- Serializes the active-export cap check of one organization.
-SELECT pg_advisory_xact_lock(7001, hashtext($1::text));
+SELECT pg_advisory_xact_lock(7001, hashtext($1::uuid::text));
 
 -- name: find_export_by_idempotency_key
 SELECT * FROM log_exports
@@ -25,7 +25,7 @@ ON CONFLICT (requested_by, idempotency_key) WHERE idempotency_key IS NOT NULL DO
 RETURNING *;
 
 -- name: notify_export
-SELECT pg_notify('logexport_jobs', $1::text);
+SELECT pg_notify('logexport_jobs', $1::uuid::text);
 
 -- name: get_export
 SELECT * FROM log_exports WHERE id = $1;
