@@ -642,7 +642,7 @@ class SmtpSink:
     async def wait_for(
         self,
         predicate: Callable[[EmailMessage], bool] = lambda _: True,
-        timeout: float = 10,  # noqa: ASYNC109 - a deadline for polling, not a cancel scope
+        timeout: float = 10,
     ) -> EmailMessage:
         """The first message so far (or arriving within ``timeout``) matching ``predicate``."""
         deadline = time.monotonic() + timeout
@@ -796,6 +796,9 @@ def services_down(purge: bool = False) -> None:
     if purge:
         _state_file().unlink(missing_ok=True)
         shutil.rmtree(run_dir() / "mail", ignore_errors=True)
+        (run_dir() / "smtp.log").unlink(missing_ok=True)
+        if s3_state.get("port"):
+            (run_dir() / f"moto-{s3_state['port']}.log").unlink(missing_ok=True)
     elif state:
         state.get("s3", {}).pop("pid", None)
         state.get("smtp", {}).pop("pid", None)
