@@ -60,6 +60,13 @@ def plain_message(to: str) -> EmailMessage:
     return message
 
 
+def plain_text(message: EmailMessage) -> str:
+    part = message.get_body(("plain",))
+    assert part is not None
+    content: str = part.get_content()
+    return content
+
+
 def unique_email() -> str:
     return f"user-{secrets.token_hex(4)}@example.test"
 
@@ -77,7 +84,7 @@ async def test_ready_email_arrives_with_a_working_link(
     received = await smtp_sink.wait_for(lambda m: email in str(m["To"]))
     assert received["Subject"] == "Your SCIM event export is ready"
     assert received["To"].addresses[0].display_name == "Grace Hopper"
-    text = received.get_body(("plain",)).get_content()
+    text = plain_text(received)
     link = next(word for word in text.split() if word.startswith(f"{BASE_URL}/exports/"))
     parts = urlsplit(link)
     assert parts.path == f"/exports/{export_id}/download"
@@ -105,7 +112,7 @@ async def test_failed_email_arrives_with_the_reason(
 
     received = await smtp_sink.wait_for(lambda m: email in str(m["To"]))
     assert received["Subject"] == "Your SCIM event export failed"
-    assert "Storage was unavailable; try again." in received.get_body(("plain",)).get_content()
+    assert "Storage was unavailable; try again." in plain_text(received)
 
 
 async def test_temporary_refusal_raises_mail_error(pool: asyncpg.Pool, smtp_sink: SmtpSink) -> None:

@@ -53,9 +53,9 @@ def facts(kind: str = "AUDIT_LOG", **changes: object) -> ExportFacts:
     return ExportFacts(**values)  # type: ignore[arg-type]
 
 
-def ready(recipient: Recipient | None = None, **changes: object) -> EmailMessage:
+def ready(recipient: Recipient | None = None, kind: str = "AUDIT_LOG") -> EmailMessage:
     return build_ready_message(
-        SETTINGS, recipient or Recipient("ada@example.test", "Ada Lovelace"), facts(**changes), LINK
+        SETTINGS, recipient or Recipient("ada@example.test", "Ada Lovelace"), facts(kind), LINK
     )
 
 
@@ -63,7 +63,7 @@ def parts(message: EmailMessage) -> tuple[str, str]:
     text = message.get_body(("plain",))
     html = message.get_body(("html",))
     assert text is not None and html is not None
-    return text.get_content(), html.get_content()  # type: ignore[attr-defined]
+    return text.get_content(), html.get_content()
 
 
 def reparsed(message: EmailMessage) -> EmailMessage:
