@@ -1,0 +1,515 @@
+"""A GraphQL client of a remote logexport API, for scripts, the CLI and ``logexport mcp``.
+
+It needs no database: every call is one GraphQL request to ``{api_url}/graphql`` with the
+bearer token. Results are the GraphQL objects as plain dicts (camelCase keys; ``BigInt``
+fields are decimal strings). A GraphQL error raises ``ApiError`` with its code, message
+and field; a network failure raises ``ApiUnreachable``. No message ever includes the token.
+
+    async with LogExportClient("https://logexport.example.com", token) as client:
+        export = await client.request_export(
+            "AUDIT_LOG", org_id, "2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z"
+        )
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, BinaryIO, Self
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from logexport.errors import LogExportError
+from logexport.timeutil import format_rfc3339
+
+LOG_EXPORT_FIELDS = """
+fragment LogExportFields on LogExport {
+  id kind status fromTime toTime format compression csvBom filter
+  requestedBy { id email fullName }
+  createdAt startedAt completedAt snapshotAt emailedAt
+  attempts rowsWritten rowCount byteSize sha256 fileName expiresAt
+  error { code message }
+}
+"""
+
+_PAGE_INFO = "pageInfo { hasNextPage endCursor }"
+
+REQUEST_AUDIT_LOG_EXPORT = (
+    """
+mutation RequestAuditLogExport($input: RequestAuditLogExportInput!) {
+  requestAuditLogExport(input: $input) { logExport { ...LogExportFields } }
+}
+"""
+    + LOG_EXPORT_FIELDS
+)
+
+REQUEST_SCIM_EVENT_EXPORT = (
+    """
+mutation RequestScimEventExport($input: RequestScimEventExportInput!) {
+  requestScimEventExport(input: $input) { logExport { ...LogExportFields } }
+}
+"""
+    + LOG_EXPORT_FIELDS
+)
+
+GET_LOG_EXPORT = (
+    """
+query LogExport($id: ID!) { logExport(id: $id) { ...LogExportFields } }
+"""
+    + LOG_EXPORT_FIELDS
+)
+
+# A separate query: each downloadUrl is a fresh link (a stored token), so it is asked for
+# only when the caller is about to download.
+GET_LOG_EXPORT_DOWNLOAD = (
+    """
+query LogExportDownload($id: ID!) { logExport(id: $id) { ...LogExportFields downloadUrl } }
+"""
+    + LOG_EXPORT_FIELDS
+)
+
+LIST_LOG_EXPORTS = (
+    """
+query LogExports($organizationId: ID!, $first: Int, $after: String) {
+  organization(id: $organizationId) {
+    logExports(first: $first, after: $after) {
+      edges { cursor node { ...LogExportFields } }
+      """
+    + _PAGE_INFO
+    + """
+    }
+  }
+}
+"""
+    + LOG_EXPORT_FIELDS
+)
+
+CANCEL_LOG_EXPORT = (
+    """
+mutation CancelLogExport($input: CancelLogExportInput!) {
+  cancelLogExport(input: $input) { logExport { ...LogExportFields } }
+}
+"""
+    + LOG_EXPORT_FIELDS
+)
+
+LIST_AUDIT_LOG_ENTRIES = (
+    """
+query AuditLogEntries(
+  $organizationId: ID!, $first: Int, $after: String, $filter: AuditLogFilter
+) {
+  organization(id: $organizationId) {
+    auditLogEntries(first: $first, after: $after, filter: $filter) {
+      edges {
+        cursor
+        node {
+          id createdAt actorType actorId actorEmail actorName action
+          resourceType resourceId ipAddress userAgent metadata
+        }
+      }
+      """
+    + _PAGE_INFO
+    + """
+    }
+  }
+}
+"""
+)
+
+LIST_SCIM_EVENTS = (
+    """
+query ScimEvents(
+  $organizationId: ID!, $first: Int, $after: String, $filter: ScimEventFilter
+) {
+  organization(id: $organizationId) {
+    scimEvents(first: $first, after: $after, filter: $filter) {
+      edges {
+        cursor
+        node {
+          id createdAt method path userName statusCode errorMessage
+          ipAddress userAgent requestBody responseBody
+        }
+      }
+      """
+    + _PAGE_INFO
+    + """
+    }
+  }
+}
+"""
+)
+
+VIEWER = """
+query Viewer {
+  viewer {
+    id email fullName
+    organizations {
+      id name viewerRole
+      viewerPermissions {
+        canListAuditLog canExportAuditLog canListScimEvents canExportScimEvents
+      }
+    }
+  }
+  maxRangeDays
+}
+"""
+
+# Every document this client sends, so a test can validate them against schema.graphql.
+DOCUMENTS = {
+    "requestAuditLogExport": REQUEST_AUDIT_LOG_EXPORT,
+    "requestScimEventExport": REQUEST_SCIM_EVENT_EXPORT,
+    "logExport": GET_LOG_EXPORT,
+    "logExportDownload": GET_LOG_EXPORT_DOWNLOAD,
+    "logExports": LIST_LOG_EXPORTS,
+    "cancelLogExport": CANCEL_LOG_EXPORT,
+    "auditLogEntries": LIST_AUDIT_LOG_ENTRIES,
+    "scimEvents": LIST_SCIM_EVENTS,
+    "viewer": VIEWER,
+}
+
+# Python and MCP callers spell filter keys in snake_case; GraphQL wants camelCase.
+_FILTER_KEYS = {
+    "actor_ids": "actorIds",
+    "resource_types": "resourceTypes",
+    "user_name": "userName",
+    "status_codes": "statusCodes",
+}
+
+_CHUNK = 64 * 1024
+
+
+class ApiError(LogExportError):
+    """The API refused a request. ``code`` is the GraphQL ``extensions.code``."""
+
+    def __init__(self, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.code = code
+
+    def __str__(self) -> str:
+        if self.field and self.field not in self.message:
+            return f"{self.field}: {self.message}"
+        return self.message
+
+
+class ApiUnreachable(ApiError):
+    """The request never got a usable answer: connection refused, timeout, not GraphQL."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("NETWORK", message)
+
+
+class ChecksumMismatch(ApiError):
+    """The downloaded file's SHA-256 is not the one the API recorded; nothing was kept."""
+
+    def __init__(self, expected: str, actual: str) -> None:
+        super().__init__(
+            "CHECKSUM_MISMATCH",
+            f"the downloaded file's SHA-256 is {actual}, expected {expected}; it was removed",
+        )
+        self.expected = expected
+        self.actual = actual
+
+
+def _public_url(url: str) -> str:
+    """``url`` without user info or query, safe to show in a message."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def _time(value: datetime | str) -> str:
+    return format_rfc3339(value) if isinstance(value, datetime) else value
+
+
+def graphql_filter(raw: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A filter with snake_case keys turned into the GraphQL input's camelCase."""
+    if raw is None:
+        return None
+    return {_FILTER_KEYS.get(key, key): value for key, value in raw.items()}
+
+
+def _kind(kind: Any) -> str:
+    text = str(getattr(kind, "value", kind)).upper()
+    if text not in ("AUDIT_LOG", "SCIM_EVENT"):
+        raise ValueError("kind must be AUDIT_LOG or SCIM_EVENT")
+    return text
+
+
+class LogExportClient:
+    """One API endpoint and token; reuse it for many calls, close it when done."""
+
+    def __init__(
+        self,
+        api_url: str,
+        token: str,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.api_url = api_url.rstrip("/")
+        self._graphql_url = f"{self.api_url}/graphql"
+        self._http = httpx.AsyncClient(
+            headers={"Authorization": f"Bearer {token}", "User-Agent": "logexport-client"},
+            timeout=timeout,
+            transport=transport,
+        )
+        # Downloads go to a link that carries its own token (and may redirect to object
+        # storage), so the API token is never sent with them.
+        self._download_http = httpx.AsyncClient(
+            headers={"User-Agent": "logexport-client"},
+            timeout=timeout,
+            follow_redirects=True,
+            transport=transport,
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+        await self._download_http.aclose()
+
+    # ---------------------------------------------------------------------------- transport
+
+    async def execute(self, document: str, variables: Mapping[str, Any] | None = None) -> Any:
+        """Run one GraphQL document; the ``data`` object, or ``ApiError`` for any error."""
+        try:
+            response = await self._http.post(
+                self._graphql_url, json={"query": document, "variables": dict(variables or {})}
+            )
+        except httpx.TimeoutException:
+            raise ApiUnreachable(
+                f"the logexport API at {_public_url(self.api_url)} did not answer in time"
+            ) from None
+        except httpx.HTTPError as exc:
+            reason = type(exc).__name__
+            raise ApiUnreachable(
+                f"cannot reach the logexport API at {_public_url(self.api_url)} ({reason})"
+            ) from None
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and body.get("errors"):
+            raise _error_from(body["errors"][0])
+        if response.status_code == 401:
+            raise ApiError("UNAUTHENTICATED", "the API token was not accepted")
+        if response.status_code != 200 or not isinstance(body, dict) or "data" not in body:
+            raise ApiUnreachable(
+                f"the logexport API at {_public_url(self.api_url)} answered HTTP "
+                f"{response.status_code} without a GraphQL result"
+            )
+        return body["data"]
+
+    # ---------------------------------------------------------------------------- exports
+
+    async def request_export(
+        self,
+        kind: Any,
+        organization_id: Any,
+        from_time: datetime | str,
+        to_time: datetime | str,
+        format: str | None = None,
+        compression: str | None = None,
+        csv_bom: bool | None = None,
+        filter: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Queue an export (``kind`` ``AUDIT_LOG`` or ``SCIM_EVENT``); the new LogExport."""
+        kind_name = _kind(kind)
+        payload: dict[str, Any] = {
+            "organizationId": str(organization_id),
+            "fromTime": _time(from_time),
+            "toTime": _time(to_time),
+        }
+        optional = {
+            "format": format.upper() if format else None,
+            "compression": compression.upper() if compression else None,
+            "csvBom": csv_bom,
+            "filter": graphql_filter(filter),
+            "idempotencyKey": idempotency_key,
+        }
+        payload.update({k: v for k, v in optional.items() if v is not None})
+        if kind_name == "AUDIT_LOG":
+            data = await self.execute(REQUEST_AUDIT_LOG_EXPORT, {"input": payload})
+            return dict(data["requestAuditLogExport"]["logExport"])
+        data = await self.execute(REQUEST_SCIM_EVENT_EXPORT, {"input": payload})
+        return dict(data["requestScimEventExport"]["logExport"])
+
+    async def get_export(self, id: Any, *, download_url: bool = False) -> dict[str, Any]:
+        """The LogExport; ``download_url=True`` adds a fresh ``downloadUrl`` (when COMPLETED)."""
+        document = GET_LOG_EXPORT_DOWNLOAD if download_url else GET_LOG_EXPORT
+        data = await self.execute(document, {"id": str(id)})
+        if data.get("logExport") is None:
+            raise ApiError("NOT_FOUND", "No such export", "id")
+        return dict(data["logExport"])
+
+    async def list_exports(
+        self, organization_id: Any, first: int = 50, after: str | None = None
+    ) -> dict[str, Any]:
+        """A LogExportConnection (``edges``, ``pageInfo``), newest first."""
+        data = await self.execute(
+            LIST_LOG_EXPORTS,
+            {"organizationId": str(organization_id), "first": first, "after": after},
+        )
+        return dict(data["organization"]["logExports"])
+
+    async def cancel_export(self, id: Any) -> dict[str, Any]:
+        data = await self.execute(CANCEL_LOG_EXPORT, {"input": {"id": str(id)}})
+        return dict(data["cancelLogExport"]["logExport"])
+
+    # ---------------------------------------------------------------------------- entries
+
+    async def list_audit_log_entries(
+        self,
+        organization_id: Any,
+        first: int = 50,
+        after: str | None = None,
+        filter: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """An AuditLogEntryConnection, newest first."""
+        data = await self.execute(
+            LIST_AUDIT_LOG_ENTRIES,
+            {
+                "organizationId": str(organization_id),
+                "first": first,
+                "after": after,
+                "filter": graphql_filter(filter),
+            },
+        )
+        return dict(data["organization"]["auditLogEntries"])
+
+    async def list_scim_events(
+        self,
+        organization_id: Any,
+        first: int = 50,
+        after: str | None = None,
+        filter: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """A ScimEventConnection, newest first."""
+        data = await self.execute(
+            LIST_SCIM_EVENTS,
+            {
+                "organizationId": str(organization_id),
+                "first": first,
+                "after": after,
+                "filter": graphql_filter(filter),
+            },
+        )
+        return dict(data["organization"]["scimEvents"])
+
+    async def viewer(self) -> dict[str, Any]:
+        """The authenticated user, their organizations, and ``maxRangeDays``."""
+        data = await self.execute(VIEWER)
+        return {**data["viewer"], "maxRangeDays": data["maxRangeDays"]}
+
+    # ---------------------------------------------------------------------------- download
+
+    async def download_export(self, id: Any, path: str | os.PathLike[str]) -> dict[str, Any]:
+        """Save a completed export's file at ``path``, verified against its SHA-256.
+
+        The bytes go to a temporary file beside ``path`` that is renamed only once the
+        digest matches; on any failure (including cancellation) it is removed and
+        ``path`` is left as it was. Returns the LogExport.
+        """
+        export = await self.get_export(id, download_url=True)
+        if export["status"] != "COMPLETED" or not export.get("downloadUrl"):
+            raise ApiError(
+                "NOT_DOWNLOADABLE",
+                f"export {export['id']} is {export['status']}; only a COMPLETED export "
+                "can be downloaded",
+                "id",
+            )
+        target = Path(path)
+        partial = _PartialFile.beside(target)
+        try:
+            digest = hashlib.sha256()
+            async with self._download_http.stream("GET", export["downloadUrl"]) as response:
+                if response.status_code != 200:
+                    raise ApiError(
+                        "DOWNLOAD_FAILED",
+                        f"the download link answered HTTP {response.status_code}",
+                    )
+                async for chunk in response.aiter_bytes(_CHUNK):
+                    digest.update(chunk)
+                    partial.write(chunk)
+            partial.close()
+            expected = str(export.get("sha256") or "")
+            if digest.hexdigest() != expected.lower():
+                raise ChecksumMismatch(expected, digest.hexdigest())
+            partial.commit(target)
+        except httpx.HTTPError as exc:
+            partial.discard()
+            raise ApiUnreachable(f"the download failed ({type(exc).__name__})") from None
+        except BaseException:
+            partial.discard()
+            raise
+        return export
+
+
+class _PartialFile:
+    """A temporary file beside its target, renamed into place only when complete."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: BinaryIO | None = path.open("xb")
+
+    @classmethod
+    def beside(cls, target: Path) -> _PartialFile:
+        name = f".{target.name}.{secrets.token_hex(4)}.part"
+        return cls(target.parent / name)
+
+    def write(self, chunk: bytes) -> None:
+        assert self._file is not None
+        self._file.write(chunk)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            self._file = None
+
+    def commit(self, target: Path) -> None:
+        self.close()
+        os.replace(self.path, target)
+
+    def discard(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self.path.unlink(missing_ok=True)
+
+
+def _error_from(error: Any) -> ApiError:
+    if not isinstance(error, dict):
+        return ApiError("INTERNAL", "the API reported an error")
+    extensions = error.get("extensions") or {}
+    code = str(extensions.get("code") or "GRAPHQL_ERROR")
+    message = str(error.get("message") or code)
+    field = extensions.get("field")
+    if not field:
+        # Variable coercion errors name the field only in their text ("… at 'input.toTime'").
+        match = _COERCION_FIELD.search(message)
+        field = match.group(1) if match else None
+    return ApiError(code, message, str(field) if field else None)
+
+
+_COERCION_FIELD = re.compile(r"at '(?:input\.)?([A-Za-z0-9_.]+)'")

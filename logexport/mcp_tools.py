@@ -1,0 +1,514 @@
+"""The MCP tools, shared by both MCP servers (SPEC §9 MCP).
+
+One definition of each tool's name, description and JSON input schema, and one dispatcher,
+serve two backends:
+
+- ``/mcp`` over streamable HTTP (``logexport.web.mcp``) calls the service functions
+  in-process as the caller's principal;
+- ``logexport mcp`` over stdio calls a remote API through ``LogExportClient`` and needs no
+  database.
+
+Arguments are the snake_case forms of the GraphQL inputs. Results are the GraphQL objects
+(camelCase, as ``schema.graphql`` documents them) without ``downloadUrl``: a download link
+in a model's context could end up anywhere. Errors come back as tool errors whose text
+names the code and the argument: ``BAD_USER_INPUT (from_time): …``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import jsonschema
+import mcp_types as types
+from mcp.server import Server, ServerRequestContext
+
+from logexport.client import LogExportClient
+from logexport.errors import LogExportError
+
+log = logging.getLogger(__name__)
+
+SERVER_NAME = "logexport"
+INSTRUCTIONS = (
+    "Export and browse an organization's audit log and SCIM provisioning events. Exports "
+    "run in the background: request one, then poll get_log_export until its status is "
+    "COMPLETED; the requester receives the download link by email."
+)
+
+# ---------------------------------------------------------------------------- schemas
+
+_UUID = {"type": "string", "description": "An id (UUID)."}
+_ORGANIZATION = {
+    "type": "string",
+    "description": "The organization's id (UUID), e.g. 1b4e28ba-2fa1-11d2-883f-0016d3cca427.",
+}
+_FROM = {
+    "type": "string",
+    "format": "date-time",
+    "description": (
+        "Start of the range, inclusive. RFC 3339 with a UTC offset and at most 6 fractional "
+        "digits, e.g. 2026-01-01T00:00:00Z."
+    ),
+}
+_TO = {
+    "type": "string",
+    "format": "date-time",
+    "description": (
+        "End of the range, exclusive. RFC 3339 with a UTC offset, e.g. 2026-02-01T00:00:00Z "
+        "exports all of January 2026. May lie in the future."
+    ),
+}
+_FORMAT = {
+    "type": "string",
+    "enum": ["JSONL", "CSV"],
+    "default": "JSONL",
+    "description": "JSONL (one JSON object per line, the default) or CSV (spreadsheet-safe).",
+}
+_COMPRESSION = {
+    "type": "string",
+    "enum": ["NONE", "GZIP"],
+    "default": "NONE",
+    "description": "NONE (the default) or GZIP.",
+}
+_CSV_BOM = {
+    "type": "boolean",
+    "default": False,
+    "description": "Start a CSV file with a UTF-8 byte order mark (for Excel). CSV only.",
+}
+_IDEMPOTENCY_KEY = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 200,
+    "description": (
+        "1-200 printable ASCII characters chosen by you, e.g. a UUID. Repeating the same "
+        "request with the same key within 24 hours returns the original export instead of "
+        "starting another; reuse it when retrying."
+    ),
+}
+
+
+def _strings(description: str) -> dict[str, Any]:
+    return {
+        "type": "array",
+        "items": {"type": "string", "minLength": 1},
+        "minItems": 1,
+        "maxItems": 100,
+        "description": description,
+    }
+
+
+_AUDIT_FILTER = {
+    "type": "object",
+    "additionalProperties": False,
+    "description": (
+        "Optional. OR within a field, AND across fields; values match exactly and "
+        "case-sensitively. Omit a field to not filter on it."
+    ),
+    "properties": {
+        "actions": _strings('Actions, e.g. ["user.login", "iam:audit-log:export"].'),
+        "actor_ids": _strings("Actor ids (user or API key ids as recorded)."),
+        "resource_types": _strings('Resource types, e.g. ["LogExport"].'),
+    },
+}
+_SCIM_FILTER = {
+    "type": "object",
+    "additionalProperties": False,
+    "description": (
+        "Optional. OR within a field, AND across fields. Omit a field to not filter on it."
+    ),
+    "properties": {
+        "methods": _strings('HTTP methods, e.g. ["POST", "PATCH"].'),
+        "user_name": {
+            "type": "string",
+            "minLength": 1,
+            "description": "The SCIM userName, matched case-insensitively.",
+        },
+        "status_codes": {
+            "type": "array",
+            "items": {"type": "integer", "minimum": 100, "maximum": 599},
+            "minItems": 1,
+            "maxItems": 100,
+            "description": "HTTP status codes of the SCIM responses, e.g. [400, 409].",
+        },
+    },
+}
+_FIRST = {
+    "type": "integer",
+    "minimum": 1,
+    "maximum": 100,
+    "default": 50,
+    "description": "Page size, 1-100 (default 50).",
+}
+_AFTER = {
+    "type": "string",
+    "description": "The pageInfo.endCursor of the previous page, to read the next one.",
+}
+
+
+def _object(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": False,
+    }
+
+
+def _export_schema(filter_schema: dict[str, Any]) -> dict[str, Any]:
+    return _object(
+        {
+            "organization_id": _ORGANIZATION,
+            "from_time": _FROM,
+            "to_time": _TO,
+            "format": _FORMAT,
+            "compression": _COMPRESSION,
+            "csv_bom": _CSV_BOM,
+            "filter": filter_schema,
+            "idempotency_key": _IDEMPOTENCY_KEY,
+        },
+        ["organization_id", "from_time", "to_time"],
+    )
+
+
+def _list_schema(filter_schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "organization_id": _ORGANIZATION,
+        "first": _FIRST,
+        "after": _AFTER,
+    }
+    if filter_schema is not None:
+        properties["filter"] = filter_schema
+    return _object(properties, ["organization_id"])
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    name: str
+    title: str
+    description: str
+    input_schema: dict[str, Any]
+    read_only: bool
+
+    def to_tool(self) -> types.Tool:
+        annotations = types.ToolAnnotations(
+            title=self.title,
+            read_only_hint=self.read_only,
+            destructive_hint=False,
+            # A request without idempotency_key starts a new export each time.
+            idempotent_hint=self.read_only,
+            open_world_hint=False,
+        )
+        return types.Tool(
+            name=self.name,
+            title=self.title,
+            description=self.description,
+            input_schema=self.input_schema,
+            annotations=annotations,
+        )
+
+
+_EXPORT_RESULT = (
+    " Returns the LogExport (id, status PENDING, range, format, …); poll get_log_export with "
+    "its id. Needs the export permission (organization OWNER or ADMIN); at most a few exports "
+    "may be pending per organization."
+)
+
+TOOLS: tuple[ToolSpec, ...] = (
+    ToolSpec(
+        "request_audit_log_export",
+        "Request an audit log export",
+        "Start exporting the organization's audit log entries created in [from_time, "
+        "to_time) to a JSONL or CSV file; the requester gets an email with a download link "
+        "when it is ready." + _EXPORT_RESULT,
+        _export_schema(_AUDIT_FILTER),
+        read_only=False,
+    ),
+    ToolSpec(
+        "request_scim_event_export",
+        "Request a SCIM event export",
+        "Start exporting the organization's SCIM provisioning events created in [from_time, "
+        "to_time) to a JSONL or CSV file; the requester gets an email with a download link "
+        "when it is ready." + _EXPORT_RESULT,
+        _export_schema(_SCIM_FILTER),
+        read_only=False,
+    ),
+    ToolSpec(
+        "get_log_export",
+        "Get a log export",
+        "One export by id: status (PENDING, PROCESSING, COMPLETED, EXPIRED, FAILED, CANCELED), "
+        "rowsWritten while it runs, then rowCount, byteSize, sha256, fileName and expiresAt, "
+        "or error {code, message} when it failed.",
+        _object({"id": {**_UUID, "description": "The export's id (UUID)."}}, ["id"]),
+        read_only=True,
+    ),
+    ToolSpec(
+        "list_log_exports",
+        "List log exports",
+        "The organization's exports, newest first, as a connection: edges[].node are "
+        "LogExports, pageInfo.endCursor feeds `after` for the next page.",
+        _list_schema(),
+        read_only=True,
+    ),
+    ToolSpec(
+        "list_audit_log_entries",
+        "List audit log entries",
+        "A page of the organization's audit log, newest first: edges[].node are entries "
+        "(createdAt, actorType, actorId, actorEmail, action, resourceType, resourceId, "
+        "ipAddress, metadata, …); pageInfo.endCursor feeds `after` for the next page.",
+        _list_schema(_AUDIT_FILTER),
+        read_only=True,
+    ),
+    ToolSpec(
+        "list_scim_events",
+        "List SCIM events",
+        "A page of the organization's SCIM provisioning events, newest first: edges[].node are "
+        "events (createdAt, method, path, userName, statusCode, errorMessage, bodies with "
+        "passwords redacted, …); pageInfo.endCursor feeds `after` for the next page.",
+        _list_schema(_SCIM_FILTER),
+        read_only=True,
+    ),
+)
+
+TOOLS_BY_NAME = {tool.name: tool for tool in TOOLS}
+
+# ---------------------------------------------------------------------------- backends
+
+
+class ToolBackend(Protocol):
+    """What the tools need; each method returns the GraphQL-shaped object."""
+
+    async def request_export(self, kind: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """``kind`` is AUDIT_LOG or SCIM_EVENT; ``arguments`` the validated tool arguments."""
+        ...
+
+    async def get_export(self, id: str) -> dict[str, Any]: ...
+
+    async def list_exports(
+        self, organization_id: str, first: int, after: str | None
+    ) -> dict[str, Any]: ...
+
+    async def list_audit_log_entries(
+        self,
+        organization_id: str,
+        first: int,
+        after: str | None,
+        filter: Mapping[str, Any] | None,
+    ) -> dict[str, Any]: ...
+
+    async def list_scim_events(
+        self,
+        organization_id: str,
+        first: int,
+        after: str | None,
+        filter: Mapping[str, Any] | None,
+    ) -> dict[str, Any]: ...
+
+
+async def _dispatch(backend: ToolBackend, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
+    first = int(args.get("first", 50))
+    after = args.get("after")
+    if name == "request_audit_log_export":
+        return await backend.request_export("AUDIT_LOG", args)
+    if name == "request_scim_event_export":
+        return await backend.request_export("SCIM_EVENT", args)
+    if name == "get_log_export":
+        return await backend.get_export(str(args["id"]))
+    if name == "list_log_exports":
+        return await backend.list_exports(str(args["organization_id"]), first, after)
+    if name == "list_audit_log_entries":
+        return await backend.list_audit_log_entries(
+            str(args["organization_id"]), first, after, args.get("filter")
+        )
+    if name == "list_scim_events":
+        return await backend.list_scim_events(
+            str(args["organization_id"]), first, after, args.get("filter")
+        )
+    raise LogExportError(f"unknown tool {name}")
+
+
+# ---------------------------------------------------------------------------- errors
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
+# GraphQL names that appear in service messages, and what an MCP caller knows them as.
+_ARGUMENT_NAMES = {
+    name: _CAMEL.sub(r"_\1", name).lower()
+    for name in (
+        "organizationId", "fromTime", "toTime", "csvBom", "idempotencyKey",
+        "actorIds", "resourceTypes", "userName", "statusCodes",
+    )
+}  # fmt: skip
+_ARGUMENT_PATTERN = re.compile(r"\b(" + "|".join(_ARGUMENT_NAMES) + r")\b")
+
+
+def snake_field(field: str) -> str:
+    """``filter.actorIds`` → ``filter.actor_ids``: the argument a caller passed."""
+    return ".".join(_CAMEL.sub(r"_\1", part).lower() for part in field.split("."))
+
+
+def _snake_message(message: str) -> str:
+    return _ARGUMENT_PATTERN.sub(lambda m: _ARGUMENT_NAMES[m.group(1)], message)
+
+
+def error_text(code: str, message: str, field: str | None) -> str:
+    prefix = f"{code} ({snake_field(field)})" if field else code
+    return f"{prefix}: {_snake_message(message)}"
+
+
+def _schema_error(error: jsonschema.ValidationError) -> LogExportError:
+    path = [str(part) for part in error.absolute_path if not isinstance(part, int)]
+    field = ".".join(path) or None
+    if error.validator == "required":
+        missing = re.search(r"'([^']+)' is a required property", error.message)
+        name = missing.group(1) if missing else "argument"
+        field = ".".join([*path, name])
+        message = f"{name} is required"
+    elif error.validator == "additionalProperties":
+        unknown = re.findall(r"'([^']+)'", error.message)
+        name = unknown[0] if unknown else "argument"
+        field = ".".join([*path, name])
+        message = f"{name} is not a known argument"
+    else:
+        message = f"{field or 'arguments'}: {error.message}"
+    return _BadArguments(message, field=field)
+
+
+class _BadArguments(LogExportError):
+    code = "BAD_USER_INPUT"
+
+
+def _validate(spec: ToolSpec, arguments: Mapping[str, Any]) -> None:
+    validator = jsonschema.Draft202012Validator(spec.input_schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(dict(arguments)))
+    if error is not None:
+        raise _schema_error(error)
+
+
+def without_download_urls(value: Any) -> Any:
+    """``value`` with every ``downloadUrl`` removed, however deep."""
+    if isinstance(value, dict):
+        return {k: without_download_urls(v) for k, v in value.items() if k != "downloadUrl"}
+    if isinstance(value, list):
+        return [without_download_urls(v) for v in value]
+    return value
+
+
+def _error_result(text: str) -> types.CallToolResult:
+    return types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=True)
+
+
+async def call_tool(
+    backend: ToolBackend, name: str, arguments: Mapping[str, Any] | None
+) -> types.CallToolResult:
+    """Validate, run and shape one tool call; user errors become tool errors."""
+    spec = TOOLS_BY_NAME.get(name)
+    if spec is None:
+        return _error_result(f"NOT_FOUND (name): there is no tool named {name}")
+    args = dict(arguments or {})
+    try:
+        _validate(spec, args)
+        result = without_download_urls(await _dispatch(backend, name, args))
+    except LogExportError as exc:
+        return _error_result(error_text(exc.code, exc.message, exc.field))
+    except Exception:
+        log.exception("MCP tool %s failed", name)
+        return _error_result("INTERNAL: the tool failed unexpectedly; try again later")
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=json.dumps(result, indent=2))],
+        structured_content=result,
+    )
+
+
+# ---------------------------------------------------------------------------- server
+
+BackendFor = Callable[[ServerRequestContext[Any, Any]], Awaitable[ToolBackend]]
+
+
+def build_server(backend_for: BackendFor, *, version: str = "") -> Server[Any]:
+    """A low-level MCP server with the tools; ``backend_for`` picks the backend per call."""
+
+    async def list_tools(
+        ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=[tool.to_tool() for tool in TOOLS])
+
+    async def handle_call(
+        ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
+        backend = await backend_for(ctx)
+        return await call_tool(backend, params.name, params.arguments)
+
+    return Server(
+        SERVER_NAME,
+        version=version,
+        instructions=INSTRUCTIONS,
+        on_list_tools=list_tools,
+        on_call_tool=handle_call,
+    )
+
+
+# ---------------------------------------------------------------------------- stdio
+
+
+class GraphQLBackend:
+    """The tools as a client of a remote API (``logexport mcp``): no database access."""
+
+    def __init__(self, client: LogExportClient) -> None:
+        self.client = client
+
+    async def request_export(self, kind: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        return await self.client.request_export(
+            kind,
+            arguments["organization_id"],
+            arguments["from_time"],
+            arguments["to_time"],
+            format=arguments.get("format"),
+            compression=arguments.get("compression"),
+            csv_bom=arguments.get("csv_bom"),
+            filter=arguments.get("filter"),
+            idempotency_key=arguments.get("idempotency_key"),
+        )
+
+    async def get_export(self, id: str) -> dict[str, Any]:
+        return await self.client.get_export(id)
+
+    async def list_exports(
+        self, organization_id: str, first: int, after: str | None
+    ) -> dict[str, Any]:
+        return await self.client.list_exports(organization_id, first, after)
+
+    async def list_audit_log_entries(
+        self,
+        organization_id: str,
+        first: int,
+        after: str | None,
+        filter: Mapping[str, Any] | None,
+    ) -> dict[str, Any]:
+        return await self.client.list_audit_log_entries(organization_id, first, after, filter)
+
+    async def list_scim_events(
+        self,
+        organization_id: str,
+        first: int,
+        after: str | None,
+        filter: Mapping[str, Any] | None,
+    ) -> dict[str, Any]:
+        return await self.client.list_scim_events(organization_id, first, after, filter)
+
+
+async def serve_stdio(api_url: str, token: str) -> None:
+    """Serve the tools on stdin/stdout until the client disconnects."""
+    from mcp.server.stdio import stdio_server
+
+    async with LogExportClient(api_url, token) as client:
+        backend = GraphQLBackend(client)
+
+        async def backend_for(_ctx: ServerRequestContext[Any, Any]) -> ToolBackend:
+            return backend
+
+        server = build_server(backend_for)
+        async with stdio_server() as (read_stream, write_stream):
+            await server.run(read_stream, write_stream, server.create_initialization_options())
