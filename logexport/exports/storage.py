@@ -393,7 +393,8 @@ class S3Storage(_ClosingContext):
         self._client: Any = None
         self._presigner: Any = None
         self._client_lock = asyncio.Lock()
-        self._background: set[asyncio.Task[Any]] = set()
+        self._aborts: set[asyncio.Task[Any]] = set()
+        self._retries: set[asyncio.Task[Any]] = set()
         self._closed = False
 
     @classmethod
@@ -607,7 +608,7 @@ class S3Storage(_ClosingContext):
         retrying keeps orphaned parts (which are billed) from piling up. Whatever is still
         open when the process stops is found by ``open_uploads`` and removed by ``delete``.
         """
-        self._spawn(self._abort_with_backoff(full_key, upload_id))
+        self._spawn(self._abort_with_backoff(full_key, upload_id), self._retries)
 
     async def _abort_with_backoff(self, full_key: str, upload_id: str) -> None:
         delay = 0.5
@@ -624,22 +625,29 @@ class S3Storage(_ClosingContext):
             delay = min(delay * 2, 30.0)
         log.error("gave up aborting upload of %s; the sweeper will remove it", full_key)
 
-    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+    def spawn_abort(self, coro: Awaitable[None]) -> asyncio.Task[None]:
+        """Run a writer's abort as a task the storage owns, so a cancelled caller can't stop it."""
+        return self._spawn(coro, self._aborts)
+
+    def _spawn(self, coro: Awaitable[T], owner: set[asyncio.Task[Any]]) -> asyncio.Task[T]:
         task = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        owner.add(task)
+        task.add_done_callback(owner.discard)
         return task
 
     async def aclose(self) -> None:
         if self._closed:
             return
         self._closed = True
-        if self._background:
-            # Give running aborts a moment; retry loops are dropped (the sweeper finishes them).
-            _, pending = await asyncio.wait(list(self._background), timeout=5)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        # Aborts under way get a moment to reach the store; retry loops are dropped at once,
+        # their uploads stay visible to ``open_uploads`` for the sweeper.
+        pending: set[asyncio.Task[Any]] = set(self._retries)
+        if self._aborts:
+            _, still_running = await asyncio.wait(set(self._aborts), timeout=5)
+            pending |= still_running
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         async with self._client_lock:
             await self._stack.aclose()
             self._client = self._presigner = None
@@ -725,7 +733,7 @@ class _S3Writer(_AbortingContext):
         if self._result is not None:
             return
         if self._abort_task is None:
-            self._abort_task = self._storage._spawn(self._abort())
+            self._abort_task = self._storage.spawn_abort(self._abort())
         try:
             # Shielded: a cancelled caller must not leave parts behind half-aborted.
             await asyncio.shield(self._abort_task)
