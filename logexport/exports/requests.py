@@ -332,9 +332,8 @@ async def cancel_export(
                 f"An export that is {export.status.value.lower()} cannot be canceled", field="id"
             )
         canceled = LogExport.from_record(await conn.fetchrow(q("cancel_export"), export.id))
-        # Links die with the status; the tokens go too, and the object sweeper deletes the
-        # object because no live export adopts it any more.
-        await conn.execute(q("revoke_download_tokens"), export.id)
+        # Links die with the status (the download page answers 410 "canceled"), and the
+        # object sweeper deletes the object because no live export adopts it any more.
         await record_export_event(
             conn,
             canceled,

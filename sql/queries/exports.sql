@@ -49,9 +49,6 @@ SET status = 'CANCELED', finished_at = now(), updated_at = now(),
 WHERE id = $1 AND status IN ('PENDING', 'PROCESSING', 'COMPLETED')
 RETURNING *;
 
--- name: revoke_download_tokens
-DELETE FROM log_export_download_tokens WHERE export_id = $1;
-
 -- name: claim_lock
 -- Claims take turns so the per-organization running cap holds at every moment.
 SELECT pg_advisory_xact_lock(7002, 0);
