@@ -354,8 +354,13 @@ def _snake_message(message: str) -> str:
 
 
 def error_text(code: str, message: str, field: str | None) -> str:
-    prefix = f"{code} ({snake_field(field)})" if field else code
-    return f"{prefix}: {_snake_message(message)}"
+    """``BAD_USER_INPUT (from_time): …`` in the caller's argument names."""
+    text = _snake_message(message)
+    if not field:
+        return f"{code}: {text}"
+    name = snake_field(field)
+    text = text.removeprefix(f"{name}: ")
+    return f"{code} ({name}): {text}"
 
 
 def _schema_error(error: jsonschema.ValidationError) -> LogExportError:

@@ -1,0 +1,351 @@
+"""MCP over streamable HTTP at ``/mcp`` (SPEC §9 MCP).
+
+The tools (``logexport.mcp_tools``) run in-process as the caller: the same bearer token as
+GraphQL (``Authorization: Bearer lex_…``), the same service functions and policy. A request
+whose ``Origin`` header is present and is not the origin of ``LOGEXPORT_BASE_URL`` gets 403:
+a web page must not drive the tools with a user's browser.
+
+Wiring it into the host Starlette app::
+
+    mcp_app, mcp_lifespan = create_mcp_app(settings, lambda: app.state.pool)
+    routes = [..., Route("/mcp", endpoint=mcp_app)]   # an ASGI app, all methods
+
+    @asynccontextmanager
+    async def lifespan(app):
+        ...  # create app.state.pool first
+        async with mcp_lifespan():
+            yield
+
+``Route("/mcp", endpoint=mcp_app)`` serves exactly ``/mcp`` (a ``Mount`` would redirect it
+to ``/mcp/``). The pool is looked up per request, so it may be created in the lifespan.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+from mcp.server import ServerRequestContext
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from logexport import entries, identity
+from logexport.config import Settings
+from logexport.errors import Unauthenticated
+from logexport.exports import requests
+from logexport.exports.models import LogExport
+from logexport.identity import Principal
+from logexport.mcp_tools import ToolBackend, build_server
+from logexport.timeutil import format_rfc3339
+from logexport.web.auth import BAD_TOKEN_MESSAGE, bearer_token
+
+PoolProvider = Callable[[], asyncpg.Pool]
+
+_PRINCIPAL_KEY = "logexport.principal"
+# Shared with GraphQL's Organization.logExports, so a cursor from one works in the other.
+_EXPORTS_CURSOR_KIND = "log_exports"
+_EXPORTS_CURSOR_FILTER = "-"
+
+
+def create_mcp_app(
+    settings: Settings, pool_provider: PoolProvider
+) -> tuple[ASGIApp, Callable[[], AbstractAsyncContextManager[None]]]:
+    """The ASGI app to route at ``/mcp`` and the lifespan the host app must enter."""
+    pools = pool_provider
+
+    async def backend_for(ctx: ServerRequestContext[Any, Any]) -> ToolBackend:
+        request = ctx.request
+        if not isinstance(request, Request):
+            raise Unauthenticated(BAD_TOKEN_MESSAGE)
+        principal = request.scope.get(_PRINCIPAL_KEY)
+        if not isinstance(principal, Principal):
+            raise Unauthenticated(BAD_TOKEN_MESSAGE)
+        client = request.client.host if request.client else None
+        return ServiceBackend(
+            pools(), settings, principal, client, request.headers.get("user-agent")
+        )
+
+    server = build_server(backend_for)
+    # Stateless: no session outlives a request, so a revoked key stops working at once
+    # and any number of server processes can sit behind a load balancer.
+    manager = StreamableHTTPSessionManager(app=server, stateless=True, json_response=True)
+    app = _Gate(manager, settings, pools)
+    return app, manager.run
+
+
+class _Gate:
+    """Origin check and bearer authentication in front of the MCP transport."""
+
+    def __init__(
+        self, manager: StreamableHTTPSessionManager, settings: Settings, pools: PoolProvider
+    ) -> None:
+        self.manager = manager
+        self.origin = _origin(settings.base_url)
+        self.pools = pools
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        request = Request(scope)
+        origin = request.headers.get("origin")
+        if origin is not None and _origin(origin) != self.origin:
+            await _reply(send, 403, "Forbidden: the Origin header names another site")
+            return
+        token = bearer_token(request)
+        principal = None
+        if token:
+            async with self.pools().acquire() as conn:
+                principal = await identity.authenticate(conn, token)
+        if principal is None:
+            await _reply(
+                send, 401, BAD_TOKEN_MESSAGE, {"www-authenticate": 'Bearer realm="logexport"'}
+            )
+            return
+        scope[_PRINCIPAL_KEY] = principal
+        # The transport binds anything stateful to this identity, never to the raw token.
+        scope["user"] = AuthenticatedUser(
+            AccessToken(
+                token=str(principal.api_key_id or principal.user_id),
+                client_id=str(principal.api_key_id or principal.user_id),
+                subject=str(principal.user_id),
+                scopes=[],
+            )
+        )
+        await self.manager.handle_request(scope, receive, send)
+
+
+def _origin(url: str) -> str:
+    """``scheme://host[:port]``, lower-cased, default ports dropped."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        return "invalid"
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    if port is None or (scheme, port) in (("http", 80), ("https", 443)):
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"
+
+
+async def _reply(
+    send: Send, status: int, message: str, headers: Mapping[str, str] | None = None
+) -> None:
+    body = json.dumps({"error": message}).encode()
+    raw_headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *((k.encode(), v.encode()) for k, v in (headers or {}).items()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+# ---------------------------------------------------------------------------- backend
+
+
+class ServiceBackend:
+    """The tools' operations through the service functions, as one principal."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        settings: Settings,
+        principal: Principal,
+        ip_address: str | None,
+        user_agent: str | None,
+    ) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.principal = principal
+        self.ip_address = ip_address
+        self.user_agent = user_agent
+
+    async def request_export(self, kind: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        export = await requests.request_export(
+            self.pool,
+            self.settings,
+            self.principal,
+            kind,
+            organization_id=arguments.get("organization_id"),
+            from_time=arguments.get("from_time"),
+            to_time=arguments.get("to_time"),
+            format=arguments.get("format"),
+            compression=arguments.get("compression"),
+            csv_bom=arguments.get("csv_bom"),
+            filter=arguments.get("filter"),
+            idempotency_key=arguments.get("idempotency_key"),
+            ip_address=self.ip_address,
+            user_agent=self.user_agent,
+        )
+        return (await self._shape([export]))[0]
+
+    async def get_export(self, id: str) -> dict[str, Any]:
+        export = await requests.get_export(self.pool, self.principal, id)
+        return (await self._shape([export]))[0]
+
+    async def list_exports(
+        self, organization_id: str, first: int, after: str | None
+    ) -> dict[str, Any]:
+        org_id = requests.parse_uuid(organization_id, "organizationId")
+        position = None
+        if after is not None:
+            position = entries.decode_cursor(
+                after, _EXPORTS_CURSOR_KIND, org_id, _EXPORTS_CURSOR_FILTER
+            )
+        page = await requests.list_exports(
+            self.pool, self.principal, org_id, first=first, after=position
+        )
+        shaped = await self._shape(page.items)
+        cursors = [
+            entries.encode_cursor(
+                _EXPORTS_CURSOR_KIND, org_id, _EXPORTS_CURSOR_FILTER, e.created_at, e.id
+            )
+            for e in page.items
+        ]
+        return _connection(list(zip(cursors, shaped)), page.has_next_page)
+
+    async def list_audit_log_entries(
+        self,
+        organization_id: str,
+        first: int,
+        after: str | None,
+        filter: Mapping[str, Any] | None,
+    ) -> dict[str, Any]:
+        org_id = requests.parse_uuid(organization_id, "organizationId")
+        async with self.pool.acquire() as conn:
+            page = await entries.list_audit_log_entries(
+                conn,
+                self.principal,
+                org_id,
+                first=first,
+                after=after,
+                filter=entries.AuditLogFilter.parse(filter),
+            )
+        edges = [(edge.cursor, audit_entry_object(edge.node)) for edge in page.edges]
+        return _connection(edges, page.has_next_page)
+
+    async def list_scim_events(
+        self,
+        organization_id: str,
+        first: int,
+        after: str | None,
+        filter: Mapping[str, Any] | None,
+    ) -> dict[str, Any]:
+        org_id = requests.parse_uuid(organization_id, "organizationId")
+        async with self.pool.acquire() as conn:
+            page = await entries.list_scim_events(
+                conn,
+                self.principal,
+                org_id,
+                first=first,
+                after=after,
+                filter=entries.ScimEventFilter.parse(filter),
+            )
+        edges = [(edge.cursor, scim_event_object(edge.node)) for edge in page.edges]
+        return _connection(edges, page.has_next_page)
+
+    async def _shape(self, exports: list[LogExport]) -> list[dict[str, Any]]:
+        users: dict[Any, identity.User | None] = {}
+        async with self.pool.acquire() as conn:
+            for export in exports:
+                if export.requested_by not in users:
+                    users[export.requested_by] = await identity.get_user(conn, export.requested_by)
+        return [log_export_object(e, users[e.requested_by]) for e in exports]
+
+
+# ---------------------------------------------------------------------------- shapes
+# The GraphQL objects of schema.graphql, so both MCP servers answer alike.
+
+
+def _time(value: Any) -> str | None:
+    return None if value is None else format_rfc3339(value)
+
+
+def _bigint(value: int | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def log_export_object(export: LogExport, requester: identity.User | None) -> dict[str, Any]:
+    """A LogExport as GraphQL shows it, without ``downloadUrl``."""
+    error = None
+    if export.error_code is not None:
+        error = {"code": export.error_code, "message": export.error_message or ""}
+    return {
+        "id": str(export.id),
+        "kind": export.kind.value,
+        "status": export.status.value,
+        "fromTime": _time(export.from_time),
+        "toTime": _time(export.to_time),
+        "format": export.format.value,
+        "compression": export.compression.value,
+        "csvBom": export.csv_bom,
+        "filter": export.filter,
+        "requestedBy": {
+            "id": str(export.requested_by),
+            "email": requester.email if requester else "",
+            "fullName": requester.full_name if requester else "",
+        },
+        "createdAt": _time(export.created_at),
+        "startedAt": _time(export.started_at),
+        "completedAt": _time(export.completed_at),
+        "snapshotAt": _time(export.snapshot_at),
+        "emailedAt": _time(export.emailed_at),
+        "attempts": export.attempts,
+        "rowsWritten": _bigint(export.rows_written),
+        "rowCount": _bigint(export.row_count),
+        "byteSize": _bigint(export.byte_size),
+        "sha256": export.sha256,
+        "fileName": export.file_name,
+        "expiresAt": _time(export.expires_at),
+        "error": error,
+    }
+
+
+def audit_entry_object(entry: entries.AuditLogEntry) -> dict[str, Any]:
+    return {
+        "id": str(entry.id),
+        "createdAt": _time(entry.created_at),
+        "actorType": entry.actor_type,
+        "actorId": entry.actor_id,
+        "actorEmail": entry.actor_email,
+        "actorName": entry.actor_name,
+        "action": entry.action,
+        "resourceType": entry.resource_type,
+        "resourceId": entry.resource_id,
+        "ipAddress": None if entry.ip_address is None else str(entry.ip_address),
+        "userAgent": entry.user_agent,
+        "metadata": entry.metadata,
+    }
+
+
+def scim_event_object(event: entries.ScimEvent) -> dict[str, Any]:
+    return {
+        "id": str(event.id),
+        "createdAt": _time(event.created_at),
+        "method": event.method,
+        "path": event.path,
+        "userName": event.user_name,
+        "statusCode": event.status_code,
+        "errorMessage": event.error_message,
+        "ipAddress": None if event.ip_address is None else str(event.ip_address),
+        "userAgent": event.user_agent,
+        "requestBody": event.request_body,
+        "responseBody": event.response_body,
+    }
+
+
+def _connection(edges: list[tuple[str, dict[str, Any]]], has_next_page: bool) -> dict[str, Any]:
+    return {
+        "edges": [{"cursor": cursor, "node": node} for cursor, node in edges],
+        "pageInfo": {"hasNextPage": has_next_page, "endCursor": edges[-1][0] if edges else None},
+    }
