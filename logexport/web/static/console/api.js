@@ -1,0 +1,125 @@
+// Shared helpers: GraphQL over the session cookie, status messages, formatting.
+
+const csrfToken = document.querySelector('meta[name="csrf-token"]')?.content ?? "";
+export const organizationId =
+  document.querySelector('meta[name="organization-id"]')?.content ?? "";
+export const viewerEmail = document.querySelector('meta[name="viewer-email"]')?.content ?? "";
+
+// An error the API reported: code (extensions.code), field (extensions.field) and a
+// message that is safe to show.
+export class ApiError extends Error {
+  constructor(message, code, field) {
+    super(message);
+    this.code = code;
+    this.field = field;
+  }
+}
+
+export async function gql(query, variables = {}) {
+  let response;
+  try {
+    response = await fetch("/graphql", {
+      method: "POST",
+      credentials: "same-origin",
+      headers: {
+        "Content-Type": "application/json",
+        Accept: "application/json",
+        "X-CSRF-Token": csrfToken,
+      },
+      body: JSON.stringify({ query, variables }),
+    });
+  } catch {
+    throw new ApiError("The server could not be reached. Check your connection and try again.", "NETWORK");
+  }
+  let body = null;
+  try {
+    body = await response.json();
+  } catch {
+    body = null;
+  }
+  const errors = body?.errors ?? [];
+  if (errors.length > 0) {
+    const first = errors[0];
+    const code = first.extensions?.code ?? "INTERNAL";
+    if (code === "UNAUTHENTICATED") {
+      signedOut();
+    }
+    throw new ApiError(first.message ?? "The request failed.", code, first.extensions?.field ?? null);
+  }
+  if (response.status === 401) {
+    signedOut();
+  }
+  if (!response.ok || body === null || body.data == null) {
+    throw new ApiError(`The request failed (HTTP ${response.status}).`, "INTERNAL");
+  }
+  return body.data;
+}
+
+// The session ended (signed out elsewhere, expired, or its API key was revoked).
+function signedOut() {
+  const next = encodeURIComponent(window.location.pathname);
+  window.location.assign(`/console/sign-in?next=${next}`);
+}
+
+const statusRegion = () => document.getElementById("status");
+
+export function announce(message) {
+  const region = statusRegion();
+  if (region) {
+    region.textContent = message;
+  }
+}
+
+export function showPageError(error) {
+  const box = document.getElementById("page-error");
+  if (!box) return;
+  box.textContent = error ? error.message : "";
+  box.hidden = !error;
+}
+
+// "2026-01-05T10:00:00.000000Z" -> "2026-01-05 10:00:00"
+export function formatTime(value) {
+  if (!value) return "";
+  return value.replace("T", " ").replace(/\.\d+/, "").replace(/Z$/, "");
+}
+
+export function formatDate(value) {
+  return value ? value.slice(0, 10) : "";
+}
+
+export function formatCount(value) {
+  if (value === null || value === undefined) return "";
+  return Number(value).toLocaleString("en-US");
+}
+
+export function formatSize(value) {
+  if (value === null || value === undefined) return "";
+  let size = Number(value);
+  const units = ["bytes", "KB", "MB", "GB", "TB"];
+  let unit = 0;
+  while (size >= 1024 && unit < units.length - 1) {
+    size /= 1024;
+    unit += 1;
+  }
+  return unit === 0 ? `${size} bytes` : `${size.toFixed(1)} ${units[unit]}`;
+}
+
+export function plural(count, one, many) {
+  return `${count.toLocaleString("en-US")} ${count === 1 ? one : many}`;
+}
+
+// A table cell holding text (never HTML: every value may come from an untrusted source).
+export function cell(row, text, className) {
+  const td = document.createElement("td");
+  td.textContent = text ?? "";
+  if (className) td.className = className;
+  row.appendChild(td);
+  return td;
+}
+
+export function element(tag, text, className) {
+  const node = document.createElement(tag);
+  if (text !== undefined && text !== null) node.textContent = text;
+  if (className) node.className = className;
+  return node;
+}

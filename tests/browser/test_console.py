@@ -1,0 +1,334 @@
+"""The console in headless Chromium against a real server, database, bucket and SMTP sink."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from playwright.async_api import expect
+
+from logexport import identity
+from logexport.entries import (
+    AuditLogEntryInput,
+    ScimEventInput,
+    record_audit_log_entries,
+    record_scim_events,
+)
+from logexport.web.console import CONSOLE_CSP
+from tests.support.world import World, build_world
+
+pytestmark = pytest.mark.browser
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
+ACTIONS = ["user.login", "user.logout", "role.changed", "api_key.created"]
+
+
+async def seed(pool: Any, world: World) -> None:
+    """120 audit entries over Jan 1-5 2026 and 12 SCIM events (every third one failed)."""
+    entries = [
+        AuditLogEntryInput(
+            organization_id=world.organization_id,
+            action=ACTIONS[i % len(ACTIONS)],
+            actor_type="USER" if i % 5 else "API_KEY",
+            actor_id=f"u{i % 7}",
+            actor_email=f"member{i % 7}@acme.test",
+            actor_name=f"Member {i % 7}" if i % 2 else None,
+            resource_type="User",
+            resource_id=f"usr_{i:04d}",
+            ip_address="203.0.113.7",
+            created_at=START + timedelta(hours=i),
+        )
+        for i in range(120)
+    ]
+    statuses = [201, 200, 409]
+    events = [
+        ScimEventInput(
+            organization_id=world.organization_id,
+            method="POST" if i % 2 else "PATCH",
+            path=f"/scim/v2/Users/{i}",
+            status_code=statuses[i % 3] if i != 4 else 500,
+            user_name=f"person{i}@acme.test",
+            error_message="uniqueness: userName already exists" if i % 3 == 2 else None,
+            request_body={"userName": f"person{i}@acme.test", "password": "hunter2"},
+            response_body={"id": str(i)},
+            ip_address="198.51.100.4",
+            created_at=START + timedelta(hours=3 * i),
+        )
+        for i in range(12)
+    ]
+    async with pool.acquire() as conn:
+        await record_audit_log_entries(conn, entries)
+        await record_scim_events(conn, events)
+
+
+async def sign_in(page: Any, token: str) -> None:
+    await page.goto("/console")
+    await expect(page).to_have_url(re.compile(r"/console/sign-in"))
+    await page.get_by_label("API key").fill(token)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page).to_have_url(re.compile(r"/console/orgs/[0-9a-f-]+/audit-log$"))
+
+
+def graphql_variables(request: Any, operation: str) -> dict[str, Any] | None:
+    if not request.url.endswith("/graphql") or request.method != "POST":
+        return None
+    body = json.loads(request.post_data or "{}")
+    if operation not in body.get("query", ""):
+        return None
+    variables: dict[str, Any] = body["variables"]
+    return variables
+
+
+async def test_admin_requests_an_export_and_it_completes(
+    page, pool, live_server, smtp_sink, artifacts_dir
+):
+    world = await build_world(pool)
+    await seed(pool, world)
+    smtp_sink.clear()
+
+    await page.goto("/console/sign-in")
+    await page.screenshot(path=artifacts_dir / "sign-in.png", full_page=True)
+    await sign_in(page, world.admin.token)
+
+    rows = page.locator("#entries tbody tr")
+    await expect(rows).to_have_count(50)
+    await expect(page.locator("#count")).to_have_text("Showing 50 entries; more are available.")
+    # Newest first: entry 119 was written last.
+    await expect(rows.first).to_contain_text("2026-01-05 23:00:00")
+    await expect(rows.first).to_contain_text("Member 0")
+    await page.get_by_role("button", name="Show more").click()
+    await expect(rows).to_have_count(100)
+    await expect(page.locator("#count")).to_have_text("Showing 100 entries; more are available.")
+    await page.get_by_label("Action", exact=True).fill("role.changed")
+    await page.get_by_role("button", name="Apply").click()
+    await expect(page.locator("#count")).to_have_text("Showing 30 entries.")
+    await expect(rows.filter(has_not_text="role.changed")).to_have_count(0)
+    await page.screenshot(path=artifacts_dir / "audit-log.png", full_page=True)
+
+    requests: list[dict[str, Any]] = []
+    page.on(
+        "request",
+        lambda r: requests.append(v) if (v := graphql_variables(r, "RequestExport")) else None,
+    )
+    export_button = page.get_by_role("button", name="Export", exact=True)
+    await export_button.click()
+    dialog = page.get_by_role("dialog", name="Export audit log entries")
+    await expect(dialog).to_be_visible()
+    await expect(page.get_by_label("From")).to_be_focused()
+    await page.get_by_label("From").fill("2026-01-02")
+    await page.get_by_label("To (inclusive)").fill("2026-01-03")
+    bom = page.get_by_label("Start the CSV file with a byte order mark (for Excel)")
+    await expect(bom).to_be_disabled()
+    await dialog.get_by_label("CSV (spreadsheet)").check()
+    await expect(bom).to_be_enabled()
+    await bom.check()
+    await page.get_by_label("Compress with gzip").check()
+    await expect(page.locator("#export-reason")).to_have_text(
+        "2 days: from 2026-01-02 00:00 UTC up to 2026-01-04 00:00 UTC."
+    )
+    await page.screenshot(path=artifacts_dir / "export-dialog.png")
+    await page.get_by_role("button", name="Request export").dblclick()
+    await expect(dialog.get_by_role("status")).to_have_text(
+        "Export requested — an email with a download link is on its way to "
+        "adam.admin@acme.test."
+    )
+    await expect(dialog.locator("#export-confirmation")).to_be_focused()
+    await page.keyboard.press("Escape")
+    await expect(dialog).to_be_hidden()
+    await expect(export_button).to_be_focused()
+
+    assert len(requests) >= 1
+    sent = requests[0]["input"]
+    assert sent["organizationId"] == str(world.organization_id)
+    assert (sent["fromTime"], sent["toTime"]) == ("2026-01-02T00:00:00Z", "2026-01-04T00:00:00Z")
+    assert (sent["format"], sent["compression"], sent["csvBom"]) == ("CSV", "GZIP", True)
+    assert all(r["input"]["idempotencyKey"] == sent["idempotencyKey"] for r in requests)
+    async with pool.acquire() as conn:
+        exports = await conn.fetch("SELECT id, row_count FROM log_exports")
+    assert len(exports) == 1, "a double click must not export twice"
+
+    await page.get_by_role("link", name="Exports").click()
+    history = page.locator("#exports tbody tr")
+    await expect(history).to_have_count(1)
+    await expect(history.first).to_contain_text("Audit log")
+    await expect(history.first).to_contain_text("2026-01-02 to 2026-01-03")
+    await expect(history.first).to_contain_text("CSV + gzip + BOM")
+    # The page refreshes itself while the export runs; no reload here.
+    await expect(history.first.locator("td.status")).to_have_text("Completed", timeout=30_000)
+    await expect(history.first).to_contain_text("48")
+    message = await smtp_sink.wait_for(
+        lambda m: "adam.admin@acme.test" in (m["To"] or ""), timeout=20
+    )
+    assert message["Subject"] == "Your audit log export is ready"
+    await page.screenshot(path=artifacts_dir / "exports.png", full_page=True)
+
+    async with page.expect_download() as download_info:
+        await history.first.get_by_role("button", name=re.compile("^Download")).click()
+    download = await download_info.value
+    assert download.suggested_filename.endswith(".csv.gz")
+    page.problems.assert_none()
+
+
+async def test_viewer_sees_entries_and_events_but_no_export_button(
+    page, pool, live_server, artifacts_dir
+):
+    world = await build_world(pool)
+    await seed(pool, world)
+    await sign_in(page, world.viewer.token)
+    await expect(page.locator("#entries tbody tr")).to_have_count(50)
+    await expect(page.get_by_role("button", name="Export", exact=True)).to_be_hidden()
+    await expect(page.locator("#export-button")).to_have_attribute("hidden", "")
+
+    await page.get_by_role("link", name="SCIM Events").click()
+    rows = page.locator("#events tbody tr")
+    await expect(rows).to_have_count(12)
+    await expect(page.locator("#count")).to_have_text("Showing 12 events.")
+    failed = page.locator("#events tbody tr.failed")
+    await expect(failed).to_have_count(5)
+    # Failures are marked in text, not colour alone.
+    await expect(rows.first).to_contain_text("409 Client error")
+    await expect(page.locator("#events tbody tr", has_text="500 Server error")).to_have_count(1)
+    await expect(rows.first).to_contain_text("uniqueness: userName already exists")
+    await rows.first.get_by_text("Show").click()
+    await expect(rows.first.locator("details pre").first).to_contain_text('"userName"')
+    # Passwords in SCIM bodies are redacted before they are stored.
+    await expect(rows.first.locator("details")).not_to_contain_text("hunter2")
+    await expect(page.get_by_role("button", name="Export", exact=True)).to_be_hidden()
+    await page.screenshot(path=artifacts_dir / "scim-events.png", full_page=True)
+
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await page.get_by_role("link", name="Audit Log").click()
+    await expect(page.locator("#entries tbody tr")).to_have_count(50)
+    await page.screenshot(path=artifacts_dir / "audit-log-narrow.png")
+    page.problems.assert_none()
+
+
+async def test_dialog_blocks_reversed_and_overlong_ranges_and_sends_utc_days(
+    new_page, pool, live_server, artifacts_dir
+):
+    world = await build_world(pool)
+    # A browser far from UTC must still ask for UTC days.
+    page = await new_page(timezone_id="Pacific/Kiritimati")
+    await sign_in(page, world.owner.token)
+    await page.get_by_role("button", name="Export", exact=True).click()
+    submit = page.get_by_role("button", name="Request export")
+    reason = page.locator("#export-reason")
+
+    await page.get_by_label("From").fill("2026-03-10")
+    await page.get_by_label("To (inclusive)").fill("2026-03-09")
+    await expect(submit).to_be_disabled()
+    await expect(reason).to_have_text("From must be on or before To.")
+
+    max_days = live_server.settings.max_range_days
+    await page.get_by_label("From").fill("2025-01-01")
+    too_late = datetime(2025, 1, 1) + timedelta(days=max_days)
+    await page.get_by_label("To (inclusive)").fill(too_late.strftime("%Y-%m-%d"))
+    await expect(submit).to_be_disabled()
+    await expect(reason).to_have_text(
+        f"The range spans {max_days + 1} days; at most {max_days} days can be exported at once."
+    )
+    await page.screenshot(path=artifacts_dir / "export-dialog-blocked.png")
+    last_allowed = too_late - timedelta(days=1)
+    await page.get_by_label("To (inclusive)").fill(last_allowed.strftime("%Y-%m-%d"))
+    await expect(submit).to_be_enabled()
+
+    await page.get_by_label("From").fill("2028-02-28")
+    await page.get_by_label("To (inclusive)").fill("2028-02-29")
+    async with page.expect_request(lambda r: graphql_variables(r, "RequestExport")) as sent:
+        await submit.click()
+    variables = graphql_variables(await sent.value, "RequestExport")
+    assert variables is not None
+    assert variables["input"]["fromTime"] == "2028-02-28T00:00:00Z"
+    assert variables["input"]["toTime"] == "2028-03-01T00:00:00Z"
+    assert variables["input"]["format"] == "JSONL"
+    assert variables["input"]["compression"] == "NONE"
+    assert variables["input"]["csvBom"] is False
+    await expect(page.locator("#export-confirmation")).to_contain_text("olivia.owner@acme.test")
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow("SELECT from_time, to_time FROM log_exports")
+    assert row["from_time"] == datetime(2028, 2, 28, tzinfo=UTC)
+    assert row["to_time"] == datetime(2028, 3, 1, tzinfo=UTC)
+
+
+async def test_server_errors_appear_in_the_dialog_naming_the_field(page, pool, live_server):
+    world = await build_world(pool)
+    await sign_in(page, world.admin.token)
+
+    async def empty_range(route: Any) -> None:
+        body = json.loads(route.request.post_data)
+        if "RequestExport" in body["query"]:
+            body["variables"]["input"]["toTime"] = body["variables"]["input"]["fromTime"]
+        await route.continue_(post_data=json.dumps(body))
+
+    await page.route("**/graphql", empty_range)
+    await page.get_by_role("button", name="Export", exact=True).click()
+    await page.get_by_role("button", name="Request export").click()
+    error = page.locator("#export-error")
+    await expect(error).to_be_visible()
+    await expect(error).to_contain_text(re.compile(r"^To: .*toTime"))
+    await expect(page.get_by_label("To (inclusive)")).to_have_attribute("aria-invalid", "true")
+    await expect(page.get_by_role("dialog")).to_be_visible()
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM log_exports") == 0
+
+
+async def test_sign_out_ends_the_session(page, pool, live_server):
+    world = await build_world(pool)
+    await sign_in(page, world.admin.token)
+    audit_url = page.url
+    response = await page.request.get(audit_url)
+    assert response.headers["content-security-policy"] == CONSOLE_CSP
+    session = [c for c in await page.context.cookies() if c["name"] == "logexport_session"]
+    assert len(session) == 1
+    assert session[0]["httpOnly"] is True
+    assert session[0]["sameSite"] == "Strict"
+
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page).to_have_url(re.compile(r"/console/sign-in$"))
+    assert not [c for c in await page.context.cookies() if c["name"] == "logexport_session"]
+    await page.goto(audit_url)
+    await expect(page).to_have_url(re.compile(r"/console/sign-in\?next="))
+    await expect(page.get_by_label("API key")).to_be_visible()
+
+
+async def test_cookie_writes_need_the_csrf_token(page, pool, live_server):
+    world = await build_world(pool)
+    await sign_in(page, world.admin.token)
+    mutation = {
+        "query": "mutation($input: RequestAuditLogExportInput!) "
+        "{ requestAuditLogExport(input: $input) { logExport { id } } }",
+        "variables": {
+            "input": {
+                "organizationId": str(world.organization_id),
+                "fromTime": "2026-01-01T00:00:00Z",
+                "toTime": "2026-01-02T00:00:00Z",
+            }
+        },
+    }
+    forged = await page.request.post("/graphql", data=mutation)
+    assert forged.status == 403
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM log_exports") == 0
+
+
+async def test_revoking_the_key_ends_the_session(page, pool, live_server):
+    world = await build_world(pool)
+    await seed(pool, world)
+    await sign_in(page, world.admin.token)
+    await expect(page.locator("#entries tbody tr")).to_have_count(50)
+    async with pool.acquire() as conn:
+        assert world.admin.principal.api_key_id is not None
+        await identity.revoke_api_key(conn, world.admin.principal.api_key_id)
+
+    # The open page's next API call fails and sends the user to sign in.
+    await page.get_by_role("button", name="Show more").click()
+    await expect(page).to_have_url(re.compile(r"/console/sign-in\?next="))
+    # And the pages themselves no longer render for the cookie.
+    response = await page.request.get(f"/console/orgs/{world.organization_id}/exports")
+    assert response.url.split("?")[0].endswith("/console/sign-in")
+    await page.get_by_label("API key").fill(world.admin.token)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_role("alert")).to_contain_text("not valid")
