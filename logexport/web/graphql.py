@@ -1,0 +1,215 @@
+"""``POST /graphql``: authenticate, bound, parse, validate, execute, map errors (SPEC §9).
+
+Every error leaves with ``extensions.code``:
+
+- a service error (``errors.LogExportError``) keeps its code, and ``extensions.field``
+  when it names an input field;
+- a request the schema rejects (syntax, validation, variable values) is ``BAD_USER_INPUT``,
+  with ``extensions.field`` when the offending input field can be told;
+- anything else is ``INTERNAL`` with a generic message; the stack goes to the log only.
+
+Responses are ``200`` with a GraphQL body, except: ``401`` without usable credentials,
+``403`` for a cookie-authenticated request without its CSRF token, ``400`` for a body that
+is not a GraphQL request, ``413`` for a body over ``MAX_BODY_BYTES``. Each still carries
+``{"errors": [...]}``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from ariadne import load_schema_from_path, make_executable_schema
+from ariadne.explorer import ExplorerGraphiQL
+from graphql import (
+    DocumentNode,
+    ExecutionResult,
+    GraphQLError,
+    GraphQLSchema,
+    execute,
+    parse,
+    recommended_rules,
+    specified_rules,
+    validate,
+)
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from logexport.errors import LogExportError, Unauthenticated
+from logexport.web import auth
+from logexport.web.graphql_limits import QueryLimits, input_field_of
+from logexport.web.graphql_resolvers import BINDABLES, Context
+
+log = logging.getLogger("logexport.graphql")
+
+MAX_BODY_BYTES = 64 * 1024
+INTERNAL_MESSAGE = "Something went wrong on our side; please try again later"
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent
+_RULES = (*specified_rules, *recommended_rules, QueryLimits)
+# GraphiQL loads its scripts and styles from a CDN; only the debug explorer page gets this.
+_EXPLORER_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline' 'unsafe-eval' https://unpkg.com; "
+    "style-src 'self' 'unsafe-inline' https://unpkg.com; img-src 'self' data: https:; "
+    "font-src 'self' data: https://unpkg.com; connect-src 'self'; frame-ancestors 'none'"
+)
+
+
+def schema_path() -> Path:
+    """``schema.graphql`` beside the package in a checkout, or bundled inside it in a wheel."""
+    for candidate in (_PACKAGE_DIR.parent / "schema.graphql", _PACKAGE_DIR / "_schema.graphql"):
+        if candidate.is_file():
+            return candidate
+    raise RuntimeError("logexport's schema.graphql is missing from this installation")
+
+
+@functools.cache
+def executable_schema() -> GraphQLSchema:
+    return make_executable_schema(load_schema_from_path(str(schema_path())), *BINDABLES)
+
+
+class _RequestError(Exception):
+    def __init__(self, status_code: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.code = code
+        self.message = message
+
+
+def graphql_routes(*, debug: bool = False) -> list[Route]:
+    methods = ["GET", "POST"] if debug else ["POST"]
+    return [Route("/graphql", functools.partial(graphql_endpoint, debug=debug), methods=methods)]
+
+
+async def graphql_endpoint(request: Request, *, debug: bool = False) -> Response:
+    if request.method == "GET":
+        return HTMLResponse(
+            ExplorerGraphiQL(title="logexport API").html(None) or "",
+            headers={"Content-Security-Policy": _EXPLORER_CSP},
+        )
+    try:
+        body = await _read_body(request)
+        try:
+            principal = await auth.require_principal(request)
+        except LogExportError as exc:
+            status = 401 if isinstance(exc, Unauthenticated) else 403
+            raise _RequestError(status, exc.code, exc.message) from None
+        payload = _parse_payload(body)
+    except _RequestError as exc:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+        return JSONResponse(
+            {"errors": [{"message": exc.message, "extensions": {"code": exc.code}}]},
+            status_code=exc.status_code,
+            headers=headers,
+        )
+    context = Context(
+        request=request,
+        settings=request.app.state.settings,
+        pool=request.app.state.pool,
+        principal=principal,
+    )
+    result = await run_query(executable_schema(), payload, context)
+    return JSONResponse(result)
+
+
+async def _read_body(request: Request) -> bytes:
+    too_large = _RequestError(
+        413, "BAD_USER_INPUT", f"The request body is larger than {MAX_BODY_BYTES} bytes"
+    )
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise too_large
+    return bytes(body)
+
+
+def _parse_payload(body: bytes) -> dict[str, Any]:
+    def bad(message: str) -> _RequestError:
+        return _RequestError(400, "BAD_USER_INPUT", message)
+
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise bad("The request body is not JSON") from None
+    if not isinstance(payload, dict):
+        raise bad("The request body must be one JSON object with a query")
+    if not isinstance(payload.get("query"), str):
+        raise bad("The request has no query string")
+    if payload.get("variables") is not None and not isinstance(payload["variables"], dict):
+        raise bad("variables must be a JSON object")
+    if payload.get("operationName") is not None and not isinstance(payload["operationName"], str):
+        raise bad("operationName must be a string")
+    return payload
+
+
+async def run_query(schema: GraphQLSchema, payload: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Execute one GraphQL request and return its JSON-ready response body."""
+    try:
+        document = parse(payload["query"])
+    except GraphQLError as error:
+        return {"errors": [format_error(error, None)]}
+    problems = validate(schema, document, _RULES)
+    if problems:
+        return {"errors": [format_error(e, document) for e in problems]}
+    outcome = execute(
+        schema,
+        document,
+        context_value=context,
+        variable_values=payload.get("variables"),
+        operation_name=payload.get("operationName"),
+    )
+    result = await outcome if inspect.isawaitable(outcome) else outcome
+    assert isinstance(result, ExecutionResult)
+    body: dict[str, Any] = {}
+    if result.errors:
+        body["errors"] = [format_error(e, document) for e in result.errors]
+    if result.data is not None or not result.errors:
+        body["data"] = result.data
+    return body
+
+
+def _cause(error: GraphQLError) -> BaseException | None:
+    original: BaseException | None = error.original_error
+    while isinstance(original, GraphQLError) and original.original_error is not None:
+        original = original.original_error
+    return original
+
+
+def format_error(error: GraphQLError, document: DocumentNode | None) -> dict[str, Any]:
+    formatted: dict[str, Any] = {"message": error.message}
+    if error.locations:
+        formatted["locations"] = [
+            {"line": loc.line, "column": loc.column} for loc in error.locations
+        ]
+    if error.path is not None:
+        formatted["path"] = list(error.path)
+    cause = _cause(error)
+    if isinstance(cause, LogExportError):
+        formatted["message"] = cause.message
+        extensions: dict[str, Any] = {"code": cause.code}
+        if cause.field:
+            extensions["field"] = cause.field
+    elif error.path is None:
+        # Raised before any resolver ran: the document or its variables are wrong.
+        extensions = {"code": "BAD_USER_INPUT"}
+        field = input_field_of(error, document)
+        if field:
+            extensions["field"] = field
+    else:
+        log.error(
+            "GraphQL resolver failed",
+            extra={"path": ".".join(str(p) for p in error.path)},
+            exc_info=(type(cause), cause, cause.__traceback__) if cause is not None else None,
+        )
+        formatted["message"] = INTERNAL_MESSAGE
+        extensions = {"code": "INTERNAL"}
+    formatted["extensions"] = extensions
+    return formatted
