@@ -123,7 +123,10 @@ _started: list[Any] = []
 def _stop_started() -> None:
     for service in reversed(_started):
         with contextlib.suppress(Exception):
-            service.stop()
+            if isinstance(service, PostgresCluster) and service.remove_at_exit:
+                service.stop(remove=True)
+            else:
+                service.stop()
 
 
 # ------------------------------------------------------------------------------ PostgreSQL
@@ -258,6 +261,7 @@ class PostgresCluster:
     password: str = ""
     user: str = "logexport"
     track: bool = True
+    remove_at_exit: bool = False
 
     def __post_init__(self) -> None:
         if self.base_dir == Path():
@@ -439,7 +443,7 @@ class PostgresCluster:
 
 
 def sweep_stale_clusters(prefix: str = "pg-test-") -> None:
-    """Stop and delete clusters of test runs that died without cleaning up."""
+    """Stop and delete clusters (and moto logs) of test runs that died without cleaning up."""
     root = postgres_root()
     for base in root.glob(prefix + "*"):
         try:
@@ -456,6 +460,10 @@ def sweep_stale_clusters(prefix: str = "pg-test-") -> None:
             cluster = PostgresCluster(name=base.name[3:], base_dir=base, track=False)
             cluster.stop("immediate")
         shutil.rmtree(base, ignore_errors=True)
+    for log in run_dir().glob("moto-test-*.log"):
+        pid = log.stem.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            log.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------------------ S3 (moto)

@@ -64,7 +64,9 @@ def pg_cluster() -> Iterator[devservices.PostgresCluster | None]:
         yield None
         return
     devservices.sweep_stale_clusters("pg-test-")
-    cluster = devservices.PostgresCluster(name=f"test-{os.getpid()}-{secrets.token_hex(3)}")
+    cluster = devservices.PostgresCluster(
+        name=f"test-{os.getpid()}-{secrets.token_hex(3)}", remove_at_exit=True
+    )
     cluster.start()
     try:
         yield cluster
