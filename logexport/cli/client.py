@@ -1,0 +1,636 @@
+"""Client commands: talk to a logexport API over GraphQL (SPEC §9 CLI, Client).
+
+``audit-log``, ``scim-event`` and ``export`` act through ``LogExportClient`` with
+``LOGEXPORT_API_URL`` and ``LOGEXPORT_TOKEN`` (or what ``logexport login`` saved);
+``mcp`` serves the MCP tools over stdio the same way. None of them touches a database.
+
+Exit codes: 0 success, 2 usage or configuration errors, 1 anything else (refused, failed,
+canceled, unauthenticated, unreachable, checksum mismatch), 130 when Ctrl-C stops
+``--wait`` (the export itself carries on). Errors are one line on stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import sys
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from logexport.cli.progress import TERMINAL_STATUSES, ProgressReporter
+from logexport.client import ApiError, ApiUnreachable, LogExportClient
+from logexport.config import ConfigError, Settings
+from logexport.errors import BadUserInput
+from logexport.timeutil import parse_rfc3339
+
+T = TypeVar("T")
+
+DEFAULT_API_URL = "http://127.0.0.1:8000"
+EXIT_INTERRUPTED = 130
+REQUEST_ATTEMPTS = 3
+
+# ---------------------------------------------------------------------------- --from / --to
+
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def parse_time_bound(text: str, *, end: bool) -> datetime:
+    """A ``--from``/``--to`` value as an aware UTC datetime.
+
+    A date (``2026-01-31``) is a UTC day: ``--from`` starts at its midnight, ``--to``
+    includes the whole day, so it ends at the next midnight (exclusive). Anything else
+    must be an RFC 3339 timestamp with an offset and is taken exactly.
+    """
+    value = text.strip()
+    option = "--to" if end else "--from"
+    if _DATE.match(value):
+        try:
+            day = date.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{value} is not a calendar date") from None
+        start = datetime.combine(day, time(0), tzinfo=UTC)
+        if not end:
+            return start
+        try:
+            return start + timedelta(days=1)
+        except OverflowError:
+            raise ValueError(f"{value} is the last representable day") from None
+    try:
+        return parse_rfc3339(value, option)
+    except BadUserInput as exc:
+        raise ValueError(
+            exc.message.removeprefix(f"{option}: ").replace(
+                "(expected RFC 3339", "(expected a date such as 2026-01-31 or RFC 3339"
+            )
+        ) from None
+
+
+class TimeBound(click.ParamType[datetime]):
+    name = "DATE|TIMESTAMP"
+
+    def __init__(self, *, end: bool) -> None:
+        self.end = end
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            return parse_time_bound(str(value), end=self.end)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+# ---------------------------------------------------------------------------- configuration
+
+
+def config_path() -> Path:
+    """Where ``logexport login`` keeps the API URL and token."""
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "logexport" / "config.json"
+
+
+def _saved_login() -> dict[str, Any]:
+    path = config_path()
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError):
+        _fail(f"cannot read {path}; run `logexport login` again", 2)
+    return data if isinstance(data, dict) else {}
+
+
+def save_login(api_url: str, token: str) -> Path:
+    """Write the login file readable by its owner only (0600, in a 0700 directory)."""
+    path = config_path()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump({"api_url": api_url, "token": token}, handle)
+        handle.write("\n")
+    os.replace(temporary, path)
+    return path
+
+
+@dataclass(frozen=True)
+class Connection:
+    api_url: str
+    token: str
+
+
+def connection() -> Connection:
+    """API URL and token: the environment first, then the login file, then the default URL."""
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    saved = _saved_login()
+    api_url = (
+        settings.api_url
+        if os.environ.get("LOGEXPORT_API_URL")
+        else str(saved.get("api_url") or DEFAULT_API_URL)
+    )
+    token = settings.token or saved.get("token")
+    if not token:
+        _fail("LOGEXPORT_TOKEN is not set (or run `logexport login`)", 2)
+    return Connection(api_url, str(token))
+
+
+# ---------------------------------------------------------------------------- plumbing
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    raise click.exceptions.Exit(code)
+
+
+def _run(work: Callable[[LogExportClient], Coroutine[Any, Any, T]]) -> T:
+    """Run ``work`` with a client; an API or network error is one line and exit 1."""
+    conn = connection()
+
+    async def main() -> T:
+        async with LogExportClient(conn.api_url, conn.token) as client:
+            return await work(client)
+
+    try:
+        return asyncio.run(main())
+    except ApiError as exc:
+        _fail(str(exc))
+
+
+def _print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def _filter(**values: Any) -> dict[str, Any] | None:
+    chosen = {k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items()}
+    chosen = {k: v for k, v in chosen.items() if v not in (None, [])}
+    return chosen or None
+
+
+def _when(value: str | None) -> str:
+    """A DateTime as ``2026-01-31 12:00:00Z``: easier on the eye, still exact to the second."""
+    if not value:
+        return "-"
+    return value.replace("T", " ").replace(".000000Z", "Z")
+
+
+def _number(value: Any) -> str:
+    try:
+        return f"{int(value):,}"
+    except (TypeError, ValueError):
+        return "-"
+
+
+def describe_export(export: dict[str, Any]) -> str:
+    kind = "audit log" if export.get("kind") == "AUDIT_LOG" else "SCIM event"
+    lines = [f"{kind} export {export['id']}: {export['status']}"]
+    fmt = str(export.get("format"))
+    if export.get("compression") == "GZIP":
+        fmt += ", gzip"
+    if export.get("csvBom"):
+        fmt += ", BOM"
+    rows: list[tuple[str, str]] = [
+        ("range", f"{_when(export.get('fromTime'))} to {_when(export.get('toTime'))} (exclusive)"),
+        ("format", fmt),
+    ]
+    if export.get("filter"):
+        rows.append(("filter", json.dumps(export["filter"], separators=(",", ":"))))
+    requester = (export.get("requestedBy") or {}).get("email", "")
+    rows.append(("requested", f"{_when(export.get('createdAt'))} by {requester}"))
+    status = export.get("status")
+    if status == "PROCESSING":
+        rows.append(("progress", f"{_number(export.get('rowsWritten'))} rows written"))
+    if export.get("fileName"):
+        rows.append(("file", f"{export['fileName']} ({_number(export.get('byteSize'))} bytes)"))
+        rows.append(("rows", _number(export.get("rowCount"))))
+        rows.append(("sha256", str(export.get("sha256"))))
+    if export.get("completedAt"):
+        rows.append(("completed", _when(export["completedAt"])))
+    if export.get("expiresAt"):
+        rows.append(("expires", _when(export["expiresAt"])))
+    if export.get("emailedAt"):
+        rows.append(("emailed", _when(export["emailedAt"])))
+    error = export.get("error")
+    if error:
+        rows.append(("error", f"{error.get('code')}: {error.get('message')}"))
+    lines += [f"  {label:<10} {value}" for label, value in rows]
+    return "\n".join(lines)
+
+
+def _export_failure(export: dict[str, Any]) -> str:
+    error = export.get("error") or {}
+    detail = f": {error.get('code')}: {error.get('message')}" if error else ""
+    return f"export {export['id']} is {export['status']}{detail}"
+
+
+async def _request_with_retries(
+    call: Callable[[], Awaitable[dict[str, Any]]],
+) -> dict[str, Any]:
+    # Safe to repeat: every attempt carries the same idempotency key, so an attempt whose
+    # answer was lost returns the export it created instead of starting another.
+    for attempt in range(1, REQUEST_ATTEMPTS + 1):
+        try:
+            return await call()
+        except ApiUnreachable:
+            if attempt == REQUEST_ATTEMPTS:
+                raise
+            await asyncio.sleep(0.5 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+async def wait_for_export(
+    client: LogExportClient, export: dict[str, Any], reporter: ProgressReporter, interval: float
+) -> dict[str, Any]:
+    """Poll until the export reaches a final status; returns it."""
+    try:
+        while True:
+            reporter.update(export)
+            if export["status"] in TERMINAL_STATUSES:
+                return export
+            await asyncio.sleep(interval)
+            export = await client.get_export(export["id"])
+    finally:
+        reporter.finish()
+
+
+# ---------------------------------------------------------------------------- export
+
+
+@dataclass
+class _Run:
+    """What an interrupted ``--wait`` needs to tell the user."""
+
+    export_id: str | None = None
+
+
+def _export_command(
+    kind: str,
+    *,
+    org: str,
+    from_time: datetime,
+    to_time: datetime,
+    format: str | None,
+    gzip: bool,
+    csv_bom: bool,
+    filter: dict[str, Any] | None,
+    idempotency_key: str | None,
+    wait: bool,
+    download: Path | None,
+    as_json: bool,
+) -> None:
+    key = idempotency_key or str(uuid.uuid4())
+    wait = wait or download is not None
+    state = _Run()
+    interactive = sys.stderr.isatty()
+
+    async def work(client: LogExportClient) -> dict[str, Any]:
+        export = await _request_with_retries(
+            lambda: client.request_export(
+                kind,
+                org,
+                from_time,
+                to_time,
+                format=format,
+                compression="GZIP" if gzip else None,
+                csv_bom=True if csv_bom else None,
+                filter=filter,
+                idempotency_key=key,
+            )
+        )
+        state.export_id = export["id"]
+        if not wait:
+            return export
+        if not as_json:
+            click.echo(f"export {export['id']} requested; waiting (Ctrl-C stops waiting)", err=True)
+        reporter = ProgressReporter(sys.stderr, interactive=interactive)
+        export = await wait_for_export(client, export, reporter, 0.5 if interactive else 1.0)
+        if export["status"] != "COMPLETED":
+            raise ApiError("EXPORT_NOT_COMPLETED", _export_failure(export))
+        if download is not None:
+            await client.download_export(export["id"], download)
+        return export
+
+    try:
+        export = _run(work)
+    except KeyboardInterrupt:
+        if state.export_id is None:
+            _fail("interrupted", EXIT_INTERRUPTED)
+        click.echo(
+            f"\nstopped waiting; export {state.export_id} carries on. "
+            f"Check on it with: logexport export show {state.export_id}",
+            err=True,
+        )
+        raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+    if as_json:
+        _print_json(export)
+        return
+    click.echo(describe_export(export))
+    if not wait:
+        click.echo(f"  {'key':<10} {key}")
+        click.echo(f"Follow it with: logexport export show {export['id']}")
+    if download is not None:
+        click.echo(f"saved {download} ({_number(export.get('byteSize'))} bytes, SHA-256 verified)")
+
+
+_FORMAT = click.Choice(["jsonl", "csv"], case_sensitive=False)
+
+
+def _common_export_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--org", "org", required=True, metavar="ID", help="Organization id."),
+        click.option(
+            "--from",
+            "from_time",
+            required=True,
+            type=TimeBound(end=False),
+            help="Start, inclusive: a UTC date (2026-01-01) or an RFC 3339 timestamp.",
+        ),
+        click.option(
+            "--to",
+            "to_time",
+            required=True,
+            type=TimeBound(end=True),
+            help="End: a UTC date includes that whole day; an RFC 3339 timestamp is exclusive.",
+        ),
+        click.option("--format", "format", type=_FORMAT, help="jsonl (default) or csv."),
+        click.option("--gzip", is_flag=True, help="Compress the file with gzip."),
+        click.option("--csv-bom", is_flag=True, help="Start a CSV file with a UTF-8 BOM."),
+        click.option(
+            "--idempotency-key",
+            metavar="KEY",
+            help="Reuse to make a repeated request return the same export (default: random).",
+        ),
+        click.option("--wait", is_flag=True, help="Wait until the export finishes."),
+        click.option(
+            "--download",
+            type=click.Path(dir_okay=False, writable=True, path_type=Path),
+            help="Wait, then save the file here (SHA-256 verified).",
+        ),
+        click.option("--json", "as_json", is_flag=True, help="Print the LogExport as JSON."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _list_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--org", "org", required=True, metavar="ID", help="Organization id."),
+        click.option("--first", type=click.IntRange(1, 100), default=50, show_default=True),
+        click.option("--after", metavar="CURSOR", help="endCursor of the previous page."),
+        click.option("--json", "as_json", is_flag=True, help="Print the connection as JSON."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _print_page(connection: dict[str, Any], line: Callable[[dict[str, Any]], str]) -> None:
+    edges = connection.get("edges") or []
+    for edge in edges:
+        click.echo(line(edge["node"]))
+    if not edges:
+        click.echo("(none)")
+    page = connection.get("pageInfo") or {}
+    if page.get("hasNextPage"):
+        click.echo(f"more: --after {page.get('endCursor')}")
+
+
+# ---------------------------------------------------------------------------- audit-log
+
+
+@click.group("audit-log")
+def audit_log() -> None:
+    """Browse and export an organization's audit log."""
+
+
+@audit_log.command("export")
+@_common_export_options
+@click.option("--action", "actions", multiple=True, metavar="A", help="Only this action (repeat).")
+@click.option("--actor-id", "actor_ids", multiple=True, metavar="A", help="Only this actor.")
+@click.option("--resource-type", "resource_types", multiple=True, metavar="R")
+def audit_log_export(
+    actions: tuple[str, ...],
+    actor_ids: tuple[str, ...],
+    resource_types: tuple[str, ...],
+    **options: Any,
+) -> None:
+    """Export audit log entries from --from (inclusive) to --to."""
+    chosen = _filter(actions=actions, actor_ids=actor_ids, resource_types=resource_types)
+    _export_command("AUDIT_LOG", filter=chosen, **options)
+
+
+@audit_log.command("list")
+@_list_options
+@click.option("--action", "actions", multiple=True, metavar="A")
+@click.option("--actor-id", "actor_ids", multiple=True, metavar="A")
+@click.option("--resource-type", "resource_types", multiple=True, metavar="R")
+def audit_log_list(
+    org: str,
+    first: int,
+    after: str | None,
+    as_json: bool,
+    actions: tuple[str, ...],
+    actor_ids: tuple[str, ...],
+    resource_types: tuple[str, ...],
+) -> None:
+    """Audit log entries, newest first."""
+    chosen = _filter(actions=actions, actor_ids=actor_ids, resource_types=resource_types)
+    page = _run(lambda client: client.list_audit_log_entries(org, first, after, chosen))
+    if as_json:
+        _print_json(page)
+        return
+
+    def line(node: dict[str, Any]) -> str:
+        actor = node.get("actorEmail") or node.get("actorId") or node.get("actorType")
+        resource = ":".join(str(node[k]) for k in ("resourceType", "resourceId") if node.get(k))
+        return f"{_when(node.get('createdAt'))}  {node.get('action')}  {actor}  {resource}".rstrip()
+
+    _print_page(page, line)
+
+
+# ---------------------------------------------------------------------------- scim-event
+
+
+@click.group("scim-event")
+def scim_event() -> None:
+    """Browse and export an organization's SCIM provisioning events."""
+
+
+@scim_event.command("export")
+@_common_export_options
+@click.option("--method", "methods", multiple=True, metavar="M", help="Only this method (repeat).")
+@click.option("--user-name", metavar="U", help="Only this userName (case-insensitive).")
+@click.option("--status-code", "status_codes", multiple=True, type=int, metavar="N")
+def scim_event_export(
+    methods: tuple[str, ...],
+    user_name: str | None,
+    status_codes: tuple[int, ...],
+    **options: Any,
+) -> None:
+    """Export SCIM events from --from (inclusive) to --to."""
+    chosen = _filter(methods=methods, user_name=user_name, status_codes=status_codes)
+    _export_command("SCIM_EVENT", filter=chosen, **options)
+
+
+@scim_event.command("list")
+@_list_options
+@click.option("--method", "methods", multiple=True, metavar="M")
+@click.option("--user-name", metavar="U")
+@click.option("--status-code", "status_codes", multiple=True, type=int, metavar="N")
+def scim_event_list(
+    org: str,
+    first: int,
+    after: str | None,
+    as_json: bool,
+    methods: tuple[str, ...],
+    user_name: str | None,
+    status_codes: tuple[int, ...],
+) -> None:
+    """SCIM events, newest first."""
+    chosen = _filter(methods=methods, user_name=user_name, status_codes=status_codes)
+    page = _run(lambda client: client.list_scim_events(org, first, after, chosen))
+    if as_json:
+        _print_json(page)
+        return
+
+    def line(node: dict[str, Any]) -> str:
+        who = node.get("userName") or ""
+        return (
+            f"{_when(node.get('createdAt'))}  {node.get('method')} {node.get('path')}  "
+            f"{node.get('statusCode')}  {who}"
+        ).rstrip()
+
+    _print_page(page, line)
+
+
+# ---------------------------------------------------------------------------- export
+
+
+@click.group("export")
+def export_group() -> None:
+    """Show, list, cancel and download exports."""
+
+
+@export_group.command("show")
+@click.argument("export_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="Print the LogExport as JSON.")
+def export_show(export_id: str, as_json: bool) -> None:
+    """One export's status and result."""
+    export = _run(lambda client: client.get_export(export_id))
+    if as_json:
+        _print_json(export)
+    else:
+        click.echo(describe_export(export))
+
+
+@export_group.command("list")
+@_list_options
+def export_list(org: str, first: int, after: str | None, as_json: bool) -> None:
+    """The organization's exports, newest first."""
+    page = _run(lambda client: client.list_exports(org, first, after))
+    if as_json:
+        _print_json(page)
+        return
+
+    def line(node: dict[str, Any]) -> str:
+        rows = _number(node.get("rowCount") or node.get("rowsWritten"))
+        return (
+            f"{node['id']}  {node.get('kind'):<10} {node.get('status'):<10} "
+            f"{_when(node.get('fromTime'))} to {_when(node.get('toTime'))}  {rows} rows"
+        )
+
+    _print_page(page, line)
+
+
+@export_group.command("cancel")
+@click.argument("export_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="Print the LogExport as JSON.")
+def export_cancel(export_id: str, as_json: bool) -> None:
+    """Cancel an export (a pending or running one stops; a completed one's file is revoked)."""
+    export = _run(lambda client: client.cancel_export(export_id))
+    if as_json:
+        _print_json(export)
+    else:
+        click.echo(describe_export(export))
+
+
+@export_group.command("download")
+@click.argument("export_id", metavar="ID")
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    required=True,
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Where to save the file.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the LogExport as JSON.")
+def export_download(export_id: str, output: Path, as_json: bool) -> None:
+    """Save a completed export's file, verified against its SHA-256."""
+    export = _run(lambda client: client.download_export(export_id, output))
+    if as_json:
+        _print_json(export)
+    else:
+        click.echo(f"saved {output} ({_number(export.get('byteSize'))} bytes, SHA-256 verified)")
+
+
+# ---------------------------------------------------------------------------- login, mcp
+
+
+@click.command("login")
+@click.option("--api-url", metavar="URL", help=f"The API's base URL (default {DEFAULT_API_URL}).")
+@click.option(
+    "--token",
+    prompt="API token",
+    hide_input=True,
+    envvar="LOGEXPORT_TOKEN",
+    help="An API token (lex_…); asked for when not given.",
+)
+def login(api_url: str | None, token: str) -> None:
+    """Check an API token and save it with the API URL for the client commands."""
+    url = (api_url or os.environ.get("LOGEXPORT_API_URL") or DEFAULT_API_URL).rstrip("/")
+    if not re.match(r"^https?://[^/]+", url):
+        _fail("--api-url must be an http:// or https:// URL", 2)
+    token = token.strip()
+
+    async def check() -> dict[str, Any]:
+        async with LogExportClient(url, token) as client:
+            return await client.viewer()
+
+    try:
+        viewer = asyncio.run(check())
+    except ApiError as exc:
+        _fail(str(exc))
+    path = save_login(url, token)
+    click.echo(f"logged in to {url} as {viewer.get('email')}; saved to {path}")
+
+
+@click.command("mcp")
+def mcp_command() -> None:
+    """Serve the MCP tools over stdio, as a client of LOGEXPORT_API_URL."""
+    from logexport.mcp_tools import serve_stdio
+
+    conn = connection()
+    asyncio.run(serve_stdio(conn.api_url, conn.token))
+
+
+COMMANDS: tuple[click.Command, ...] = (
+    audit_log,
+    scim_event,
+    export_group,
+    login,
+    mcp_command,
+)
