@@ -682,7 +682,9 @@ class _S3Writer(_AbortingContext):
         self._content_type = content_type
         self._content_disposition = content_disposition
         self._part_size = part_size
-        self._buffer = bytearray()
+        # Written chunks are kept as they came and joined once per part: one copy per byte.
+        self._chunks: list[bytes] = []
+        self._buffered = 0
         self._size = 0
         self._next_part = 1
         self._etags: dict[int, str] = {}
@@ -700,11 +702,15 @@ class _S3Writer(_AbortingContext):
         self._check_open()
         try:
             self._raise_failure()
-            self._buffer += data
-            self._size += len(data)
+            if not isinstance(data, bytes):
+                data = bytes(data)  # the caller may reuse a mutable buffer
+            if data:
+                self._chunks.append(data)
+                self._buffered += len(data)
+                self._size += len(data)
             if self._size > S3_MAX_OBJECT_SIZE:
                 raise StorageError("file exceeds the 5 TiB object size limit")
-            while len(self._buffer) >= self._part_size:
+            while self._buffered >= self._part_size:
                 await self._send_part(self._part_size)
         except StorageError:
             await self.abort()
@@ -719,8 +725,8 @@ class _S3Writer(_AbortingContext):
             if self._create is None:
                 await self._put_whole()
             else:
-                if self._buffer:
-                    await self._send_part(len(self._buffer))
+                if self._buffered:
+                    await self._send_part(self._buffered)
                 await self._drain()
                 await self._complete_upload()
         except StorageError:
@@ -767,14 +773,35 @@ class _S3Writer(_AbortingContext):
         number = self._next_part
         if number > S3_MAX_PARTS:
             raise StorageError("upload would exceed 10,000 parts")
-        # One copy out of the buffer; deleting a bytearray's head is cheap.
-        body = bytes(memoryview(self._buffer)[:size])
-        del self._buffer[:size]
+        body = self._take(size)
         self._next_part += 1
         self._part_size = part_size_after(number, self._part_size)
         task = asyncio.ensure_future(self._upload_part(upload_id, number, body))
         self._in_flight.add(task)
         task.add_done_callback(self._part_done)
+
+    def _take(self, size: int) -> bytes:
+        """The first ``size`` buffered bytes as one object; a chunk straddling the end is split."""
+        taken: list[bytes | memoryview] = []
+        need = size
+        chunks = self._chunks
+        index = 0
+        while need:
+            chunk = chunks[index]
+            if len(chunk) <= need:
+                taken.append(chunk)
+                need -= len(chunk)
+                index += 1
+            else:
+                view = memoryview(chunk)
+                taken.append(view[:need])
+                chunks[index] = bytes(view[need:])
+                need = 0
+        del chunks[:index]
+        self._buffered -= size
+        if len(taken) == 1 and isinstance(taken[0], bytes):
+            return taken[0]
+        return b"".join(taken)
 
     def _part_done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
@@ -837,8 +864,7 @@ class _S3Writer(_AbortingContext):
         )
 
     async def _put_whole(self) -> None:
-        body = bytes(self._buffer)
-        self._buffer = bytearray()
+        body = self._take(self._buffered)
         await self._storage.call(
             "PutObject",
             self._full_key,
@@ -853,7 +879,7 @@ class _S3Writer(_AbortingContext):
         )
 
     async def _abort(self) -> None:
-        self._buffer = bytearray()
+        self._chunks, self._buffered = [], 0
         for task in list(self._in_flight):
             task.cancel()
         await asyncio.gather(*self._in_flight, return_exceptions=True)
