@@ -369,6 +369,7 @@ async def test_failed_abort_is_retried_until_the_store_answers(s3: Any) -> None:
         assert failures["abort_multipart_upload"] == 0
 
 
+@pytest.mark.faults
 async def test_store_outage_mid_upload_raises_promptly(s3: Any) -> None:
     async with make_storage(s3, part_size=5 * MiB, call_timeout=5, part_timeout=5) as storage:
         writer = await storage.open_writer(KEY, content_type=CONTENT_TYPE, file_name=FILE_NAME)
