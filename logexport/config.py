@@ -118,6 +118,7 @@ class Settings:
     worker_poll_only: bool = _setting("LOGEXPORT_WORKER_POLL_ONLY", _bool, "0")
     worker_lease: float = _setting("LOGEXPORT_WORKER_LEASE", _positive_duration, "60s")
     worker_max_attempts: int = _setting("LOGEXPORT_WORKER_MAX_ATTEMPTS", _positive_int, "5")
+    worker_retry_base: float = _setting("LOGEXPORT_WORKER_RETRY_BASE", _positive_duration, "2s")
     shutdown_grace: float = _setting("LOGEXPORT_SHUTDOWN_GRACE", parse_duration, "30s")
     api_url: str = _setting("LOGEXPORT_API_URL", _url("http", "https"), "http://127.0.0.1:8000")
     token: str = _setting("LOGEXPORT_TOKEN", str)
