@@ -152,6 +152,12 @@ async def create_database(admin_url: str, name: str, template: str | None = None
     try:
         if template is None:
             await conn.execute(f"CREATE DATABASE {_quote_ident(name)}")
+        elif conn.get_server_version().major >= 15:
+            # FILE_COPY clones a small template several times faster than the WAL_LOG default.
+            await conn.execute(
+                f"CREATE DATABASE {_quote_ident(name)} TEMPLATE {_quote_ident(template)}"
+                " STRATEGY FILE_COPY"
+            )
         else:
             await conn.execute(
                 f"CREATE DATABASE {_quote_ident(name)} TEMPLATE {_quote_ident(template)}"
