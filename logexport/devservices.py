@@ -448,17 +448,23 @@ class PostgresCluster:
         await drop_database(self.url(), name)
 
 
+def _read_owner(base: Path) -> int:
+    return int(json.loads((base / "cluster.json").read_text())["owner_pid"])
+
+
 def sweep_stale_clusters(prefix: str = "pg-test-") -> None:
     """Stop and delete clusters (and moto logs) of test runs that died without cleaning up."""
     root = postgres_root()
     for base in root.glob(prefix + "*"):
+        # The owner's pid leads the name (pg-test-<pid>-…), so a cluster another run is
+        # still creating (no metadata yet) is recognised as alive.
+        named = base.name[len(prefix) :].split("-", 1)[0]
         try:
-            meta = json.loads((base / "cluster.json").read_text())
-            owner = int(meta["owner_pid"])
+            owner = int(named) if named.isdigit() else int(_read_owner(base))
         except (OSError, ValueError, KeyError):
-            # No metadata yet: another run may be creating it right now.
-            if time.time() - base.stat().st_mtime < 600:
-                continue
+            with contextlib.suppress(OSError):
+                if time.time() - base.stat().st_mtime < 600:
+                    continue
             owner = 0
         if owner and _pid_alive(owner):
             continue
