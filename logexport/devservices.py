@@ -460,7 +460,7 @@ def sweep_stale_clusters(prefix: str = "pg-test-") -> None:
         # still creating (no metadata yet) is recognised as alive.
         named = base.name[len(prefix) :].split("-", 1)[0]
         try:
-            owner = int(named) if named.isdigit() else int(_read_owner(base))
+            owner = int(named) if named.isdigit() else _read_owner(base)
         except (OSError, ValueError, KeyError):
             with contextlib.suppress(OSError):
                 if time.time() - base.stat().st_mtime < 600:
