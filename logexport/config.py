@@ -31,7 +31,10 @@ def parse_duration(text: str) -> float:
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError("expected a whole number") from None
     if value < 1:
         raise ValueError("expected a whole number of at least 1")
     return value
