@@ -195,6 +195,12 @@ async def request_export(
                 if previous is not None:
                     return previous
             await conn.execute(q("lock_organization_exports"), org_id)
+            if request.idempotency_key is not None:
+                # A concurrent request with the same key may have committed while we
+                # waited for the lock: answer with its export, not a cap check or error.
+                previous = await _replay(conn, principal, request, fingerprint)
+                if previous is not None:
+                    return previous
             active = await conn.fetchval(q("count_active_exports"), org_id)
             if active >= settings.max_active_exports_per_org:
                 raise RateLimited(
@@ -217,7 +223,11 @@ async def request_export(
                 fingerprint,
             )
             if record is None:
-                # A concurrent request with the same key won the unique index.
+                # A concurrent request with the same key (for another organization, so
+                # not serialized by the lock) won the unique index.
+                previous = await _replay(conn, principal, request, fingerprint)
+                if previous is not None:
+                    return previous
                 raise BadUserInput(
                     "idempotencyKey is being used by a concurrent request; retry it",
                     field="idempotencyKey",
