@@ -50,6 +50,7 @@ _SIGN_IN_PATH = "/console/sign-in"
 # Only console pages may be the target after sign-in: anything else would be an open redirect.
 _SAFE_NEXT = re.compile(r"^/console(/[A-Za-z0-9_-]+)*/?$")
 _MAX_KEY_CHARS = 200
+_SIGN_IN_TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")
 
 _HERE = Path(__file__).resolve().parent
 _STATIC = _HERE / "static" / "console"
@@ -82,6 +83,8 @@ _PAGES = {
 
 
 def _render(template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    context.setdefault("organization", None)
+    context.setdefault("page", None)
     html = _env.get_template(template).render(**context)
     return HTMLResponse(html, status_code=status_code, headers=_HEADERS)
 
@@ -144,7 +147,10 @@ def _sign_in_page(
     request: Request, *, error: str | None = None, status_code: int = 200, next_path: str = ""
 ) -> HTMLResponse:
     settings = _settings(request)
-    token = secrets.token_urlsafe(32)
+    # Keep an existing token so that sign-in pages open in several tabs all stay usable.
+    token = request.cookies.get(SIGN_IN_COOKIE, "")
+    if not _SIGN_IN_TOKEN.match(token):
+        token = secrets.token_urlsafe(32)
     response = _render(
         "sign_in.html.j2",
         status_code=status_code,
@@ -250,8 +256,6 @@ async def organizations_page(request: Request) -> Response:
         "organizations.html.j2",
         title="Organizations",
         organizations=organizations,
-        organization=None,
-        page=None,
         **_user_context(principal, session),
     )
 

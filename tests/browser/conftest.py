@@ -155,7 +155,11 @@ async def open_page(browser: Any, live_server: LiveServer, **options: Any) -> An
     problems = PageProblems()
     new_page.on(
         "console",
-        lambda msg: problems.messages.append(msg.text) if msg.type == "error" else None,
+        lambda msg: (
+            problems.messages.append(f"{msg.text} ({msg.location.get('url')})")
+            if msg.type == "error"
+            else None
+        ),
     )
     new_page.on("pageerror", lambda exc: problems.messages.append(str(exc)))
     new_page.problems = problems
