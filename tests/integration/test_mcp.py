@@ -1,0 +1,356 @@
+"""The MCP tools through the SDK's own client: over HTTP at /mcp, and over stdio.
+
+The HTTP server is the real application (``create_app``, worker included) served by uvicorn
+on a free loopback port; the stdio server is ``logexport mcp`` as a subprocess, a GraphQL
+client of that same server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import httpx2
+import pytest
+import uvicorn
+from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+
+from logexport import devservices
+from logexport.entries import AuditLogEntryInput, record_audit_log_entries
+from logexport.web.app import create_app
+from tests.support.world import build_world, wait_for_status
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
+READ_TOOLS = {"get_log_export", "list_log_exports", "list_audit_log_entries", "list_scim_events"}
+WRITE_TOOLS = {"request_audit_log_export", "request_scim_event_export"}
+
+
+@contextlib.asynccontextmanager
+async def running_app(settings, pool) -> AsyncIterator[str]:
+    """The application on a free port; yields its base URL (also its LOGEXPORT_BASE_URL)."""
+    port = devservices.free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    app = create_app(settings.derive(base_url=base_url), pool=pool)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    deadline = asyncio.get_running_loop().time() + 20
+    while not server.started:
+        if task.done():
+            task.result()
+            raise AssertionError("the server stopped while starting")
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("the server did not start within 20s")
+        await asyncio.sleep(0.05)
+    try:
+        yield base_url
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, timeout=30)
+
+
+def http_client(base_url: str, token: str, **headers: str) -> Client:
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}", **headers})
+    return Client(streamable_http_client(f"{base_url}/mcp", http_client=http))
+
+
+async def seed_entries(pool, organization_id, count: int = 120) -> None:
+    entries = [
+        AuditLogEntryInput(
+            organization_id=organization_id,
+            action="user.login" if i % 2 else "user.logout",
+            actor_type="USER",
+            actor_id=f"u{i}",
+            created_at=START + timedelta(minutes=i),
+        )
+        for i in range(count)
+    ]
+    async with pool.acquire() as conn:
+        await record_audit_log_entries(conn, entries)
+
+
+def logexport_command() -> list[str]:
+    installed = Path(sys.prefix) / "bin" / "logexport"
+    if installed.exists():
+        return [str(installed)]
+    return [sys.executable, "-c", "import sys; from logexport.cli import main; sys.exit(main())"]
+
+
+# ---------------------------------------------------------------------------- HTTP
+
+
+async def test_tools_are_listed_with_schemas_and_read_only_hints(pool, settings):
+    world = await build_world(pool)
+    async with (
+        running_app(settings, pool) as base_url,
+        http_client(base_url, world.viewer.token) as client,
+    ):
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+
+    assert set(tools) == READ_TOOLS | WRITE_TOOLS
+    for name in READ_TOOLS:
+        assert tools[name].annotations.read_only_hint is True, name
+    for name in WRITE_TOOLS:
+        assert tools[name].annotations.read_only_hint is False, name
+    schema = tools["request_audit_log_export"].input_schema
+    assert schema["required"] == ["organization_id", "from_time", "to_time"]
+    assert "inclusive" in schema["properties"]["from_time"]["description"]
+    assert "exclusive" in schema["properties"]["to_time"]["description"]
+    assert "2026-" in schema["properties"]["from_time"]["description"]
+    assert set(schema["properties"]["filter"]["properties"]) == {
+        "actions",
+        "actor_ids",
+        "resource_types",
+    }
+    scim = tools["request_scim_event_export"].input_schema["properties"]["filter"]
+    assert set(scim["properties"]) == {"methods", "user_name", "status_codes"}
+    assert set(tools["list_audit_log_entries"].input_schema["properties"]) == {
+        "organization_id",
+        "first",
+        "after",
+        "filter",
+    }
+
+
+async def test_requested_export_completes_and_never_shows_a_download_url(pool, settings, s3):
+    world = await build_world(pool)
+    await seed_entries(pool, world.organization_id)
+    async with (
+        running_app(settings, pool) as base_url,
+        http_client(base_url, world.admin.token) as client,
+    ):
+        requested = await client.call_tool(
+            "request_audit_log_export",
+            {
+                "organization_id": str(world.organization_id),
+                "from_time": "2026-01-01T00:00:00Z",
+                "to_time": "2026-01-01T01:00:00Z",
+                "filter": {"actions": ["user.login"]},
+                "format": "CSV",
+            },
+        )
+        assert not requested.is_error, requested.content
+        export = requested.structured_content
+        assert export["status"] == "PENDING"
+        assert export["filter"] == {"actions": ["user.login"]}
+        assert export["requestedBy"]["email"] == "adam.admin@acme.test"
+
+        await wait_for_status(pool, export["id"], "COMPLETED", "FAILED")
+        shown = await client.call_tool("get_log_export", {"id": export["id"]})
+        listed = await client.call_tool(
+            "list_log_exports", {"organization_id": str(world.organization_id), "first": 5}
+        )
+
+    assert not shown.is_error, shown.content
+    done = shown.structured_content
+    assert done["status"] == "COMPLETED"
+    assert done["rowCount"] == "30"
+    assert len(done["sha256"]) == 64
+    assert "downloadUrl" not in done
+    assert "downloadUrl" not in shown.content[0].text
+    assert json.loads(shown.content[0].text) == done
+    edges = listed.structured_content["edges"]
+    assert [edge["node"]["id"] for edge in edges] == [export["id"]]
+    assert "downloadUrl" not in edges[0]["node"]
+
+
+async def test_list_tools_page_through_entries(pool, settings):
+    world = await build_world(pool)
+    await seed_entries(pool, world.organization_id, count=5)
+    org = str(world.organization_id)
+    async with (
+        running_app(settings, pool) as base_url,
+        http_client(base_url, world.viewer.token) as client,
+    ):
+        first = await client.call_tool(
+            "list_audit_log_entries",
+            {"organization_id": org, "first": 3, "filter": {"actions": ["user.logout"]}},
+        )
+        page = first.structured_content
+        second = await client.call_tool(
+            "list_audit_log_entries",
+            {
+                "organization_id": org,
+                "first": 3,
+                "after": page["pageInfo"]["endCursor"],
+                "filter": {"actions": ["user.logout"]},
+            },
+        )
+    # Entries 0, 2, 4 are logouts, newest first.
+    assert [e["node"]["actorId"] for e in page["edges"]] == ["u4", "u2", "u0"]
+    assert page["pageInfo"]["hasNextPage"] is False
+    assert second.structured_content["edges"] == []
+
+
+async def test_bad_from_time_is_a_tool_error_naming_the_argument(pool, settings):
+    world = await build_world(pool)
+    async with (
+        running_app(settings, pool) as base_url,
+        http_client(base_url, world.admin.token) as client,
+    ):
+        result = await client.call_tool(
+            "request_audit_log_export",
+            {
+                "organization_id": str(world.organization_id),
+                "from_time": "2026-01-01T00:00:00",
+                "to_time": "2026-02-01T00:00:00Z",
+            },
+        )
+        unknown = await client.call_tool(
+            "get_log_export", {"id": str(world.organization_id), "verbose": True}
+        )
+    assert result.is_error
+    text = result.content[0].text
+    assert text.startswith("BAD_USER_INPUT (from_time): ")
+    assert "UTC offset" in text
+    assert "fromTime" not in text
+    assert unknown.is_error
+    assert unknown.content[0].text.startswith("BAD_USER_INPUT (verbose): ")
+
+
+async def test_viewer_cannot_request_an_export_over_mcp(pool, settings):
+    world = await build_world(pool)
+    async with (
+        running_app(settings, pool) as base_url,
+        http_client(base_url, world.viewer.token) as client,
+    ):
+        result = await client.call_tool(
+            "request_scim_event_export",
+            {
+                "organization_id": str(world.organization_id),
+                "from_time": "2026-01-01T00:00:00Z",
+                "to_time": "2026-02-01T00:00:00Z",
+            },
+        )
+    assert result.is_error
+    assert result.content[0].text.startswith("FORBIDDEN: ")
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM log_exports") == 0
+
+
+async def test_foreign_origin_and_bad_token_are_rejected(pool, settings):
+    world = await build_world(pool)
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    headers = {"Accept": "application/json, text/event-stream"}
+    async with running_app(settings, pool) as base_url, httpx.AsyncClient() as http:
+        foreign = await http.post(
+            f"{base_url}/mcp",
+            json=body,
+            headers={
+                **headers,
+                "Authorization": f"Bearer {world.admin.token}",
+                "Origin": "https://attacker.example",
+            },
+        )
+        same_host_other_port = await http.post(
+            f"{base_url}/mcp",
+            json=body,
+            headers={
+                **headers,
+                "Authorization": f"Bearer {world.admin.token}",
+                "Origin": "http://127.0.0.1:1",
+            },
+        )
+        bad_token = await http.post(
+            f"{base_url}/mcp",
+            json=body,
+            headers={**headers, "Authorization": "Bearer lex_not-a-real-token"},
+        )
+        own_origin_client = http_client(base_url, world.admin.token, Origin=base_url)
+        async with own_origin_client as client:
+            tools = await client.list_tools()
+    assert foreign.status_code == 403
+    assert same_host_other_port.status_code == 403
+    assert bad_token.status_code == 401
+    assert "lex_not-a-real-token" not in bad_token.text
+    assert len(tools.tools) == 6
+
+
+async def test_sdk_client_with_a_foreign_origin_gets_nothing(pool, settings):
+    world = await build_world(pool)
+    statuses: list[int] = []
+
+    async def record(response: httpx2.Response) -> None:
+        statuses.append(response.status_code)
+
+    http = httpx2.AsyncClient(
+        headers={"Authorization": f"Bearer {world.admin.token}", "Origin": "https://x.example"},
+        event_hooks={"response": [record]},
+    )
+    async with running_app(settings, pool) as base_url:
+        client = Client(streamable_http_client(f"{base_url}/mcp", http_client=http))
+        with pytest.raises(Exception):  # noqa: B017 - the SDK wraps the HTTP error its own way
+            async with client:
+                await client.list_tools()
+    assert statuses
+    assert set(statuses) == {403}
+
+
+# ---------------------------------------------------------------------------- stdio
+
+
+def stdio_parameters(base_url: str, token: str) -> StdioServerParameters:
+    command = logexport_command()
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "LOGEXPORT_API_URL": base_url,
+        "LOGEXPORT_TOKEN": token,
+        "NO_PROXY": "127.0.0.1,localhost",
+        # Keeps a developer's saved login out of the way.
+        "XDG_CONFIG_HOME": "/nonexistent",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+    }
+    return StdioServerParameters(
+        command=command[0], args=[*command[1:], "mcp"], env=env, cwd=str(Path.cwd())
+    )
+
+
+async def test_stdio_server_serves_the_same_tools_through_graphql(pool, settings):
+    world = await build_world(pool)
+    async with running_app(settings, pool) as base_url:
+        params = stdio_parameters(base_url, world.admin.token)
+        async with Client(params) as client:
+            tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+            requested = await client.call_tool(
+                "request_audit_log_export",
+                {
+                    "organization_id": str(world.organization_id),
+                    "from_time": "2026-01-01T00:00:00Z",
+                    "to_time": "2026-01-02T00:00:00Z",
+                    "filter": {"actor_ids": ["u1"]},
+                    "idempotency_key": "stdio-1",
+                },
+            )
+            assert not requested.is_error, requested.content
+            export_id = requested.structured_content["id"]
+            await wait_for_status(pool, export_id, "COMPLETED", "FAILED")
+            shown = await client.call_tool("get_log_export", {"id": export_id})
+            bad = await client.call_tool(
+                "request_audit_log_export",
+                {
+                    "organization_id": str(world.organization_id),
+                    "from_time": "yesterday",
+                    "to_time": "2026-01-02T00:00:00Z",
+                },
+            )
+            missing = await client.call_tool(
+                "get_log_export", {"id": "00000000-0000-0000-0000-000000000000"}
+            )
+
+    assert set(tools) == READ_TOOLS | WRITE_TOOLS
+    assert tools["list_scim_events"].annotations.read_only_hint is True
+    assert requested.structured_content["filter"] == {"actorIds": ["u1"]}
+    assert shown.structured_content["status"] == "COMPLETED"
+    assert "downloadUrl" not in shown.structured_content
+    assert bad.is_error
+    assert bad.content[0].text.startswith("BAD_USER_INPUT (from_time): ")
+    assert missing.is_error
+    assert missing.content[0].text.startswith("NOT_FOUND")
