@@ -193,7 +193,7 @@ class ApiError(LogExportError):
         self.code = code
 
     def __str__(self) -> str:
-        if self.field and self.field not in self.message:
+        if self.field and not self.message.startswith(f"{self.field}:"):
             return f"{self.field}: {self.message}"
         return self.message
 
