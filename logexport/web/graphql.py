@@ -171,7 +171,10 @@ async def run_query(schema: GraphQLSchema, payload: dict[str, Any], context: Any
     body: dict[str, Any] = {}
     if result.errors:
         body["errors"] = [format_error(e, document) for e in result.errors]
-    if result.data is not None or not result.errors:
+    # Variable values that do not fit the schema stop the request before execution: like
+    # validation errors, those leave no "data". Once execution ran, "data" is present.
+    executed = result.data is not None or not result.errors
+    if executed or any(e.path is not None for e in result.errors or ()):
         body["data"] = result.data
     return body
 

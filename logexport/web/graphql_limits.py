@@ -89,8 +89,10 @@ class QueryLimits(ValidationRule):
 
 # ---------------------------------------------------------------------------- input fields
 
-_VARIABLE_PATH = re.compile(r"got invalid value .*? at '([^']+)'")
-_NAMED_FIELD = re.compile(r"Field '([A-Za-z_][A-Za-z0-9_]*)' (?:of required type|is not defined)")
+# graphql-core's wording: "Variable '$input' has invalid value at .filter.actions[0]: …",
+# "… to include required field 'fromTime' …", "… not to include unknown field 'x' …".
+_VARIABLE_PATH = re.compile(r"^Variable '\$[^']+' has invalid value at ((?:\.\w+|\[\d+\])+)")
+_NAMED_FIELD = re.compile(r"(?:required|unknown) field '([A-Za-z_][A-Za-z0-9_]*)'")
 _INDEX = re.compile(r"\[\d+\]")
 
 
@@ -109,36 +111,36 @@ def input_field_of(error: GraphQLError, document: DocumentNode | None) -> str | 
     named = _NAMED_FIELD.search(message)
     if message.startswith("Variable '$"):
         found = _VARIABLE_PATH.search(message)
-        parts = _INDEX.sub("", found.group(1)).split(".")[1:] if found else []
+        parts = _INDEX.sub("", found.group(1)).split(".") if found else []
         return _join([*parts, named.group(1) if named else ""])
     if document is None or not error.nodes:
         return None
-    found_path = _literal_path(document, error.nodes[0])
-    if found_path is None:
+    finder = _PathFinder(error.nodes[0])
+    visit(document, finder)
+    if not finder.found:
         return None
-    parts = found_path
+    parts = finder.object_fields
     if named and (not parts or parts[-1] != named.group(1)):
         parts.append(named.group(1))
-    return _join(parts)
+    # A plain argument (``first``) is the field itself; the ``input`` argument wrapping a
+    # mutation's fields is not.
+    return _join(parts) or finder.argument
 
 
 class _PathFinder(Visitor):
     def __init__(self, target: Node) -> None:
         super().__init__()
         self.target = target
-        self.path: list[str] | None = None
+        self.found = False
+        self.object_fields: list[str] = []
+        self.argument: str | None = None
 
-    def enter(self, node: Any, _key: Any, _parent: Any, _path: Any, ancestors: Any) -> Any:
+    def enter(self, node: Any, _key: Any, parent: Any, _path: Any, ancestors: Any) -> Any:
         if node is not self.target:
             return None
-        chain = [a for a in ancestors if isinstance(a, Node)] + [node]
-        objects = [n.name.value for n in chain if isinstance(n, ObjectFieldNode)]
+        chain = [a for a in (*ancestors, parent, node) if isinstance(a, Node)]
+        self.found = True
+        self.object_fields = [n.name.value for n in chain if isinstance(n, ObjectFieldNode)]
         arguments = [n.name.value for n in chain if isinstance(n, ArgumentNode)]
-        self.path = objects or arguments[-1:]
+        self.argument = arguments[-1] if arguments else None
         return BREAK
-
-
-def _literal_path(document: DocumentNode, target: Node) -> list[str] | None:
-    finder = _PathFinder(target)
-    visit(document, finder)
-    return finder.path
