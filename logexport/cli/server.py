@@ -1,0 +1,104 @@
+"""Process commands: ``serve`` (the web application, with the worker in-process by default)
+and ``worker`` (export workers alone). Neither migrates the database: run
+``logexport migrate`` first; ``/readyz`` reports pending migrations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from types import FrameType
+
+import click
+import uvicorn
+
+from logexport.cli import fail, load_settings, run
+from logexport.config import Settings
+from logexport.exports.worker import Worker
+from logexport.logs import configure_logging
+from logexport.web.app import create_app
+
+log = logging.getLogger("logexport.cli")
+
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _note_signal(signum: int, _frame: FrameType | None) -> None:
+    log.info("stopped by signal", extra={"signal": signal.Signals(signum).name})
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="TCP port."
+)
+@click.option(
+    "--no-worker",
+    is_flag=True,
+    help="Serve HTTP only; run `logexport worker` elsewhere to process exports.",
+)
+def serve(host: str, port: int, no_worker: bool) -> None:
+    """Serve the GraphQL API, console, MCP endpoint and download links."""
+    settings = load_settings(
+        "database_url", "base_url", "storage_url", "smtp_url", "mail_from", "secret_key"
+    )
+    configure_logging()
+    app = create_app(settings, run_worker=not no_worker)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        lifespan="on",
+        # Our own handler formats and redacts every line; uvicorn's access log would print
+        # query strings, which carry download tokens, so the app logs requests itself.
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=max(1, int(settings.shutdown_grace)),
+    )
+    server = uvicorn.Server(config)
+    # uvicorn re-raises SIGTERM/SIGINT once it has shut down gracefully; with these
+    # handlers in place that ends in a clean exit 0 instead of death by signal.
+    for signum in _SIGNALS:
+        signal.signal(signum, _note_signal)
+    try:
+        server.run()
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            fail("the server did not start (see the log above)")
+        raise
+    if not server.started:
+        fail("the server did not start (see the log above)")
+
+
+@click.command()
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="Exports run at once by this process [default: LOGEXPORT_WORKER_CONCURRENCY].",
+)
+def worker(concurrency: int | None) -> None:
+    """Process exports until SIGTERM or SIGINT, then finish or hand back running ones."""
+    settings = load_settings("database_url", "base_url", "storage_url", "smtp_url", "mail_from")
+    configure_logging()
+    run(_run_worker(settings, concurrency))
+
+
+async def _run_worker(settings: Settings, concurrency: int | None) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in _SIGNALS:
+        loop.add_signal_handler(signum, stop.set)
+    async with Worker(settings, concurrency=concurrency) as running:
+        log.info(
+            "worker running",
+            extra={"worker_id": running.worker_id, "concurrency": running.concurrency},
+        )
+        await stop.wait()
+        # Further signals land on stop.set() again, so they cannot cut the grace short.
+        log.info("stopping: no new claims; running exports get the shutdown grace")
+
+
+COMMANDS = (serve, worker)
