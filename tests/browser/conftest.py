@@ -8,7 +8,6 @@ Playwright's async API so the shared event loop stays free for database checks.
 from __future__ import annotations
 
 import contextlib
-import shutil
 import socket
 import threading
 import time
@@ -118,17 +117,22 @@ def live_server(settings: Settings) -> Iterator[LiveServer]:
         thread.join(timeout=15)
 
 
+@pytest.fixture(scope="session")
+def chromium_path() -> Path:
+    if not CHROMIUM.exists():
+        pytest.skip(f"Chromium is not installed at {CHROMIUM} (apt-get install -y chromium)")
+    return CHROMIUM
+
+
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def browser() -> AsyncIterator[Any]:
-    if not CHROMIUM.exists() and shutil.which("chromium") is None:
-        pytest.skip("Chromium is not installed (apt-get install -y chromium)")
+async def browser(chromium_path: Path) -> AsyncIterator[Any]:
     try:
         from playwright.async_api import async_playwright
     except ImportError:
         pytest.skip("Playwright for Python is not installed")
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+            executable_path=str(chromium_path), args=CHROMIUM_ARGS, headless=True
         )
         try:
             yield browser

@@ -26,7 +26,7 @@ let filter = null;
 function renderRow(entry) {
   const row = document.createElement("tr");
   cell(row, formatTime(entry.createdAt), "nowrap");
-  const actor = cell(row, "");
+  const actor = cell(row, "", "wrap");
   actor.appendChild(element("span", entry.actorName || entry.actorEmail || entry.actorId || "—"));
   if (entry.actorName && entry.actorEmail) {
     actor.appendChild(element("span", entry.actorEmail, "secondary"));

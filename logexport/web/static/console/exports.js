@@ -87,7 +87,7 @@ function renderRow(exp) {
   const row = document.createElement("tr");
   row.dataset.id = exp.id;
   row.dataset.signature = JSON.stringify(exp);
-  cell(row, KINDS[exp.kind] ?? exp.kind);
+  cell(row, KINDS[exp.kind] ?? exp.kind, "nowrap");
   cell(row, rangeText(exp), "nowrap");
   cell(row, formatText(exp));
   const status = cell(row, "", `status status-${exp.status.toLowerCase()}`);
