@@ -331,3 +331,43 @@ async def test_revoking_the_key_ends_the_session(page, pool, live_server):
     await page.get_by_label("API key").fill(world.admin.token)
     await page.get_by_role("button", name="Sign in").click()
     await expect(page.get_by_role("alert")).to_contain_text("not valid")
+
+
+async def test_scim_event_export_from_the_scim_page(page, pool, live_server):
+    world = await build_world(pool)
+    await seed(pool, world)
+    await sign_in(page, world.owner.token)
+    await page.get_by_role("link", name="SCIM Events").click()
+    await expect(page.locator("#events tbody tr")).to_have_count(12)
+    await page.get_by_role("button", name="Export", exact=True).click()
+    await expect(page.get_by_role("dialog", name="Export SCIM events")).to_be_visible()
+    await page.get_by_label("From").fill("2026-01-01")
+    await page.get_by_label("To (inclusive)").fill("2026-01-01")
+    await page.get_by_role("button", name="Request export").click()
+    await expect(page.locator("#export-confirmation")).to_contain_text("olivia.owner@acme.test")
+    await page.get_by_role("button", name="Close").click()
+    await expect(page.get_by_role("button", name="Export", exact=True)).to_be_focused()
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow("SELECT kind, from_time, to_time FROM log_exports")
+    assert row["kind"] == "SCIM_EVENT"
+    assert (row["from_time"], row["to_time"]) == (START, START + timedelta(days=1))
+
+
+async def test_a_tampered_session_cookie_is_refused(page, pool, live_server):
+    world = await build_world(pool)
+    await sign_in(page, world.admin.token)
+    cookies = await page.context.cookies()
+    session = next(c for c in cookies if c["name"] == "logexport_session")
+    value = session["value"]
+    forged = value[:-2] + ("AA" if not value.endswith("AA") else "BB")
+    await page.context.add_cookies([{**session, "value": forged}])
+    await page.goto(f"/console/orgs/{world.organization_id}/audit-log")
+    await expect(page).to_have_url(re.compile(r"/console/sign-in\?next="))
+
+
+async def test_non_members_get_no_organization_page(page, pool, live_server):
+    world = await build_world(pool)
+    await sign_in(page, world.admin.token)
+    response = await page.goto(f"/console/orgs/{world.other_organization_id}/audit-log")
+    assert response is not None and response.status == 404
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Organization not available")
