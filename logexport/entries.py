@@ -74,7 +74,9 @@ class ScimEvent:
     response_body: Any
 
 
-@dataclass(frozen=True)
+# Input records are built by the million in bulk loads; plain slotted dataclasses cost a
+# third of frozen ones to construct.
+@dataclass(slots=True)
 class AuditLogEntryInput:
     organization_id: UUID
     action: str
@@ -90,7 +92,7 @@ class AuditLogEntryInput:
     created_at: datetime | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ScimEventInput:
     organization_id: UUID
     method: str
@@ -132,11 +134,18 @@ def _text(value: str | None, field: str, *, required: bool = False) -> str | Non
     return value
 
 
-def _ip(value: str | IpAddress | None) -> IpAddress | None:
-    if value is None or isinstance(value, IpAddress):
-        return value
+def _ip(value: str | IpAddress | None) -> bytes | None:
+    """The address in packed form, which is what the driver's ``inet`` encoder parses fastest.
+
+    Handing it an address object or text costs a string round trip per row, the largest
+    single cost of a bulk load.
+    """
+    if value is None:
+        return None
+    if isinstance(value, IpAddress):
+        return value.packed
     try:
-        return ipaddress.ip_address(value)
+        return ipaddress.ip_address(value).packed
     except ValueError:
         raise BadUserInput("ip_address is not an IP address", field="ip_address") from None
 
