@@ -18,6 +18,7 @@ import pytest
 import pytest_asyncio
 
 from logexport import devservices
+from logexport.logs import redact
 from tests.support.world import build_world, eventually
 
 LOGEXPORT = str(Path(sys.executable).with_name("logexport"))
@@ -146,3 +147,36 @@ async def test_sigterm_exits_cleanly_and_logs_hold_no_tokens(served, pool):
     assert world.owner.token not in text
     assert secret not in text
     assert any(r["message"] == "worker stopped" for r in records)
+
+
+async def test_worker_command_stops_on_sigterm_with_exit_0(settings, tmp_path):
+    log_file = tmp_path / "worker.log"
+    process = _launch(
+        ["worker", "--concurrency", "1"], _environment(settings, "http://x"), log_file
+    )
+    try:
+
+        async def running() -> bool:
+            assert process.poll() is None, "worker exited:\n" + log_file.read_text()
+            return '"worker running"' in log_file.read_text()
+
+        await eventually(running, timeout=30, interval=0.1, what="logexport worker to start")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0, log_file.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+    assert '"worker stopped"' in log_file.read_text()
+
+
+def test_log_lines_redact_credentials():
+    line = redact(
+        "GET https://bucket.s3.example/k?X-Amz-Credential=AKIA&X-Amz-Signature=abc123 "
+        "link /exports/1/download?token=t0ken&x=1 smtp://mailer:hunter2@mail.example:587 "
+        "Authorization: Bearer lex_abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+    )
+    for leaked in ("abc123", "AKIA", "t0ken", "hunter2", "lex_abcdefgh"):
+        assert leaked not in line
+    assert "https://bucket.s3.example/k?[REDACTED]" in line
+    assert "smtp://mailer:[REDACTED]@mail.example:587" in line
