@@ -44,9 +44,7 @@ def test_retry_delay_treats_attempt_zero_as_the_first() -> None:
         (ValueError("boom"), "INTERNAL"),
     ],
 )
-def test_failures_are_classified_with_messages_safe_for_users(
-    exc: Exception, code: str
-) -> None:
+def test_failures_are_classified_with_messages_safe_for_users(exc: Exception, code: str) -> None:
     failure = _classify(exc)
     assert failure.code == code
     assert "secret" not in failure.message
