@@ -54,13 +54,21 @@ def content_type(format: str, compression: str) -> str:
     return _FORMAT_CONTENT_TYPE[format]
 
 
-def object_key(export_id: UUID | str, attempt: int, file_name: str) -> str:
-    """A storage key unique to one attempt, so only the fenced commit adopts an object."""
+def object_key(export_id: UUID | str, attempt: int, file_name: str, claim: str = "") -> str:
+    """A storage key unique to one attempt, so only the fenced commit adopts an object.
+
+    ``claim`` tells apart claims that share an attempt number: a shutdown hand-back gives
+    the attempt back, so the next claim runs under the same number and must not reuse (or
+    have the sweeper delete) the key of the upload that was handed back.
+    """
     if attempt < 1:
         raise ValueError("attempt numbers start at 1")
     if "/" in file_name or file_name in ("", ".", ".."):
         raise ValueError("file name must be a single path segment")
-    return f"{UUID(str(export_id))}/attempt-{attempt}/{file_name}"
+    if claim and not claim.isalnum():
+        raise ValueError("claim must be letters and digits")
+    suffix = f"-{claim}" if claim else ""
+    return f"{UUID(str(export_id))}/attempt-{attempt}{suffix}/{file_name}"
 
 
 def content_disposition(file_name: str) -> str:

@@ -371,7 +371,7 @@ class Worker:
             export.kind, export.from_time, export.to_time, export.format, export.compression
         )
         mime = content_type(export.format, export.compression)
-        key = object_key(export.id, export.attempts, file_name)
+        key = object_key(export.id, export.attempts, file_name, claim=uuid.uuid4().hex[:8])
         async with self.pool.acquire() as conn:
             if await conn.fetchval(q("record_object_key"), *fence.args, key) is None:
                 raise _LeaseLost()
