@@ -1,0 +1,279 @@
+"""The operator commands as an operator runs them: ``logexport`` subprocesses on a real database."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from logexport import db, identity, policy
+from logexport.policy import Role
+
+REPO = Path(__file__).resolve().parents[2]
+TIMEOUT = 120
+
+
+def logexport_command() -> list[str]:
+    installed = Path(sys.prefix) / "bin" / "logexport"
+    if installed.exists():
+        return [str(installed)]
+    return [sys.executable, "-c", "import sys; from logexport.cli import main; sys.exit(main())"]
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+
+async def logexport(*args: str, database_url: str | None) -> Result:
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp")}
+    if database_url is not None:
+        env["LOGEXPORT_DATABASE_URL"] = database_url
+    process = await asyncio.create_subprocess_exec(
+        *logexport_command(),
+        *args,
+        env=env,
+        cwd=REPO,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), TIMEOUT)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode is not None
+    return Result(process.returncode, stdout.decode(), stderr.decode())
+
+
+async def ok(*args: str, database_url: str) -> Result:
+    result = await logexport(*args, database_url=database_url)
+    assert result.code == 0, result.stderr
+    return result
+
+
+async def test_migrate_applies_the_schema_once(empty_database_url):
+    first = await ok("migrate", database_url=empty_database_url)
+    assert "0001_initial" in first.stderr
+    second = await ok("migrate", database_url=empty_database_url)
+    assert "up to date" in second.stderr
+    conn = await db.connect(empty_database_url)
+    try:
+        assert await db.pending_migrations(conn) == []
+    finally:
+        await conn.close()
+
+
+async def test_operator_sets_up_an_organization_and_a_working_api_key(database_url, pool):
+    org_id = uuid.UUID(
+        (
+            await ok("admin", "create-organization", "Acme Corp", database_url=database_url)
+        ).stdout.strip()
+    )
+    user_id = uuid.UUID(
+        (
+            await ok(
+                "admin",
+                "create-user",
+                "Ada@Example.com",
+                "--name",
+                "Ada Lovelace",
+                database_url=database_url,
+            )
+        ).stdout.strip()
+    )
+    await ok(
+        "admin",
+        "add-member",
+        str(org_id),
+        "ada@example.com",
+        "--role",
+        "admin",
+        database_url=database_url,
+    )
+
+    created = await ok(
+        "admin",
+        "create-api-key",
+        "ada@example.com",
+        "--name",
+        "CI",
+        "--expires-in",
+        "30d",
+        database_url=database_url,
+    )
+    token = created.stdout.strip()
+    assert created.stdout == token + "\n", "the token is alone on stdout"
+    assert token.startswith("lex_")
+    assert token not in created.stderr
+
+    async with pool.acquire() as conn:
+        principal = await identity.authenticate(conn, token)
+        assert principal is not None and principal.user_id == user_id
+        assert await policy.role_of(conn, org_id, user_id) is Role.ADMIN
+        [key] = await identity.list_api_keys(conn, user_id)
+        assert key.expires_at is not None
+
+    listed = await ok("admin", "list-api-keys", "ada@example.com", database_url=database_url)
+    assert str(key.id) in listed.stdout and "active" in listed.stdout
+    assert token not in listed.stdout
+
+    await ok(
+        "admin",
+        "set-role",
+        str(org_id),
+        "ada@example.com",
+        "--role",
+        "VIEWER",
+        database_url=database_url,
+    )
+    async with pool.acquire() as conn:
+        assert await policy.role_of(conn, org_id, user_id) is Role.VIEWER
+
+    await ok("admin", "revoke-api-key", str(key.id), database_url=database_url)
+    async with pool.acquire() as conn:
+        assert await identity.authenticate(conn, token) is None
+    listed = await ok("admin", "list-api-keys", "ada@example.com", database_url=database_url)
+    assert "revoked" in listed.stdout
+
+    await ok("admin", "remove-member", str(org_id), "ada@example.com", database_url=database_url)
+    async with pool.acquire() as conn:
+        assert await policy.role_of(conn, org_id, user_id) is None
+
+
+async def test_seed_loads_synthetic_rows_with_redacted_passwords(database_url, pool):
+    async with pool.acquire() as conn:
+        org = await identity.create_organization(conn, "Acme")
+    result = await ok(
+        "admin",
+        "seed",
+        str(org.id),
+        "--audit-entries",
+        "3000",
+        "--scim-events",
+        "2000",
+        "--days",
+        "7",
+        database_url=database_url,
+    )
+    assert "seeded 3000 audit log entries and 2000 SCIM events" in result.stderr
+    async with pool.acquire() as conn:
+        stats = await conn.fetchrow(
+            """
+            SELECT count(*) AS n,
+                   count(DISTINCT action) AS actions,
+                   count(DISTINCT actor_type) AS actor_types,
+                   count(*) FILTER (WHERE family(ip_address) = 6) AS v6,
+                   count(*) FILTER (WHERE actor_name LIKE '=%') AS hostile,
+                   min(created_at) > now() - interval '7 days 1 minute' AS in_range
+            FROM audit_log_entries WHERE organization_id = $1
+            """,
+            org.id,
+        )
+        assert stats["n"] == 3000
+        assert stats["actions"] >= 10 and stats["actor_types"] == 4
+        assert stats["v6"] > 0 and stats["hostile"] > 0 and stats["in_range"]
+        scim = await conn.fetchrow(
+            """
+            SELECT count(*) AS n,
+                   count(*) FILTER (WHERE status_code >= 400) AS errors,
+                   count(*) FILTER (WHERE request_body::text LIKE '%[REDACTED]%') AS redacted,
+                   count(*) FILTER (WHERE request_body::text ~ '"Pw-') AS leaked
+            FROM scim_events WHERE organization_id = $1
+            """,
+            org.id,
+        )
+        assert scim["n"] == 2000 and scim["errors"] > 0
+        assert scim["redacted"] > 0 and scim["leaked"] == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (("admin", "add-member", "not-a-uuid", "a@example.com", "--role", "ADMIN"), 2, "UUID"),
+        (
+            ("admin", "add-member", str(uuid.UUID(int=1)), "a@example.com", "--role", "GOD"),
+            2,
+            "GOD",
+        ),
+        (
+            ("admin", "create-api-key", "nobody@example.com", "--name", "k"),
+            1,
+            "no user has the email nobody@example.com",
+        ),
+        (("admin", "create-user", "not-an-email", "--name", "X"), 1, "email"),
+        (("admin", "revoke-api-key", str(uuid.UUID(int=7))), 1, "not found"),
+        (
+            ("admin", "seed", str(uuid.UUID(int=7)), "--audit-entries", "1", "--scim-events", "1"),
+            1,
+            "not found",
+        ),
+        (
+            ("admin", "create-api-key", "a@example.com", "--name", "k", "--expires-in", "soon"),
+            2,
+            "soon",
+        ),
+    ],
+)
+async def test_mistakes_end_with_one_line_and_the_documented_exit_code(
+    database_url, args, code, message
+):
+    result = await logexport(*args, database_url=database_url)
+    assert result.code == code, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    if code == 1:
+        assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
+
+
+async def test_missing_or_unreachable_database_is_reported_without_secrets():
+    missing = await logexport("admin", "create-organization", "Acme", database_url=None)
+    assert missing.code == 2
+    assert missing.stderr.strip() == "error: LOGEXPORT_DATABASE_URL is not set"
+
+    malformed = await logexport("migrate", database_url="mysql://u:hunter2@127.0.0.1/x")
+    assert malformed.code == 2 and "LOGEXPORT_DATABASE_URL" in malformed.stderr
+    assert "hunter2" not in malformed.stderr
+
+    unreachable = await logexport("migrate", database_url="postgresql://u:hunter2@127.0.0.1:1/x")
+    assert unreachable.code == 1 and unreachable.stderr.startswith("error: ")
+    assert "hunter2" not in unreachable.stderr
+
+
+async def test_duplicate_membership_is_refused(database_url, pool):
+    async with pool.acquire() as conn:
+        org = await identity.create_organization(conn, "Acme")
+        await identity.create_user(conn, "ada@example.com", "Ada")
+    await ok(
+        "admin",
+        "add-member",
+        str(org.id),
+        "ada@example.com",
+        "--role",
+        "OWNER",
+        database_url=database_url,
+    )
+    again = await logexport(
+        "admin",
+        "add-member",
+        str(org.id),
+        "ada@example.com",
+        "--role",
+        "ADMIN",
+        database_url=database_url,
+    )
+    assert again.code == 1 and "already a member" in again.stderr
+    async with pool.acquire() as conn:
+        role = await conn.fetchval(
+            "SELECT role FROM memberships WHERE organization_id = $1", org.id
+        )
+    assert role == "OWNER"
