@@ -69,9 +69,9 @@ def main() -> None:
 # Registration: every command module defines ``COMMANDS``; add new modules to this list.
 # Imported here, after ``main`` and the helpers above exist, because the command modules
 # import those helpers from this package.
-from logexport.cli import client, operator, server  # noqa: E402
+from logexport.cli import client, demo, operator, server  # noqa: E402
 
-COMMAND_MODULES = (operator, client, server)
+COMMAND_MODULES = (operator, client, server, demo)
 
 for _module in COMMAND_MODULES:
     for _command in _module.COMMANDS:
