@@ -72,12 +72,14 @@ WITH running AS (
     LIMIT 1
     FOR UPDATE OF e SKIP LOCKED
 )
+-- clock_timestamp(), not now(): the transaction may have waited for claim_lock, and the
+-- lease and start time count from the claim itself.
 UPDATE log_exports e
 SET status = 'PROCESSING',
     attempts = e.attempts + 1,
     lease_owner = $1,
-    lease_expires_at = now() + make_interval(secs => $2),
-    started_at = COALESCE(e.started_at, now()),
+    lease_expires_at = clock_timestamp() + make_interval(secs => $2),
+    started_at = COALESCE(e.started_at, clock_timestamp()),
     rows_written = 0,
     updated_at = now()
 FROM candidate
