@@ -410,7 +410,7 @@ class Worker:
             if lost is not None:
                 raise lost from None
             if isinstance(exc, BaseExceptionGroup):
-                raise exc.exceptions[0] from None
+                raise _first_leaf(exc) from None
             raise
         result = export_task.result()
         self.metrics.rows_written.inc(result.row_count)
@@ -614,6 +614,14 @@ def _setter(event: asyncio.Event) -> Callable[[Any], None]:
 def _gave_up(export: LogExport, failure: _Failure | None = None) -> str:
     reason = f": {failure.message}" if failure else ""
     return f"The export failed after {export.attempts} attempts{reason}"
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    """The first real error in (possibly nested) task groups: the pipeline's own task group
+    sits inside the attempt's, and a wrapped ``StorageError`` must still be classified as one."""
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _lease_lost_in(exc: BaseException) -> _LeaseLost | None:
