@@ -203,6 +203,14 @@ def _logexport_command() -> list[str]:
     return [sys.executable, "-c", "from logexport.cli import main; main()"]
 
 
+def _shown_path(path: Path) -> str:
+    """``path`` relative to the working directory when it is inside it, for copy and paste."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def _log_tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -478,7 +486,7 @@ def _print_next_steps(base_url: str, token: str, organization_id: UUID) -> None:
     today = datetime.now(UTC).date()
     start = today - timedelta(days=EXPORT_DAYS)
     exe = _logexport_command()
-    logexport = exe[0] if len(exe) == 1 else "logexport"
+    logexport = _shown_path(Path(exe[0])) if len(exe) == 1 else "logexport"
     env = f"LOGEXPORT_API_URL={base_url} LOGEXPORT_TOKEN={token}"
     _detail(f"Console:  {base_url}/console  (sign in with the demo token)")
     _detail(f"Token:    {token}")
@@ -573,15 +581,20 @@ def demo(audit_entries: int, scim_events: int, days: int, port: int, keep_runnin
         _say()
         _say("Stopping the server (--no-keep-running).")
         _detail(f"logexport serve exited with status {server.stop()}")
+        _services_note()
         return
 
     with _step(TOTAL_STEPS, "The server keeps running: try it yourself", timed=False):
         _print_next_steps(server.base_url, org.token, org.id)
         _detail("Press Ctrl-C to stop the server.")
-        if os.environ.get(MAIL_DIR_VARIABLE):
-            _detail("Local services stay up; stop them with: python -m logexport.devservices down")
     code = run_in_foreground(server)
     _say(f"Server stopped (exit status {code}).")
+    _services_note()
+
+
+def _services_note() -> None:
+    python = _shown_path(Path(sys.executable))
+    _say(f"The local servers stay up; stop them with: {python} -m logexport.devservices down")
 
 
 def _story(server: DemoServer, org: DemoOrganization, mail_dir: Path, downloads: Path) -> None:
