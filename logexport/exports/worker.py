@@ -485,6 +485,10 @@ class Worker:
 
     async def _after_failure(self, export: LogExport, fence: Fence, failure: _Failure) -> None:
         async with self.pool.acquire() as conn:
+            if failure.code == REQUESTER_NOT_AUTHORIZED:
+                # Found by the re-check before the commit: final, like the one at claim.
+                await self._fail(conn, fence, failure, email=False)
+                return
             if export.attempts >= self.settings.worker_max_attempts:
                 await self._fail(conn, fence, _Failure(failure.code, _gave_up(export, failure)))
                 return

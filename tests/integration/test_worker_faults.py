@@ -399,3 +399,53 @@ async def test_shutdown_without_grace_hands_the_running_export_back(
         done = await wait_for_status(pool, export.id, "COMPLETED", "FAILED", timeout=60)
     assert done["status"] == "COMPLETED"
     assert done["attempts"] == 1
+
+
+class DemotingWorker(Worker):
+    """Takes the requester's export permission away while the file is being uploaded, just
+    before the worker's own re-check ahead of the commit."""
+
+    def __init__(self, *args: Any, world: World, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.world = world
+        self._checks = 0
+
+    async def _requester_may_export(self, conn: asyncpg.Connection, export: LogExport) -> bool:
+        self._checks += 1
+        if self._checks == 2:
+            await conn.execute(
+                "UPDATE memberships SET role = 'VIEWER' WHERE user_id = $1",
+                self.world.admin.user_id,
+            )
+        return await super()._requester_may_export(conn, export)
+
+
+async def test_requester_losing_the_permission_mid_export_fails_it_without_retry_or_email(
+    pool, settings, s3, smtp_sink, world
+):
+    await seed(pool, world, 10)
+    export = await request(pool, settings, world)
+    async with DemotingWorker(settings, world=world, retry_base=0.05) as worker:
+
+        async def attempt_over() -> dict[str, Any] | None:
+            row = await export_status(pool, export.id)
+            over = row["status"] in ("FAILED", "COMPLETED") or (
+                row["status"] == "PENDING" and row["attempts"] > 0
+            )
+            return row if over else None
+
+        failed = await eventually(attempt_over, what="the first attempt to end")
+        assert failed["status"] == "FAILED", (failed["status"], failed["error_code"])
+        assert failed["error_code"] == "REQUESTER_NOT_AUTHORIZED"
+        assert failed["attempts"] == 1
+        assert failed["storage_key"] is None
+        assert await worker.send_due_emails() == 0
+        await worker.sweep(settle=0)
+    assert emails_about(smtp_sink, export.id) == []
+    assert await bucket_keys(s3) == []
+    async with pool.acquire() as conn:
+        [entry] = await conn.fetch(
+            "SELECT * FROM audit_log_entries WHERE action = 'iam:log-export:fail'"
+        )
+    assert entry["actor_type"] == "SYSTEM"
+    assert entry["metadata"]["error_code"] == "REQUESTER_NOT_AUTHORIZED"
