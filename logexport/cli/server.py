@@ -11,13 +11,11 @@ import signal
 from types import FrameType
 
 import click
-import uvicorn
 
 from logexport.cli import fail, load_settings, run
 from logexport.config import Settings
 from logexport.exports.worker import Worker
 from logexport.logs import configure_logging
-from logexport.web.app import create_app
 
 log = logging.getLogger("logexport.cli")
 
@@ -44,6 +42,11 @@ def serve(host: str, port: int, no_worker: bool) -> None:
         "database_url", "base_url", "storage_url", "smtp_url", "mail_from", "secret_key"
     )
     configure_logging()
+    # Imported here: the web stack (and the MCP SDK) would slow every other command's start.
+    import uvicorn
+
+    from logexport.web.app import create_app
+
     app = create_app(settings, run_worker=not no_worker)
     config = uvicorn.Config(
         app,
