@@ -108,7 +108,7 @@ def test_bom_only_when_asked() -> None:
 
 
 def test_jsonl_has_every_key_in_order_and_nulls_for_empty_values() -> None:
-    encoder = JsonlEncoder(AUDIT_LOG_COLUMNS)
+    encoder = JsonlEncoder("AUDIT_LOG")
     assert encoder.header() == b""
     data = encoder.encode(
         [audit_row(actor_name='Zoë "Q" \n', metadata='{"n": 1}'), audit_row(metadata="[]")]
@@ -121,6 +121,17 @@ def test_jsonl_has_every_key_in_order_and_nulls_for_empty_values() -> None:
     assert first["metadata"] == {"n": 1}
     assert first["ip_address"] is None
     assert second["metadata"] == []
+
+
+def test_jsonl_escapes_every_text_column() -> None:
+    nasty = 'q"uote \\ back\\slash\n\t\x00\x1f \u2028 é 🙂 %s %%'
+    text_columns = AUDIT_LOG_COLUMNS[3:12]
+    row = audit_row(**dict.fromkeys(text_columns, nasty))
+    # Split on LF only: str.splitlines would also break at the U+2028 inside the value.
+    [line, end] = JsonlEncoder("AUDIT_LOG").encode([row]).decode().split("\n")
+    assert end == ""
+    parsed = json.loads(line)
+    assert {column: parsed[column] for column in text_columns} == dict.fromkeys(text_columns, nasty)
 
 
 def test_scim_jsonl_writes_status_code_as_a_number() -> None:
