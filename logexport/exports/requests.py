@@ -11,7 +11,7 @@ import json
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -34,6 +34,10 @@ from logexport.policy import Action, allows, authorize, role_of
 from logexport.timeutil import format_rfc3339, parse_rfc3339
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
+# The driver stores the first and last representable instants as -infinity and infinity,
+# which read back as naive datetimes, not instants: bounds must lie strictly inside.
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
 _PRINTABLE_ASCII = frozenset(string.printable) - frozenset("\t\n\r\x0b\x0c")
 
 
@@ -90,8 +94,15 @@ def _datetime(value: Any, field: str) -> datetime:
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise BadUserInput(f"{field} must include a UTC offset", field=field)
-        return value
-    return parse_rfc3339(value, field)
+        parsed = value
+    else:
+        parsed = parse_rfc3339(value, field)
+    if not _EARLIEST < parsed < _LATEST:
+        raise BadUserInput(
+            f"{field} must lie after 0001-01-01T00:00:00Z and before 9999-12-31T23:59:59.999999Z",
+            field=field,
+        )
+    return parsed
 
 
 def parse_filter(kind: ExportKind, raw: Mapping[str, Any] | None) -> dict[str, Any]:

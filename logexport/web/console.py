@@ -50,6 +50,9 @@ _SIGN_IN_PATH = "/console/sign-in"
 # Only console pages may be the target after sign-in: anything else would be an open redirect.
 _SAFE_NEXT = re.compile(r"^/console(/[A-Za-z0-9_-]+)*/?$")
 _MAX_KEY_CHARS = 200
+# The sign-in and sign-out forms have three small fields and no files; anything larger is
+# refused while it is parsed rather than buffered (sign-in needs no authentication).
+_FORM_LIMITS: dict[str, Any] = {"max_files": 0, "max_fields": 8, "max_part_size": 4096}
 _SIGN_IN_TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")
 
 _HERE = Path(__file__).resolve().parent
@@ -178,7 +181,7 @@ async def sign_in_form(request: Request) -> Response:
 
 
 async def sign_in(request: Request) -> Response:
-    form = await request.form()
+    form = await request.form(**_FORM_LIMITS)
     next_path = str(form.get("next") or "")
     expected = request.cookies.get(SIGN_IN_COOKIE, "")
     supplied = str(form.get("csrf_token") or "")
@@ -213,7 +216,7 @@ async def sign_in(request: Request) -> Response:
 
 
 async def sign_out(request: Request) -> Response:
-    form = await request.form()
+    form = await request.form(**_FORM_LIMITS)
     session = sessions.read_session(request)
     # With no valid session there is nothing to protect; just drop whatever cookie is left.
     if session is not None and not sessions.check_csrf(

@@ -9,6 +9,7 @@ rule so that schema explorers keep working.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,8 +24,10 @@ from graphql import (
     ObjectFieldNode,
     OperationDefinitionNode,
     SelectionSetNode,
+    VariableDefinitionNode,
+    VariableNode,
 )
-from graphql.language import BREAK, Visitor, visit
+from graphql.language import BREAK, SKIP, Visitor, visit
 from graphql.validation import ValidationRule
 
 MAX_DEPTH = 10
@@ -91,6 +94,7 @@ class QueryLimits(ValidationRule):
 
 # graphql-core's wording: "Variable '$input' has invalid value at .filter.actions[0]: …",
 # "… to include required field 'fromTime' …", "… not to include unknown field 'x' …".
+_VARIABLE_NAME = re.compile(r"^Variable '\$([A-Za-z_][A-Za-z0-9_]*)'")
 _VARIABLE_PATH = re.compile(r"^Variable '\$[^']+' has invalid value at ((?:\.\w+|\[\d+\])+)")
 _NAMED_FIELD = re.compile(r"(?:required|unknown) field '([A-Za-z_][A-Za-z0-9_]*)'")
 _INDEX = re.compile(r"\[\d+\]")
@@ -105,38 +109,55 @@ def input_field_of(error: GraphQLError, document: DocumentNode | None) -> str | 
     """The input field a request-level error is about, named as clients write it.
 
     ``input.filter.actions`` is reported as ``filter.actions``: the argument that wraps a
-    mutation's input is not something a user filled in.
+    mutation's input is not something a user filled in. Other arguments lead the path
+    (``first``, ``filter.actions``), whether the bad value came inline or in a variable.
     """
     message = error.message
     named = _NAMED_FIELD.search(message)
     if message.startswith("Variable '$"):
         found = _VARIABLE_PATH.search(message)
-        parts = _INDEX.sub("", found.group(1)).split(".") if found else []
-        return _join([*parts, named.group(1) if named else ""])
+        inner = _INDEX.sub("", found.group(1)).split(".") if found else []
+        variable = _VARIABLE_NAME.match(message)
+        outer = _where_used(document, variable.group(1)) if variable and document else []
+        return _join([*outer, *inner, named.group(1) if named else ""])
     if document is None or not error.nodes:
         return None
-    finder = _PathFinder(error.nodes[0])
+    target = error.nodes[0]
+    finder = _PathFinder(lambda node: node is target)
     visit(document, finder)
     if not finder.found:
         return None
-    parts = finder.object_fields
+    parts = finder.path()
     if named and (not parts or parts[-1] != named.group(1)):
         parts.append(named.group(1))
-    # A plain argument (``first``) is the field itself; the ``input`` argument wrapping a
-    # mutation's fields is not.
-    return _join(parts) or finder.argument
+    return _join(parts)
+
+
+def _where_used(document: DocumentNode, variable: str) -> list[str]:
+    """The argument and input fields the variable ``$variable`` is first passed to."""
+
+    def is_use(node: Node) -> bool:
+        return isinstance(node, VariableNode) and node.name.value == variable
+
+    # The definition ``$first: Int`` names the variable too; only a use says where it goes.
+    finder = _PathFinder(is_use, skip_definitions=True)
+    visit(document, finder)
+    return finder.path() if finder.found else []
 
 
 class _PathFinder(Visitor):
-    def __init__(self, target: Node) -> None:
+    def __init__(self, target: Callable[[Node], bool], *, skip_definitions: bool = False) -> None:
         super().__init__()
         self.target = target
+        self.skip_definitions = skip_definitions
         self.found = False
         self.object_fields: list[str] = []
         self.argument: str | None = None
 
     def enter(self, node: Any, _key: Any, parent: Any, _path: Any, ancestors: Any) -> Any:
-        if node is not self.target:
+        if self.skip_definitions and isinstance(node, VariableDefinitionNode):
+            return SKIP
+        if not isinstance(node, Node) or not self.target(node):
             return None
         chain = [a for a in (*ancestors, parent, node) if isinstance(a, Node)]
         self.found = True
@@ -144,3 +165,7 @@ class _PathFinder(Visitor):
         arguments = [n.name.value for n in chain if isinstance(n, ArgumentNode)]
         self.argument = arguments[-1] if arguments else None
         return BREAK
+
+    def path(self) -> list[str]:
+        lead = [self.argument] if self.argument and self.argument != "input" else []
+        return [*lead, *self.object_fields]

@@ -3,7 +3,8 @@
 The tools (``logexport.mcp_tools``) run in-process as the caller: the same bearer token as
 GraphQL (``Authorization: Bearer lex_…``), the same service functions and policy. A request
 whose ``Origin`` header is present and is not the origin of ``LOGEXPORT_BASE_URL`` gets 403:
-a web page must not drive the tools with a user's browser.
+a web page must not drive the tools with a user's browser. A body over ``MAX_BODY_BYTES``
+gets 413 (as on ``/graphql``).
 
 Wiring it into the host Starlette app::
 
@@ -34,7 +35,7 @@ from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from starlette.requests import Request
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from logexport import entries, identity
 from logexport.config import Settings
@@ -49,6 +50,8 @@ from logexport.web.auth import BAD_TOKEN_MESSAGE, bearer_token
 PoolProvider = Callable[[], asyncpg.Pool]
 
 _PRINCIPAL_KEY = "logexport.principal"
+# Tool arguments are a few hundred bytes; the transport itself would buffer any body whole.
+MAX_BODY_BYTES = 64 * 1024
 # Shared with GraphQL's Organization.logExports, so a cursor from one works in the other.
 _EXPORTS_CURSOR_KIND = "log_exports"
 _EXPORTS_CURSOR_FILTER = "-"
@@ -108,6 +111,10 @@ class _Gate:
                 send, 401, BAD_TOKEN_MESSAGE, {"www-authenticate": 'Bearer realm="logexport"'}
             )
             return
+        body = await _bounded_body(receive)
+        if body is None:
+            await _reply(send, 413, f"The request body is larger than {MAX_BODY_BYTES} bytes")
+            return
         scope[_PRINCIPAL_KEY] = principal
         # The transport binds anything stateful to this identity, never to the raw token.
         scope["user"] = AuthenticatedUser(
@@ -118,7 +125,35 @@ class _Gate:
                 scopes=[],
             )
         )
-        await self.manager.handle_request(scope, receive, send)
+        await self.manager.handle_request(scope, _replay(body, receive), send)
+
+
+async def _bounded_body(receive: Receive) -> bytes | None:
+    """The whole request body, or ``None`` once it grows past ``MAX_BODY_BYTES``."""
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return bytes(body)
+        body += message.get("body", b"")
+        if len(body) > MAX_BODY_BYTES:
+            return None
+        if not message.get("more_body", False):
+            return bytes(body)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """``receive`` that hands over the already-read body first, then defers to the client."""
+    pending = True
+
+    async def replayed() -> Message:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
 
 
 def _origin(url: str) -> str:
