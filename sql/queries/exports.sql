@@ -54,21 +54,35 @@ RETURNING *;
 SELECT pg_advisory_xact_lock(7002, 0);
 
 -- name: claim_export
--- Oldest runnable first: pending jobs whose retry time has come, and jobs whose lease
--- expired. An organization already running $3 exports is passed over.
+-- Runnable jobs are pending ones whose retry time has come, and ones whose lease expired.
+-- An organization already running $3 exports is passed over. Among the rest, the
+-- organization served least recently goes first (so one tenant's backlog never holds up
+-- another's first export), then the oldest job.
 WITH running AS (
     SELECT organization_id, count(*) AS n
     FROM log_exports
-    WHERE status = 'PROCESSING' AND lease_expires_at > now()
+    WHERE status = 'PROCESSING' AND lease_expires_at > clock_timestamp()
+    GROUP BY organization_id
+), runnable AS (
+    SELECT e.id, e.organization_id, e.run_after, e.created_at
+    FROM log_exports e
+    LEFT JOIN running r ON r.organization_id = e.organization_id
+    WHERE ((e.status = 'PENDING' AND e.run_after <= clock_timestamp())
+           OR (e.status = 'PROCESSING' AND e.lease_expires_at <= clock_timestamp()))
+      AND COALESCE(r.n, 0) < $3
+), last_served AS (
+    SELECT organization_id, max(started_at) AS at
+    FROM log_exports
+    WHERE organization_id IN (SELECT organization_id FROM runnable)
     GROUP BY organization_id
 ), candidate AS (
     SELECT e.id
     FROM log_exports e
-    LEFT JOIN running r ON r.organization_id = e.organization_id
-    WHERE ((e.status = 'PENDING' AND e.run_after <= now())
-           OR (e.status = 'PROCESSING' AND e.lease_expires_at <= now()))
-      AND COALESCE(r.n, 0) < $3
-    ORDER BY e.run_after, e.created_at, e.id
+    JOIN runnable USING (id)
+    LEFT JOIN last_served s ON s.organization_id = e.organization_id
+    WHERE ((e.status = 'PENDING' AND e.run_after <= clock_timestamp())
+           OR (e.status = 'PROCESSING' AND e.lease_expires_at <= clock_timestamp()))
+    ORDER BY s.at NULLS FIRST, e.run_after, e.created_at, e.id
     LIMIT 1
     FOR UPDATE OF e SKIP LOCKED
 )

@@ -189,11 +189,12 @@ async def test_many_workers_export_each_job_once_and_keep_tenants_fair(
     print("wait (started_at - created_at) per organization, seconds: min / median / max")
     for org, v in report["wait_seconds_by_organization"].items():
         print(f"  {org[:8]}  {v['min']:6.2f} / {v['median']:6.2f} / {v['max']:6.2f}")
-    # Claims are oldest-runnable-first under the per-organization cap (SPEC §4): with more
-    # organizations than slots, an organization whose jobs were queued after others'
-    # backlogs waits for those backlogs (see the report), but it is served before the queue
-    # drains and never after a later-queued organization's first job.
-    first_by_queue_order = [min(r["started_at"] for r in by_org[org_id]) for org_id in orgs]
+    # The organization served least recently goes first (SPEC §4: one tenant cannot starve
+    # others): every organization's first export starts before any organization's second.
+    first_start = {org_id: min(r["started_at"] for r in by_org[org_id]) for org_id in orgs}
+    second_start = {
+        org_id: sorted(r["started_at"] for r in by_org[org_id])[1] for org_id in orgs
+    }
+    assert max(first_start.values()) < min(second_start.values())
     assert first_starts[-1] < elapsed
-    assert max(first_by_queue_order) == first_by_queue_order[-1]
     assert len(orgs) == ORGS
