@@ -122,7 +122,8 @@ async def stored_bytes(s3: Any, row: dict[str, Any]) -> bytes:
 def jsonl_rows(data: bytes) -> list[dict[str, Any]]:
     text = data.decode("utf-8")
     assert text == "" or text.endswith("\n")
-    return [json.loads(line) for line in text.splitlines()]
+    # LF only: str.splitlines would also split inside values at U+2028 and friends.
+    return [json.loads(line) for line in text.split("\n")[:-1]]
 
 
 def csv_rows(data: bytes, *, bom: bool = False) -> tuple[list[str], list[dict[str, str]]]:
