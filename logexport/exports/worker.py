@@ -55,6 +55,7 @@ _LISTENER_BACKOFF = (0.1, 10.0)
 _EMAIL_LEASE = 120.0
 _EMAIL_RETRY_CAP = 600.0
 _EMAIL_MAX_ATTEMPTS = 50
+_PROGRESS_INTERVAL = 2.0
 _SWEEP_SETTLE = 600.0  # an unadopted key is deleted again until this long after the job ends
 
 SendMail = Callable[[Settings, EmailMessage], Awaitable[None]]
@@ -468,7 +469,9 @@ class Worker:
                 self.metrics.snapshots.closed(token)
 
     async def _heartbeat(self, fence: Fence, progress: Progress) -> None:
-        interval = max(0.05, self.settings.worker_lease / 3)
+        # A third of the lease keeps it alive through two missed beats; at most every
+        # couple of seconds so that progress shown to people moves.
+        interval = max(0.05, min(self.settings.worker_lease / 3, _PROGRESS_INTERVAL))
         while True:
             await asyncio.sleep(interval)
             try:
