@@ -90,12 +90,17 @@ class Stack:
     settings: Settings
     world: World
     client: httpx.AsyncClient
+    transport: httpx.ASGITransport
     # A COMPLETED export in each organization, and a one-step download link for each,
     # bound to that organization's owner.
     own_export_id: UUID
     foreign_export_id: UUID
     own_download_url: str
     foreign_download_url: str
+
+    def fresh_client(self) -> httpx.AsyncClient:
+        """A client with an empty cookie jar, on the same application."""
+        return httpx.AsyncClient(transport=self.transport, base_url=BASE_URL)
 
     async def counts(self) -> dict[str, int]:
         row = await self.pool.fetchrow(_COUNTS)
@@ -303,6 +308,7 @@ async def stack(
                     settings=settings,
                     world=world,
                     client=client,
+                    transport=transport,
                     own_export_id=own,
                     foreign_export_id=foreign,
                     own_download_url=await _download_url(client, world.owner.token, own),
