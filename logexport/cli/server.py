@@ -94,9 +94,7 @@ async def _run_worker(settings: Settings, concurrency: int | None) -> None:
     loop = asyncio.get_running_loop()
     for signum in _SIGNALS:
         loop.add_signal_handler(signum, stop.set)
-    async with Worker(
-        settings, concurrency=concurrency, retry_base=settings.worker_retry_base
-    ) as running:
+    async with Worker(settings, concurrency=concurrency) as running:
         log.info(
             "worker running",
             extra={"worker_id": running.worker_id, "concurrency": running.concurrency},

@@ -114,14 +114,14 @@ class Worker:
         worker_id: str | None = None,
         send_mail: SendMail = send_message,
         metrics: WorkerMetrics | None = None,
-        retry_base: float = 2.0,
+        retry_base: float | None = None,
         sweep_interval: float | None = None,
     ) -> None:
         self.settings = settings
         self.concurrency = concurrency or settings.worker_concurrency
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.metrics = metrics or WorkerMetrics()
-        self.retry_base = retry_base
+        self.retry_base = settings.worker_retry_base if retry_base is None else retry_base
         self.sweep_interval = sweep_interval or max(settings.worker_poll_interval, 1.0)
         self._send_mail = send_mail
         self._pool = pool
