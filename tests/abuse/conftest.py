@@ -23,6 +23,7 @@ from uuid import UUID
 
 import asyncpg
 import httpx
+import pytest
 import pytest_asyncio
 from starlette.applications import Starlette
 
@@ -261,12 +262,18 @@ async def _download_url(client: httpx.AsyncClient, token: str, export_id: UUID) 
     return url.removeprefix(BASE_URL)
 
 
+@pytest.fixture(scope="module")
+def stack_smtp_url(smtp_sink: devservices.SmtpSink) -> str:
+    """Where the module's application sends mail; a module may override it."""
+    return smtp_sink.url
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def stack(
     pg_admin_url: str,
     template_database: str,
     s3_server: devservices.S3Server,
-    smtp_sink: devservices.SmtpSink,
+    stack_smtp_url: str,
 ) -> AsyncIterator[Stack]:
     name = f"abuse_{os.getpid()}_{secrets.token_hex(4)}"
     await devservices.create_database(pg_admin_url, name, template=template_database)
@@ -281,7 +288,7 @@ async def stack(
             "LOGEXPORT_STORAGE_URL": f"s3://{bucket}/exports",
             "LOGEXPORT_S3_ENDPOINT_URL": s3_server.endpoint_url,
             "LOGEXPORT_S3_ADDRESSING_STYLE": "path",
-            "LOGEXPORT_SMTP_URL": smtp_sink.url,
+            "LOGEXPORT_SMTP_URL": stack_smtp_url,
             "LOGEXPORT_MAIL_FROM": "logexport@example.test",
             "LOGEXPORT_BASE_URL": BASE_URL,
             "LOGEXPORT_SECRET_KEY": SECRET_KEY,
