@@ -481,7 +481,7 @@ async def test_guessed_and_altered_tokens_are_unauthenticated_alike(stack: Stack
             response = await stack.client.post(
                 "/graphql",
                 json={"query": "{ viewer { id } }"},
-                headers={"Authorization": f"Bearer {token}".encode()},
+                headers={b"Authorization": f"Bearer {token}".encode()},
             )
             assert response.status_code == 401, (token, response.text)
             assert response.headers["www-authenticate"].startswith("Bearer")
