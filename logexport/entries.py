@@ -384,9 +384,14 @@ def _string_list(mapping: Mapping[str, Any], key: str, prefix: str) -> tuple[str
     if not isinstance(value, list | tuple) or not 1 <= len(value) <= MAX_FILTER_VALUES:
         raise BadUserInput(f"{field} must list 1 to {MAX_FILTER_VALUES} values", field=field)
     for item in value:
-        if not isinstance(item, str) or not item or len(item) > 1000:
+        if not _is_filter_text(item):
             raise BadUserInput(f"{field} values must be non-empty text", field=field)
     return tuple(sorted(set(value)))
+
+
+def _is_filter_text(value: Any) -> bool:
+    # NUL cannot be stored or compared by PostgreSQL: no value could ever match it.
+    return isinstance(value, str) and 0 < len(value) <= 1000 and "\x00" not in value
 
 
 def _pick(mapping: Mapping[str, Any], *names: str) -> str:
@@ -464,9 +469,7 @@ class ScimEventFilter:
         )
         user_key = _pick(mapping, "userName", "user_name")
         user_name = mapping.get(user_key)
-        if user_name is not None and (
-            not isinstance(user_name, str) or not user_name or len(user_name) > 1000
-        ):
+        if user_name is not None and not _is_filter_text(user_name):
             field = f"{prefix}.{user_key}"
             raise BadUserInput(f"{field} must be non-empty text", field=field)
         codes_key = _pick(mapping, "statusCodes", "status_codes")

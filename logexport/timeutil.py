@@ -12,7 +12,8 @@ from logexport.errors import BadUserInput
 # move rows in or out of an export.
 _RFC3339 = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?"
-    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))$"
+    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))$",
+    re.ASCII,
 )
 
 _EXAMPLE = "2026-03-01T00:00:00Z"
