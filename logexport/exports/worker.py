@@ -42,8 +42,8 @@ from logexport.exports.delivery import compose_failed_email, compose_ready_email
 from logexport.exports.filenames import content_type, export_file_name, object_key
 from logexport.exports.mailer import MailError, send_message
 from logexport.exports.models import ExportStatus, LogExport
-from logexport.exports.pipeline import ExportSpec, Progress, run_export
-from logexport.exports.storage import Storage, StorageError, storage_from_settings
+from logexport.exports.pipeline import ExportResult, ExportSpec, Progress, run_export
+from logexport.exports.storage import Storage, StorageError, StoredObject, storage_from_settings
 from logexport.metrics import WorkerMetrics
 from logexport.policy import allows, role_of
 
@@ -396,15 +396,20 @@ class Worker:
         writer = await self.storage.open_writer(key, content_type=mime, file_name=file_name)
         snapshot_token = id(progress)
         assert self._export_pool is not None
+
+        async def export_and_store() -> tuple[ExportResult, StoredObject]:
+            result = await self._export_with_snapshot(
+                spec, writer, progress, on_snapshot, snapshot_token
+            )
+            # The last parts may take longest to upload: the lease must outlive them too.
+            return result, await writer.complete()
+
         try:
             async with asyncio.TaskGroup() as group:
-                export_task = group.create_task(
-                    self._export_with_snapshot(spec, writer, progress, on_snapshot, snapshot_token)
-                )
+                export_task = group.create_task(export_and_store())
                 heartbeat = group.create_task(self._heartbeat(fence, progress))
                 await export_task
                 heartbeat.cancel()
-            stored = await writer.complete()
         except BaseException as exc:
             await asyncio.shield(writer.abort())
             lost = _lease_lost_in(exc)
@@ -413,7 +418,7 @@ class Worker:
             if isinstance(exc, BaseExceptionGroup):
                 raise _first_leaf(exc) from None
             raise
-        result = export_task.result()
+        result, stored = export_task.result()
         self.metrics.rows_written.inc(result.row_count)
         self.metrics.bytes_written.inc(stored.byte_size)
 
@@ -457,7 +462,7 @@ class Worker:
         progress: Progress,
         on_snapshot: Callable[[datetime], Awaitable[None]],
         token: int,
-    ) -> Any:
+    ) -> ExportResult:
         assert self._export_pool is not None
         async with self._export_pool.acquire() as conn:
             self.metrics.snapshots.opened(token)

@@ -21,6 +21,7 @@ import pytest_asyncio
 from logexport import db, devservices
 from logexport.config import Settings
 from tests.support.processes import ProcessGroup, service_env
+from tests.support.throttle import ThrottledRelay
 from tests.support.world import World, build_world
 
 SEED_START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -106,14 +107,25 @@ def processes(tmp_path: Path) -> Iterator[ProcessGroup]:
         group.stop_all()
 
 
+@pytest.fixture(scope="session")
+def slow_s3(s3_server: devservices.S3Server) -> Iterator[ThrottledRelay]:
+    """The S3 endpoint behind an 8 MB/s link: an export's upload lasts a few seconds on any
+    machine, long enough to be interrupted on purpose."""
+    relay = ThrottledRelay(s3_server.port, 8_000_000).start()
+    try:
+        yield relay
+    finally:
+        relay.stop()
+
+
 @pytest.fixture
-def worker_env(settings: Settings) -> dict[str, str]:
+def worker_env(settings: Settings, slow_s3: ThrottledRelay) -> dict[str, str]:
     """Environment of a worker process against this test's database, bucket and mail sink."""
     return service_env(
         database_url=settings.database_url,
         storage_url=settings.storage_url,
         smtp_url=settings.smtp_url,
-        s3_endpoint_url=settings.s3_endpoint_url,
+        s3_endpoint_url=slow_s3.endpoint_url,
         worker_poll_interval="0.5s",
         worker_lease="3s",
         worker_retry_base="0.3s",

