@@ -7,6 +7,7 @@ Authorization and validation live in the services (``exports.requests``, ``entri
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,17 +19,15 @@ from ariadne import MutationType, ObjectType, QueryType, ScalarType
 from graphql import GraphQLResolveInfo, ValueNode, value_from_ast_untyped
 from starlette.requests import Request
 
-from logexport import entries, identity, policy
+from logexport import identity, policy
 from logexport.config import Settings
-from logexport.errors import BadUserInput, Forbidden
+from logexport.errors import Forbidden
 from logexport.exports import delivery, requests
 from logexport.exports.models import ExportKind, ExportStatus, LogExport
 from logexport.identity import Principal
 from logexport.policy import Action, Role
 from logexport.timeutil import format_rfc3339
-
-_EXPORTS_CURSOR_KIND = "log_exports"
-_EXPORTS_CURSOR_FILTER = "-"
+from logexport.web import service_calls
 
 
 @dataclass
@@ -134,12 +133,6 @@ def _connection(edges: list[tuple[str, Any]], has_next_page: bool) -> dict[str, 
     }
 
 
-def _first(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100:
-        raise BadUserInput("first must be between 1 and 100", field="first")
-    return value
-
-
 # ---------------------------------------------------------------------------- Query
 
 query = QueryType()
@@ -184,21 +177,21 @@ async def resolve_log_export(_: None, info: Info, id: str) -> LogExport:
 mutation = MutationType()
 
 
+# GraphQL input field (``fromTime``) → service argument (``from_time``).
+_REQUEST_INPUT = {
+    re.sub(r"_([a-z])", lambda m: m.group(1).upper(), name): name
+    for name in service_calls.REQUEST_ARGUMENTS
+}
+
+
 async def _request(info: Info, kind: ExportKind, data: Mapping[str, Any]) -> Any:
     ctx = _ctx(info)
-    export = await requests.request_export(
+    export = await service_calls.request_export(
         ctx.pool,
         ctx.settings,
         ctx.principal,
         kind,
-        organization_id=data.get("organizationId"),
-        from_time=data.get("fromTime"),
-        to_time=data.get("toTime"),
-        format=data.get("format"),
-        compression=data.get("compression"),
-        csv_bom=data.get("csvBom"),
-        filter=data.get("filter"),
-        idempotency_key=data.get("idempotencyKey"),
+        {name: data.get(field) for field, name in _REQUEST_INPUT.items()},
         ip_address=ctx.ip_address,
         user_agent=ctx.user_agent,
     )
@@ -284,6 +277,16 @@ async def resolve_viewer_permissions(view: OrganizationView, info: Info) -> dict
     }
 
 
+async def _entries(
+    view: OrganizationView, info: Info, kind: ExportKind, first: Any, after: Any, filter: Any
+) -> dict[str, Any]:
+    ctx = _ctx(info)
+    page = await service_calls.list_entries(
+        ctx.pool, ctx.principal, kind, view.organization.id, first=first, after=after, filter=filter
+    )
+    return _connection([(e.cursor, e.node) for e in page.edges], page.has_next_page)
+
+
 @organization.field("auditLogEntries")
 async def resolve_audit_log_entries(
     view: OrganizationView,
@@ -292,18 +295,7 @@ async def resolve_audit_log_entries(
     after: str | None = None,
     filter: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    ctx = _ctx(info)
-    parsed = entries.AuditLogFilter.parse(filter)
-    async with ctx.pool.acquire() as conn:
-        page = await entries.list_audit_log_entries(
-            conn,
-            ctx.principal,
-            view.organization.id,
-            first=_first(first),
-            after=after,
-            filter=parsed,
-        )
-    return _connection([(e.cursor, e.node) for e in page.edges], page.has_next_page)
+    return await _entries(view, info, ExportKind.AUDIT_LOG, first, after, filter)
 
 
 @organization.field("scimEvents")
@@ -314,28 +306,7 @@ async def resolve_scim_events(
     after: str | None = None,
     filter: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    ctx = _ctx(info)
-    parsed = entries.ScimEventFilter.parse(filter)
-    async with ctx.pool.acquire() as conn:
-        page = await entries.list_scim_events(
-            conn,
-            ctx.principal,
-            view.organization.id,
-            first=_first(first),
-            after=after,
-            filter=parsed,
-        )
-    return _connection([(e.cursor, e.node) for e in page.edges], page.has_next_page)
-
-
-def _export_cursor(export: LogExport) -> str:
-    return entries.encode_cursor(
-        _EXPORTS_CURSOR_KIND,
-        export.organization_id,
-        _EXPORTS_CURSOR_FILTER,
-        export.created_at,
-        export.id,
-    )
+    return await _entries(view, info, ExportKind.SCIM_EVENT, first, after, filter)
 
 
 @organization.field("logExports")
@@ -343,15 +314,11 @@ async def resolve_log_exports(
     view: OrganizationView, info: Info, first: Any = 50, after: str | None = None
 ) -> dict[str, Any]:
     ctx = _ctx(info)
-    position = None
-    if after is not None:
-        position = entries.decode_cursor(
-            after, _EXPORTS_CURSOR_KIND, view.organization.id, _EXPORTS_CURSOR_FILTER
-        )
-    page = await requests.list_exports(
-        ctx.pool, ctx.principal, view.organization.id, first=_first(first), after=position
+    page = await service_calls.list_exports(
+        ctx.pool, ctx.principal, view.organization.id, first=first, after=after
     )
-    return _connection([(_export_cursor(e), e) for e in page.items], page.has_next_page)
+    edges = [(service_calls.export_cursor(e), e) for e in page.items]
+    return _connection(edges, page.has_next_page)
 
 
 # ---------------------------------------------------------------------------- entries

@@ -45,6 +45,7 @@ from logexport.exports.models import LogExport
 from logexport.identity import Principal
 from logexport.mcp_tools import ToolBackend, build_server
 from logexport.timeutil import format_rfc3339
+from logexport.web import service_calls
 from logexport.web.auth import BAD_TOKEN_MESSAGE, bearer_token
 
 PoolProvider = Callable[[], asyncpg.Pool]
@@ -52,9 +53,6 @@ PoolProvider = Callable[[], asyncpg.Pool]
 _PRINCIPAL_KEY = "logexport.principal"
 # Tool arguments are a few hundred bytes; the transport itself would buffer any body whole.
 MAX_BODY_BYTES = 64 * 1024
-# Shared with GraphQL's Organization.logExports, so a cursor from one works in the other.
-_EXPORTS_CURSOR_KIND = "log_exports"
-_EXPORTS_CURSOR_FILTER = "-"
 
 
 def create_mcp_app(
@@ -206,19 +204,12 @@ class ServiceBackend:
         self.user_agent = user_agent
 
     async def request_export(self, kind: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
-        export = await requests.request_export(
+        export = await service_calls.request_export(
             self.pool,
             self.settings,
             self.principal,
             kind,
-            organization_id=arguments.get("organization_id"),
-            from_time=arguments.get("from_time"),
-            to_time=arguments.get("to_time"),
-            format=arguments.get("format"),
-            compression=arguments.get("compression"),
-            csv_bom=arguments.get("csv_bom"),
-            filter=arguments.get("filter"),
-            idempotency_key=arguments.get("idempotency_key"),
+            arguments,
             ip_address=self.ip_address,
             user_agent=self.user_agent,
         )
@@ -232,21 +223,11 @@ class ServiceBackend:
         self, organization_id: str, first: int, after: str | None
     ) -> dict[str, Any]:
         org_id = requests.parse_uuid(organization_id, "organizationId")
-        position = None
-        if after is not None:
-            position = entries.decode_cursor(
-                after, _EXPORTS_CURSOR_KIND, org_id, _EXPORTS_CURSOR_FILTER
-            )
-        page = await requests.list_exports(
-            self.pool, self.principal, org_id, first=first, after=position
+        page = await service_calls.list_exports(
+            self.pool, self.principal, org_id, first=first, after=after
         )
         shaped = await self._shape(page.items)
-        cursors = [
-            entries.encode_cursor(
-                _EXPORTS_CURSOR_KIND, org_id, _EXPORTS_CURSOR_FILTER, e.created_at, e.id
-            )
-            for e in page.items
-        ]
+        cursors = [service_calls.export_cursor(e) for e in page.items]
         return _connection(list(zip(cursors, shaped)), page.has_next_page)
 
     async def list_audit_log_entries(
@@ -256,18 +237,7 @@ class ServiceBackend:
         after: str | None,
         filter: Mapping[str, Any] | None,
     ) -> dict[str, Any]:
-        org_id = requests.parse_uuid(organization_id, "organizationId")
-        async with self.pool.acquire() as conn:
-            page = await entries.list_audit_log_entries(
-                conn,
-                self.principal,
-                org_id,
-                first=first,
-                after=after,
-                filter=entries.AuditLogFilter.parse(filter),
-            )
-        edges = [(edge.cursor, audit_entry_object(edge.node)) for edge in page.edges]
-        return _connection(edges, page.has_next_page)
+        return await self._entries("AUDIT_LOG", organization_id, first, after, filter)
 
     async def list_scim_events(
         self,
@@ -276,18 +246,22 @@ class ServiceBackend:
         after: str | None,
         filter: Mapping[str, Any] | None,
     ) -> dict[str, Any]:
+        return await self._entries("SCIM_EVENT", organization_id, first, after, filter)
+
+    async def _entries(
+        self,
+        kind: str,
+        organization_id: str,
+        first: int,
+        after: str | None,
+        filter: Mapping[str, Any] | None,
+    ) -> dict[str, Any]:
         org_id = requests.parse_uuid(organization_id, "organizationId")
-        async with self.pool.acquire() as conn:
-            page = await entries.list_scim_events(
-                conn,
-                self.principal,
-                org_id,
-                first=first,
-                after=after,
-                filter=entries.ScimEventFilter.parse(filter),
-            )
-        edges = [(edge.cursor, scim_event_object(edge.node)) for edge in page.edges]
-        return _connection(edges, page.has_next_page)
+        page = await service_calls.list_entries(
+            self.pool, self.principal, kind, org_id, first=first, after=after, filter=filter
+        )
+        shape = audit_entry_object if kind == "AUDIT_LOG" else scim_event_object
+        return _connection([(e.cursor, shape(e.node)) for e in page.edges], page.has_next_page)
 
     async def _shape(self, exports: list[LogExport]) -> list[dict[str, Any]]:
         users: dict[Any, identity.User | None] = {}
