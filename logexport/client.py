@@ -377,6 +377,30 @@ class LogExportClient:
 
     # ---------------------------------------------------------------------------- entries
 
+    async def list_entries(
+        self,
+        kind: Any,
+        organization_id: Any,
+        first: int = 50,
+        after: str | None = None,
+        filter: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """An AuditLogEntryConnection or ScimEventConnection (``kind``), newest first."""
+        if _kind(kind) == "AUDIT_LOG":
+            document, connection = LIST_AUDIT_LOG_ENTRIES, "auditLogEntries"
+        else:
+            document, connection = LIST_SCIM_EVENTS, "scimEvents"
+        data = await self.execute(
+            document,
+            {
+                "organizationId": str(organization_id),
+                "first": first,
+                "after": after,
+                "filter": graphql_filter(filter),
+            },
+        )
+        return dict(data["organization"][connection])
+
     async def list_audit_log_entries(
         self,
         organization_id: Any,
@@ -385,16 +409,7 @@ class LogExportClient:
         filter: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """An AuditLogEntryConnection, newest first."""
-        data = await self.execute(
-            LIST_AUDIT_LOG_ENTRIES,
-            {
-                "organizationId": str(organization_id),
-                "first": first,
-                "after": after,
-                "filter": graphql_filter(filter),
-            },
-        )
-        return dict(data["organization"]["auditLogEntries"])
+        return await self.list_entries("AUDIT_LOG", organization_id, first, after, filter)
 
     async def list_scim_events(
         self,
@@ -404,16 +419,7 @@ class LogExportClient:
         filter: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """A ScimEventConnection, newest first."""
-        data = await self.execute(
-            LIST_SCIM_EVENTS,
-            {
-                "organizationId": str(organization_id),
-                "first": first,
-                "after": after,
-                "filter": graphql_filter(filter),
-            },
-        )
-        return dict(data["organization"]["scimEvents"])
+        return await self.list_entries("SCIM_EVENT", organization_id, first, after, filter)
 
     async def viewer(self) -> dict[str, Any]:
         """The authenticated user, their organizations, and ``maxRangeDays``."""

@@ -291,21 +291,19 @@ class ToolBackend(Protocol):
         self, organization_id: str, first: int, after: str | None
     ) -> dict[str, Any]: ...
 
-    async def list_audit_log_entries(
+    async def list_entries(
         self,
+        kind: str,
         organization_id: str,
         first: int,
         after: str | None,
         filter: Mapping[str, Any] | None,
-    ) -> dict[str, Any]: ...
+    ) -> dict[str, Any]:
+        """Audit log entries (``kind`` AUDIT_LOG) or SCIM events (SCIM_EVENT)."""
+        ...
 
-    async def list_scim_events(
-        self,
-        organization_id: str,
-        first: int,
-        after: str | None,
-        filter: Mapping[str, Any] | None,
-    ) -> dict[str, Any]: ...
+
+_ENTRY_KINDS = {"list_audit_log_entries": "AUDIT_LOG", "list_scim_events": "SCIM_EVENT"}
 
 
 async def _dispatch(backend: ToolBackend, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
@@ -319,13 +317,9 @@ async def _dispatch(backend: ToolBackend, name: str, args: Mapping[str, Any]) ->
         return await backend.get_export(str(args["id"]))
     if name == "list_log_exports":
         return await backend.list_exports(str(args["organization_id"]), first, after)
-    if name == "list_audit_log_entries":
-        return await backend.list_audit_log_entries(
-            str(args["organization_id"]), first, after, args.get("filter")
-        )
-    if name == "list_scim_events":
-        return await backend.list_scim_events(
-            str(args["organization_id"]), first, after, args.get("filter")
+    if name in _ENTRY_KINDS:
+        return await backend.list_entries(
+            _ENTRY_KINDS[name], str(args["organization_id"]), first, after, args.get("filter")
         )
     raise LogExportError(f"unknown tool {name}")
 
@@ -485,23 +479,15 @@ class GraphQLBackend:
     ) -> dict[str, Any]:
         return await self.client.list_exports(organization_id, first, after)
 
-    async def list_audit_log_entries(
+    async def list_entries(
         self,
+        kind: str,
         organization_id: str,
         first: int,
         after: str | None,
         filter: Mapping[str, Any] | None,
     ) -> dict[str, Any]:
-        return await self.client.list_audit_log_entries(organization_id, first, after, filter)
-
-    async def list_scim_events(
-        self,
-        organization_id: str,
-        first: int,
-        after: str | None,
-        filter: Mapping[str, Any] | None,
-    ) -> dict[str, Any]:
-        return await self.client.list_scim_events(organization_id, first, after, filter)
+        return await self.client.list_entries(kind, organization_id, first, after, filter)
 
 
 async def serve_stdio(api_url: str, token: str) -> None:

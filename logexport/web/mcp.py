@@ -230,25 +230,7 @@ class ServiceBackend:
         cursors = [service_calls.export_cursor(e) for e in page.items]
         return _connection(list(zip(cursors, shaped)), page.has_next_page)
 
-    async def list_audit_log_entries(
-        self,
-        organization_id: str,
-        first: int,
-        after: str | None,
-        filter: Mapping[str, Any] | None,
-    ) -> dict[str, Any]:
-        return await self._entries("AUDIT_LOG", organization_id, first, after, filter)
-
-    async def list_scim_events(
-        self,
-        organization_id: str,
-        first: int,
-        after: str | None,
-        filter: Mapping[str, Any] | None,
-    ) -> dict[str, Any]:
-        return await self._entries("SCIM_EVENT", organization_id, first, after, filter)
-
-    async def _entries(
+    async def list_entries(
         self,
         kind: str,
         organization_id: str,
