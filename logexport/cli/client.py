@@ -344,6 +344,18 @@ def _export_command(
         click.echo(f"saved {download} ({_number(export.get('byteSize'))} bytes, SHA-256 verified)")
 
 
+_export_json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print the LogExport as JSON."
+)
+
+
+def _print_export(export: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        _print_json(export)
+    else:
+        click.echo(describe_export(export))
+
+
 _FORMAT = click.Choice(["jsonl", "csv"], case_sensitive=False)
 
 
@@ -378,7 +390,7 @@ def _common_export_options(command: Callable[..., Any]) -> Callable[..., Any]:
             type=click.Path(dir_okay=False, writable=True, path_type=Path),
             help="Wait, then save the file here (SHA-256 verified).",
         ),
-        click.option("--json", "as_json", is_flag=True, help="Print the LogExport as JSON."),
+        _export_json_option,
     ]
     for option in reversed(options):
         command = option(command)
@@ -526,14 +538,10 @@ def export_group() -> None:
 
 @export_group.command("show")
 @click.argument("export_id", metavar="ID")
-@click.option("--json", "as_json", is_flag=True, help="Print the LogExport as JSON.")
+@_export_json_option
 def export_show(export_id: str, as_json: bool) -> None:
     """One export's status and result."""
-    export = _run(lambda client: client.get_export(export_id))
-    if as_json:
-        _print_json(export)
-    else:
-        click.echo(describe_export(export))
+    _print_export(_run(lambda client: client.get_export(export_id)), as_json)
 
 
 @export_group.command("list")
@@ -557,14 +565,10 @@ def export_list(org: str, first: int, after: str | None, as_json: bool) -> None:
 
 @export_group.command("cancel")
 @click.argument("export_id", metavar="ID")
-@click.option("--json", "as_json", is_flag=True, help="Print the LogExport as JSON.")
+@_export_json_option
 def export_cancel(export_id: str, as_json: bool) -> None:
     """Cancel an export (a pending or running one stops; a completed one's file is revoked)."""
-    export = _run(lambda client: client.cancel_export(export_id))
-    if as_json:
-        _print_json(export)
-    else:
-        click.echo(describe_export(export))
+    _print_export(_run(lambda client: client.cancel_export(export_id)), as_json)
 
 
 @export_group.command("download")
@@ -577,7 +581,7 @@ def export_cancel(export_id: str, as_json: bool) -> None:
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
     help="Where to save the file.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the LogExport as JSON.")
+@_export_json_option
 def export_download(export_id: str, output: Path, as_json: bool) -> None:
     """Save a completed export's file, verified against its SHA-256."""
     export = _run(lambda client: client.download_export(export_id, output))
