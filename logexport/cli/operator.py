@@ -109,13 +109,7 @@ def create_user(email: str, full_name: str) -> None:
 @click.option("--role", required=True, type=_ROLE)
 def add_member(organization_id: UUID, email: str, role: str) -> None:
     """Give a user a role in an organization."""
-
-    async def work(conn: asyncpg.Connection) -> identity.Membership:
-        user = await _user(conn, email)
-        return await identity.add_member(conn, organization_id, user.id, role)
-
-    membership = _with_database(work)
-    _info(f"{email} is now {membership.role} of {organization_id}")
+    _change_membership(identity.add_member, organization_id, email, role)
 
 
 @admin.command("set-role")
@@ -124,10 +118,18 @@ def add_member(organization_id: UUID, email: str, role: str) -> None:
 @click.option("--role", required=True, type=_ROLE)
 def set_role(organization_id: UUID, email: str, role: str) -> None:
     """Change a member's role."""
+    _change_membership(identity.set_role, organization_id, email, role)
 
+
+def _change_membership(
+    change: Callable[[asyncpg.Connection, UUID, UUID, str], Awaitable[identity.Membership]],
+    organization_id: UUID,
+    email: str,
+    role: str,
+) -> None:
     async def work(conn: asyncpg.Connection) -> identity.Membership:
         user = await _user(conn, email)
-        return await identity.set_role(conn, organization_id, user.id, role)
+        return await change(conn, organization_id, user.id, role)
 
     membership = _with_database(work)
     _info(f"{email} is now {membership.role} of {organization_id}")
