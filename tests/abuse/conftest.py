@@ -10,7 +10,6 @@ counts of every table a request could write to before and after.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -25,7 +24,6 @@ import asyncpg
 import httpx
 import pytest
 import pytest_asyncio
-from starlette.applications import Starlette
 
 from logexport import db, devservices
 from logexport.config import Settings
@@ -38,6 +36,7 @@ from logexport.entries import (
 from logexport.exports import requests
 from logexport.exports.models import ExportKind
 from logexport.web.app import create_app
+from tests.support.app import running
 from tests.support.world import World, build_world, wait_for_status
 
 BASE_URL = "http://testserver"
@@ -57,31 +56,6 @@ SELECT (SELECT count(*) FROM organizations) AS organizations,
        (SELECT count(*) FROM log_exports) AS log_exports,
        (SELECT count(*) FROM log_export_download_tokens) AS log_export_download_tokens
 """
-
-
-@contextlib.asynccontextmanager
-async def running(app: Starlette) -> AsyncIterator[None]:
-    """Run the app's lifespan in a task of its own: its task groups must start and end in
-    the same task, and a fixture's setup and teardown run in different ones."""
-    started, stop = asyncio.Event(), asyncio.Event()
-
-    async def lifespan() -> None:
-        async with app.router.lifespan_context(app):
-            started.set()
-            await stop.wait()
-
-    task = asyncio.create_task(lifespan())
-    waiter = asyncio.create_task(started.wait())
-    await asyncio.wait([task, waiter], timeout=30, return_when=asyncio.FIRST_COMPLETED)
-    if task.done():
-        waiter.cancel()
-        task.result()
-    assert started.is_set(), "the application did not start within 30 s"
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, timeout=30)
 
 
 @dataclass

@@ -3,8 +3,6 @@ rules, error codes and request limits (SPEC §3, §7, §9)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -13,49 +11,22 @@ import httpx
 import pytest
 import pytest_asyncio
 from graphql import build_schema, parse, specified_rules, validate
-from starlette.applications import Starlette
 
 from logexport import identity
 from logexport.web import sessions
 from logexport.web.app import create_app
 from logexport.web.graphql_limits import QueryLimits
+from tests.support.app import asgi_client, running
 from tests.support.world import World, build_world
 
 CLIENT_IP = "203.0.113.9"
 
 
-@contextlib.asynccontextmanager
-async def running(app: Starlette) -> AsyncIterator[None]:
-    """Run the app's lifespan in a task of its own: its task groups must start and end in
-    the same task, and a fixture's setup and teardown run in different ones."""
-    started, stop = asyncio.Event(), asyncio.Event()
-
-    async def lifespan() -> None:
-        async with app.router.lifespan_context(app):
-            started.set()
-            await stop.wait()
-
-    task = asyncio.create_task(lifespan())
-    waiter = asyncio.create_task(started.wait())
-    await asyncio.wait([task, waiter], timeout=30, return_when=asyncio.FIRST_COMPLETED)
-    if task.done():
-        waiter.cancel()
-        task.result()
-    assert started.is_set(), "the application did not start within 30 s"
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, timeout=30)
-
-
 @pytest_asyncio.fixture(loop_scope="session")
 async def client(pool, settings) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings, pool=pool, run_worker=False)
-    async with running(app):
-        transport = httpx.ASGITransport(app=app, client=(CLIENT_IP, 40000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-            yield c
+    async with running(app), asgi_client(app, CLIENT_IP) as c:
+        yield c
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -3,8 +3,6 @@ download, cancel, visibility across organizations, pagination, probes and metric
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -18,33 +16,10 @@ from starlette.applications import Starlette
 from logexport.entries import AuditLogEntryInput, record_audit_log_entries
 from logexport.exports.worker import Worker
 from logexport.web.app import create_app
+from tests.support.app import asgi_client, running
 from tests.support.world import World, build_world, eventually
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-@contextlib.asynccontextmanager
-async def running(app: Starlette) -> AsyncIterator[None]:
-    """The app's lifespan in a task of its own (its task groups must end where they began)."""
-    started, stop = asyncio.Event(), asyncio.Event()
-
-    async def lifespan() -> None:
-        async with app.router.lifespan_context(app):
-            started.set()
-            await stop.wait()
-
-    task = asyncio.create_task(lifespan())
-    waiter = asyncio.create_task(started.wait())
-    await asyncio.wait([task, waiter], timeout=30, return_when=asyncio.FIRST_COMPLETED)
-    if task.done():
-        waiter.cancel()
-        task.result()
-    assert started.is_set(), "the application did not start within 30 s"
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, timeout=30)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -58,8 +33,7 @@ async def app(pool, settings) -> AsyncIterator[Starlette]:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def client(app) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+    async with asgi_client(app) as c:
         yield c
 
 
