@@ -2,57 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import sys
 import uuid
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from logexport import db, identity, policy
 from logexport.policy import Role
+from tests.support.cli import Result, run_logexport
 
-REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 120
-
-
-def logexport_command() -> list[str]:
-    installed = Path(sys.prefix) / "bin" / "logexport"
-    if installed.exists():
-        return [str(installed)]
-    return [sys.executable, "-c", "import sys; from logexport.cli import main; sys.exit(main())"]
-
-
-@dataclass
-class Result:
-    code: int
-    stdout: str
-    stderr: str
 
 
 async def logexport(*args: str, database_url: str | None) -> Result:
     env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp")}
     if database_url is not None:
         env["LOGEXPORT_DATABASE_URL"] = database_url
-    process = await asyncio.create_subprocess_exec(
-        *logexport_command(),
-        *args,
-        env=env,
-        cwd=REPO,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), TIMEOUT)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    assert process.returncode is not None
-    return Result(process.returncode, stdout.decode(), stderr.decode())
+    return await run_logexport(*args, env=env, timeout=TIMEOUT)
 
 
 async def ok(*args: str, database_url: str) -> Result:

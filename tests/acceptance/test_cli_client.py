@@ -9,12 +9,10 @@ import json
 import os
 import signal
 import stat
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import graphql
 import httpx
@@ -23,18 +21,11 @@ from logexport import devservices
 from logexport.client import DOCUMENTS
 from logexport.config import Settings
 from logexport.entries import AuditLogEntryInput, record_audit_log_entries
+from tests.support.cli import REPO, Result, logexport_command, run_logexport
 from tests.support.world import World, build_world, wait_for_status
 
-REPO = Path(__file__).resolve().parents[2]
 START = datetime(2026, 1, 1, tzinfo=UTC)
 COMMAND_TIMEOUT = 60
-
-
-def logexport_command() -> list[str]:
-    installed = Path(sys.prefix) / "bin" / "logexport"
-    if installed.exists():
-        return [str(installed)]
-    return [sys.executable, "-c", "import sys; from logexport.cli import main; sys.exit(main())"]
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -45,16 +36,6 @@ def settings_env(settings: Settings) -> dict[str, str]:
             continue
         env[f.metadata["env"]] = ("1" if value else "0") if isinstance(value, bool) else str(value)
     return env
-
-
-@dataclass
-class Result:
-    code: int
-    stdout: str
-    stderr: str
-
-    def json(self) -> Any:
-        return json.loads(self.stdout)
 
 
 @dataclass
@@ -76,23 +57,7 @@ class Api:
 
 
 async def cli(*args: str, env: dict[str, str], timeout: float = COMMAND_TIMEOUT) -> Result:
-    process = await asyncio.create_subprocess_exec(
-        *logexport_command(),
-        *args,
-        env=env,
-        cwd=REPO,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    assert process.returncode is not None
-    return Result(process.returncode, stdout.decode(), stderr.decode())
+    return await run_logexport(*args, env=env, timeout=timeout)
 
 
 @contextlib.asynccontextmanager

@@ -7,12 +7,10 @@ folder, download through the emailed link and verify the file.
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import hashlib
 import os
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,18 +18,12 @@ import asyncpg
 
 from logexport import devservices, identity
 from logexport.policy import Action, Role, role_of
+from tests.support.cli import run_logexport
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 180
 AUDIT_ENTRIES = 300
 SCIM_EVENTS = 30
-
-
-def logexport_command() -> list[str]:
-    installed = Path(sys.prefix) / "bin" / "logexport"
-    if installed.exists():
-        return [str(installed)]
-    return [sys.executable, "-c", "import sys; from logexport.cli import main; sys.exit(main())"]
 
 
 @dataclass
@@ -41,24 +33,8 @@ class Result:
 
 
 async def run_demo(env: dict[str, str], *args: str) -> Result:
-    process = await asyncio.create_subprocess_exec(
-        *logexport_command(),
-        "demo",
-        *args,
-        env=env,
-        cwd=REPO,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        output, _ = await asyncio.wait_for(process.communicate(), TIMEOUT)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    assert process.returncode is not None
-    return Result(process.returncode, output.decode())
+    result = await run_logexport("demo", *args, env=env, timeout=TIMEOUT, merge_stderr=True)
+    return Result(result.code, result.stdout)
 
 
 def demo_env(database_url: str, s3, smtp_sink, run_dir: Path) -> dict[str, str]:

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import os
-import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,6 +25,7 @@ from mcp.client.streamable_http import streamable_http_client
 from logexport import devservices
 from logexport.entries import AuditLogEntryInput, record_audit_log_entries
 from logexport.web.app import create_app
+from tests.support.cli import logexport_command
 from tests.support.world import build_world, wait_for_status
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -75,13 +75,6 @@ async def seed_entries(pool, organization_id, count: int = 120) -> None:
     ]
     async with pool.acquire() as conn:
         await record_audit_log_entries(conn, entries)
-
-
-def logexport_command() -> list[str]:
-    installed = Path(sys.prefix) / "bin" / "logexport"
-    if installed.exists():
-        return [str(installed)]
-    return [sys.executable, "-c", "import sys; from logexport.cli import main; sys.exit(main())"]
 
 
 # ---------------------------------------------------------------------------- HTTP
