@@ -27,7 +27,7 @@ import asyncpg
 
 from logexport.db import q
 from logexport.entries import AuditLogFilter, ScimEventFilter
-from logexport.exports.encoders import Gzip, Row, make_encoder
+from logexport.exports.encoders import Gzip, make_encoder
 from logexport.exports.storage import ObjectWriter
 
 BATCH_ROWS = 2000
@@ -65,7 +65,7 @@ class ExportResult:
 
 
 def export_query(spec: ExportSpec) -> tuple[str, list[Any]]:
-    """The named query and its parameters; filters are applied in SQL."""
+    """The named query for the kind, and its parameters (filters apply in SQL)."""
     base = [spec.organization_id, spec.from_time, spec.to_time]
     if spec.kind == "AUDIT_LOG":
         return q("export_audit_log_rows"), [*base, *AuditLogFilter.parse(spec.filter).sql_args()]
@@ -115,7 +115,9 @@ async def run_export(
     The caller owns ``writer``: it completes it on success and aborts it on failure.
     """
     progress = progress or Progress()
-    encoder = make_encoder(spec.kind, spec.format, csv_bom=spec.csv_bom)
+    encoder = make_encoder(
+        spec.kind, spec.format, organization_id=spec.organization_id, csv_bom=spec.csv_bom
+    )
     sink = _Sink(spec.compression == "GZIP")
     loop = asyncio.get_running_loop()
     query, params = export_query(spec)
@@ -127,7 +129,7 @@ async def run_export(
             await on_snapshot(snapshot_at)
         cursor = await conn.cursor(query, *params)
 
-        fetched: asyncio.Queue[Sequence[Row] | None] = asyncio.Queue(_QUEUE_DEPTH)
+        fetched: asyncio.Queue[Sequence[Any] | None] = asyncio.Queue(_QUEUE_DEPTH)
         encoded: asyncio.Queue[bytes | None] = asyncio.Queue(_QUEUE_DEPTH)
 
         async def fetch() -> None:

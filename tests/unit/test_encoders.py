@@ -11,6 +11,8 @@ import pytest
 
 from logexport.exports.encoders import (
     AUDIT_LOG_COLUMNS,
+    FIELD_SEPARATOR,
+    NULL_MARK,
     SCIM_EVENT_COLUMNS,
     CsvEncoder,
     Gzip,
@@ -40,7 +42,7 @@ def audit_row(**values: str | None) -> tuple[str | None, ...]:
     row = dict.fromkeys(AUDIT_LOG_COLUMNS)
     row.update(
         id="00000000-0000-0000-0000-000000000001",
-        organization_id="00000000-0000-0000-0000-0000000000aa",
+        organization_id=ORG,
         created_at="2026-03-01T00:00:00.000000Z",
         actor_type="USER",
         action="user.login",
@@ -48,6 +50,36 @@ def audit_row(**values: str | None) -> tuple[str | None, ...]:
     )
     row.update(values)
     return tuple(row[c] for c in AUDIT_LOG_COLUMNS)
+
+
+ORG = "00000000-0000-0000-0000-0000000000aa"
+_JSON_COLUMNS = {"metadata", "request_body", "response_body"}
+
+
+def packed_row(columns: tuple[str, ...], row: tuple[str | None, ...]) -> tuple[bytes, ...]:
+    """A row as the JSONL queries deliver it: text fields joined by 0xFF (NULL as 0xFE),
+    then the JSON columns (NULL as ``null``); the organization id is not sent."""
+    values = dict(zip(columns, row, strict=True))
+    text = [
+        NULL_MARK if v is None else v.encode()
+        for c, v in values.items()
+        if c not in _JSON_COLUMNS and c != "organization_id"
+    ]
+    json_values = [
+        b"null" if values[c] is None else str(values[c]).encode()
+        for c in columns
+        if c in _JSON_COLUMNS
+    ]
+    return (FIELD_SEPARATOR.join(text), *json_values)
+
+
+def jsonl(kind: str, rows: list[tuple[str | None, ...]]) -> bytes:
+    columns = AUDIT_LOG_COLUMNS if kind == "AUDIT_LOG" else SCIM_EVENT_COLUMNS
+    return JsonlEncoder(kind, ORG).encode([packed_row(columns, r) for r in rows])
+
+
+def csv_rows(encoder: CsvEncoder, rows: list[tuple[str | None, ...]]) -> bytes:
+    return encoder.encode([packed_row(encoder.columns, r) for r in rows])
 
 
 def parse_csv(data: bytes) -> list[list[str]]:
@@ -65,9 +97,9 @@ def test_harmless_cells_are_left_alone(value: str) -> None:
 
 
 def test_csv_has_header_crlf_line_ends_and_guarded_cells() -> None:
-    encoder = CsvEncoder(AUDIT_LOG_COLUMNS)
+    encoder = CsvEncoder("AUDIT_LOG", ORG)
     rows = [audit_row(actor_name=value, user_agent=value) for value in HOSTILE]
-    data = encoder.header() + encoder.encode(rows)
+    data = encoder.header() + csv_rows(encoder, rows)
 
     text = data.decode()
     assert text.startswith(",".join(AUDIT_LOG_COLUMNS) + "\r\n")
@@ -85,33 +117,52 @@ def test_csv_has_header_crlf_line_ends_and_guarded_cells() -> None:
 
 def test_quotes_commas_and_newlines_round_trip_through_the_csv_module() -> None:
     awkward = 'say "hi", then\nleave\r\nnow'
-    encoder = CsvEncoder(AUDIT_LOG_COLUMNS)
-    data = encoder.header() + encoder.encode([audit_row(actor_name=awkward, resource_id=None)])
+    encoder = CsvEncoder("AUDIT_LOG", ORG)
+    data = encoder.header() + csv_rows(encoder, [audit_row(actor_name=awkward, resource_id=None)])
     [header, row] = parse_csv(data)
     assert row[header.index("actor_name")] == awkward
     assert row[header.index("resource_id")] == ""
 
 
 def test_csv_writes_json_columns_as_compact_json() -> None:
-    encoder = CsvEncoder(AUDIT_LOG_COLUMNS)
-    data = encoder.encode([audit_row(metadata='{"b": [1, 2], "a": "=x"}')])
+    encoder = CsvEncoder("AUDIT_LOG", ORG)
+    data = csv_rows(encoder, [audit_row(metadata='{"b": [1, 2], "a": "=x"}')])
     [row] = parse_csv(data)
     assert row[AUDIT_LOG_COLUMNS.index("metadata")] == '{"b":[1,2],"a":"=x"}'
 
 
+def test_plain_rows_and_careful_rows_encode_alike() -> None:
+    # The byte-replacement path and the csv-module path must agree cell for cell.
+    encoder = CsvEncoder("AUDIT_LOG", ORG)
+    plain = audit_row(actor_name="Ada Lovelace", user_agent="curl/8.5", resource_id=None)
+    careful = audit_row(actor_name="Ada, Countess", user_agent="curl/8.5", resource_id=None)
+    [plain_cells, careful_cells] = parse_csv(csv_rows(encoder, [plain, careful]))
+    assert plain_cells[:6] == careful_cells[:6]
+    assert careful_cells[AUDIT_LOG_COLUMNS.index("actor_name")] == "Ada, Countess"
+    assert plain_cells[AUDIT_LOG_COLUMNS.index("organization_id")] == ORG
+    assert plain_cells[7:] == careful_cells[7:]
+
+
+@pytest.mark.parametrize("value", [*HOSTILE, "\u00a0=1", "\u2003+1", "\x1c-1"])
+def test_cells_after_any_unicode_space_are_guarded_on_every_path(value: str) -> None:
+    encoder = CsvEncoder("AUDIT_LOG", ORG)
+    [row] = parse_csv(csv_rows(encoder, [audit_row(resource_type=value)]))
+    assert row[AUDIT_LOG_COLUMNS.index("resource_type")] == guard_cell(value)
+
+
 def test_bom_only_when_asked() -> None:
-    with_bom = CsvEncoder(AUDIT_LOG_COLUMNS, bom=True).header()
-    without = CsvEncoder(AUDIT_LOG_COLUMNS).header()
+    with_bom = CsvEncoder("AUDIT_LOG", ORG, bom=True).header()
+    without = CsvEncoder("AUDIT_LOG", ORG).header()
     assert with_bom.startswith(b"\xef\xbb\xbf")
     assert with_bom[3:] == without
     assert not without.startswith(b"\xef\xbb\xbf")
 
 
 def test_jsonl_has_every_key_in_order_and_nulls_for_empty_values() -> None:
-    encoder = JsonlEncoder("AUDIT_LOG")
-    assert encoder.header() == b""
-    data = encoder.encode(
-        [audit_row(actor_name='Zoë "Q" \n', metadata='{"n": 1}'), audit_row(metadata="[]")]
+    assert JsonlEncoder("AUDIT_LOG", ORG).header() == b""
+    data = jsonl(
+        "AUDIT_LOG",
+        [audit_row(actor_name='Zoë "Q" \n', metadata='{"n": 1}'), audit_row(metadata="[]")],
     )
     lines = data.decode().split("\n")
     assert lines[-1] == ""
@@ -120,6 +171,7 @@ def test_jsonl_has_every_key_in_order_and_nulls_for_empty_values() -> None:
     assert first["actor_name"] == 'Zoë "Q" \n'
     assert first["metadata"] == {"n": 1}
     assert first["ip_address"] is None
+    assert first["organization_id"] == ORG
     assert second["metadata"] == []
 
 
@@ -128,17 +180,25 @@ def test_jsonl_escapes_every_text_column() -> None:
     text_columns = AUDIT_LOG_COLUMNS[3:12]
     row = audit_row(**dict.fromkeys(text_columns, nasty))
     # Split on LF only: str.splitlines would also break at the U+2028 inside the value.
-    [line, end] = JsonlEncoder("AUDIT_LOG").encode([row]).decode().split("\n")
+    [line, end] = jsonl("AUDIT_LOG", [row]).decode().split("\n")
     assert end == ""
     parsed = json.loads(line)
     assert {column: parsed[column] for column in text_columns} == dict.fromkeys(text_columns, nasty)
+    # Escaped exactly as Python's own JSON encoder would write it.
+    assert json.dumps(nasty, ensure_ascii=False) in line
 
 
 def test_scim_jsonl_writes_status_code_as_a_number() -> None:
-    encoder = make_encoder("SCIM_EVENT", "JSONL")
     row = dict.fromkeys(SCIM_EVENT_COLUMNS)
-    row.update(method="POST", path="/Users", status_code="201", request_body='{"a":1}')
-    [line] = encoder.encode([tuple(row[c] for c in SCIM_EVENT_COLUMNS)]).decode().splitlines()
+    row.update(
+        id="00000000-0000-0000-0000-000000000002",
+        created_at="2026-03-01T00:00:00.000000Z",
+        method="POST",
+        path="/Users",
+        status_code="201",
+        request_body='{"a":1}',
+    )
+    [line] = jsonl("SCIM_EVENT", [tuple(row[c] for c in SCIM_EVENT_COLUMNS)]).decode().splitlines()
     parsed = json.loads(line)
     assert list(parsed) == list(SCIM_EVENT_COLUMNS)
     assert parsed["status_code"] == 201
@@ -147,11 +207,11 @@ def test_scim_jsonl_writes_status_code_as_a_number() -> None:
 
 
 def test_make_encoder_picks_format_and_columns() -> None:
-    csv_encoder = make_encoder("SCIM_EVENT", "CSV", csv_bom=True)
+    csv_encoder = make_encoder("SCIM_EVENT", "CSV", organization_id=ORG, csv_bom=True)
     assert isinstance(csv_encoder, CsvEncoder)
     assert csv_encoder.columns == SCIM_EVENT_COLUMNS
     assert csv_encoder.bom
-    assert isinstance(make_encoder("AUDIT_LOG", "JSONL"), JsonlEncoder)
+    assert isinstance(make_encoder("AUDIT_LOG", "JSONL", organization_id=ORG), JsonlEncoder)
 
 
 def test_incremental_gzip_is_one_valid_gzip_stream() -> None:
