@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 from uuid import UUID
 
@@ -114,10 +115,11 @@ def _parse_json_literal(node: ValueNode, variables: dict[str, Any] | None = None
 
 
 def _attributes(object_type: ObjectType, names: Mapping[str, str]) -> None:
-    """Resolve each GraphQL field from the attribute of the same meaning."""
+    """Resolve each GraphQL field from the attribute (a dotted path) of the same meaning."""
 
     def getter(attribute: str) -> Callable[..., Any]:
-        return lambda obj, _info: getattr(obj, attribute)
+        get = attrgetter(attribute)
+        return lambda obj, _info: get(obj)
 
     for graphql_name, attribute in names.items():
         object_type.set_field(graphql_name, getter(attribute))
@@ -244,24 +246,15 @@ async def resolve_viewer_organizations(principal: Principal, info: Info) -> list
 organization = ObjectType("Organization")
 
 
-@organization.field("id")
-def resolve_organization_id(view: OrganizationView, _info: Info) -> UUID:
-    return view.organization.id
-
-
-@organization.field("name")
-def resolve_organization_name(view: OrganizationView, _info: Info) -> str:
-    return view.organization.name
-
-
-@organization.field("createdAt")
-def resolve_organization_created_at(view: OrganizationView, _info: Info) -> datetime:
-    return view.organization.created_at
-
-
-@organization.field("viewerRole")
-def resolve_viewer_role(view: OrganizationView, _info: Info) -> str:
-    return view.role.value
+_attributes(
+    organization,
+    {
+        "id": "organization.id",
+        "name": "organization.name",
+        "createdAt": "organization.created_at",
+        "viewerRole": "role.value",
+    },
+)
 
 
 @organization.field("viewerPermissions")
@@ -373,28 +366,12 @@ _attributes(
         "byteSize": "byte_size",
         "fileName": "file_name",
         "expiresAt": "expires_at",
+        "kind": "kind.value",
+        "status": "status.value",
+        "format": "format.value",
+        "compression": "compression.value",
     },
 )
-
-
-@log_export.field("kind")
-def resolve_kind(export: LogExport, _info: Info) -> str:
-    return export.kind.value
-
-
-@log_export.field("status")
-def resolve_status(export: LogExport, _info: Info) -> str:
-    return export.status.value
-
-
-@log_export.field("format")
-def resolve_format(export: LogExport, _info: Info) -> str:
-    return export.format.value
-
-
-@log_export.field("compression")
-def resolve_compression(export: LogExport, _info: Info) -> str:
-    return export.compression.value
 
 
 @log_export.field("error")
