@@ -37,7 +37,7 @@ from logexport.exports import requests
 from logexport.exports.models import ExportKind
 from logexport.web.app import create_app
 from tests.support.app import running
-from tests.support.world import World, build_world, wait_for_status
+from tests.support.world import World, build_world, eventually, wait_for_status
 
 BASE_URL = "http://testserver"
 CLIENT_IP = "198.51.100.7"
@@ -55,6 +55,16 @@ SELECT (SELECT count(*) FROM organizations) AS organizations,
        (SELECT count(*) FROM scim_events) AS scim_events,
        (SELECT count(*) FROM log_exports) AS log_exports,
        (SELECT count(*) FROM log_export_download_tokens) AS log_export_download_tokens
+"""
+
+
+_WORKER_BUSY = """
+SELECT EXISTS (
+    SELECT 1 FROM log_exports
+    WHERE status IN ('PENDING', 'PROCESSING')
+       OR (emailed_at IS NULL AND email_run_after IS NOT NULL
+           AND status IN ('COMPLETED', 'FAILED'))
+)
 """
 
 
@@ -77,6 +87,10 @@ class Stack:
         """A client with an empty cookie jar, on the same application."""
         return httpx.AsyncClient(transport=self.transport, base_url=BASE_URL)
 
+    async def _worker_idle(self) -> bool:
+        busy = await self.pool.fetchval(_WORKER_BUSY)
+        return not busy
+
     async def counts(self) -> dict[str, int]:
         row = await self.pool.fetchrow(_COUNTS)
         return dict(row)
@@ -84,6 +98,9 @@ class Stack:
     @contextlib.asynccontextmanager
     async def unchanged(self) -> AsyncIterator[None]:
         """Fail if the block wrote a row to any table a request could touch."""
+        # The in-process worker may still be finishing an earlier test's export (its
+        # emails add link tokens, a failure adds an audit entry): wait until it is idle.
+        await eventually(self._worker_idle, timeout=30, what="the worker to go idle")
         before = await self.counts()
         yield
         after = await self.counts()
