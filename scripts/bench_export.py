@@ -27,19 +27,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from logexport import db, devservices, identity  # noqa: E402
-from logexport.config import Settings  # noqa: E402
-from logexport.exports.pipeline import ExportSpec, run_export  # noqa: E402
-from logexport.exports.storage import storage_from_settings  # noqa: E402
-from logexport.policy import Role  # noqa: E402
-from logexport.seed import seed  # noqa: E402
+from logexport import db, devservices, identity
+from logexport.config import Settings
+from logexport.exports.pipeline import ExportSpec, run_export
+from logexport.exports.storage import storage_from_settings
+from logexport.policy import Role
+from logexport.seed import seed
 
 START = datetime(2025, 1, 1, tzinfo=UTC)
 END = datetime(2026, 1, 1, tzinfo=UTC)
@@ -89,7 +89,9 @@ async def _child(args: argparse.Namespace) -> None:
     key = f"bench/{args.format.lower()}-{os.getpid()}"
     started = time.perf_counter()
     async with storage:
-        writer = await storage.open_writer(key, content_type="application/octet-stream", file_name="b")
+        writer = await storage.open_writer(
+            key, content_type="application/octet-stream", file_name="b"
+        )
         try:
             result = await run_export(conn, spec, writer)
             await writer.complete()
@@ -102,16 +104,33 @@ async def _child(args: argparse.Namespace) -> None:
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(
         json.dumps(
-            {"seconds": elapsed, "rows": result.row_count, "bytes": result.byte_size,
-             "peak_rss_mib": peak_kib / 1024}
+            {
+                "seconds": elapsed,
+                "rows": result.row_count,
+                "bytes": result.byte_size,
+                "peak_rss_mib": peak_kib / 1024,
+            }
         )
     )
 
 
-def _run_child(settings_env: dict[str, str], org: UUID, start: datetime, end: datetime, fmt: str) -> dict[str, Any]:
+def _run_child(
+    settings_env: dict[str, str], org: UUID, start: datetime, end: datetime, fmt: str
+) -> dict[str, Any]:
     out = subprocess.run(
-        [sys.executable, __file__, "--child", "--org", str(org), "--start", start.isoformat(),
-         "--end", end.isoformat(), "--format", fmt],
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            "--org",
+            str(org),
+            "--start",
+            start.isoformat(),
+            "--end",
+            end.isoformat(),
+            "--format",
+            fmt,
+        ],
         check=True,
         capture_output=True,
         text=True,
@@ -138,14 +157,20 @@ async def _dispatch(settings: Settings, org: UUID, count: int) -> list[float]:
         await asyncio.sleep(0.5)  # let the listener connect before the first request
         for i in range(count):
             export = await request_export(
-                pool, settings, principal, ExportKind.AUDIT_LOG, organization_id=org,
-                from_time="2030-01-01T00:00:00Z", to_time="2030-01-02T00:00:00Z",
+                pool,
+                settings,
+                principal,
+                ExportKind.AUDIT_LOG,
+                organization_id=org,
+                from_time="2030-01-01T00:00:00Z",
+                to_time="2030-01-02T00:00:00Z",
                 idempotency_key=f"bench-{i}-{time.time_ns()}",
             )
             deadline = time.monotonic() + 10
             while True:
                 row = await pool.fetchrow(
-                    "SELECT status, started_at, created_at FROM log_exports WHERE id = $1", export.id
+                    "SELECT status, started_at, created_at FROM log_exports WHERE id = $1",
+                    export.id,
                 )
                 if row["status"] in ("COMPLETED", "FAILED"):
                     break
@@ -159,7 +184,7 @@ async def _dispatch(settings: Settings, org: UUID, count: int) -> list[float]:
 
 def _pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 # ------------------------------------------------------------------ main
@@ -190,7 +215,9 @@ async def _tenth_boundary(url: str, org: UUID, rows: int) -> datetime:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--skip-s3", action="store_true")
     parser.add_argument("--dispatch", type=int, default=200)
@@ -234,8 +261,11 @@ def main() -> None:
         for fmt in ("JSONL", "CSV"):
             runs[f"local-{fmt}"] = _run_child(local_env, org, START, END, fmt)
             results.append(
-                (f"(c) logexport → local, {fmt}", runs[f"local-{fmt}"]["seconds"],
-                 runs[f"local-{fmt}"]["bytes"])
+                (
+                    f"(c) logexport → local, {fmt}",
+                    runs[f"local-{fmt}"]["seconds"],
+                    runs[f"local-{fmt}"]["bytes"],
+                )
             )
         if not args.skip_s3:
             s3 = devservices.S3Server().start()
@@ -252,17 +282,22 @@ def main() -> None:
                 AWS_DEFAULT_REGION=devservices.S3_REGION,
             )
             runs["s3-JSONL"] = _run_child(s3_env, org, START, END, "JSONL")
-            results.append(("(d) logexport → S3 (moto), JSONL", runs["s3-JSONL"]["seconds"],
-                            runs["s3-JSONL"]["bytes"]))
+            results.append(
+                (
+                    "(d) logexport → S3 (moto), JSONL",
+                    runs["s3-JSONL"]["seconds"],
+                    runs["s3-JSONL"]["bytes"],
+                )
+            )
 
         tenth_end = asyncio.run(_tenth_boundary(url, org, n))
         small = _run_child(local_env, org, START, tenth_end, "JSONL")
 
         print()
-        print(f"| run | seconds | rows/s | MB/s |")
-        print(f"|---|---:|---:|---:|")
+        print("| run | seconds | rows/s | MB/s |")
+        print("|---|---:|---:|---:|")
         for label, seconds, size in results:
-            mbps = f"{size / seconds / 1e6:,.1f}" if size else "–"
+            mbps = f"{size / seconds / 1e6:,.1f}" if size else "-"
             print(f"| {label} | {seconds:.2f} | {n / seconds:,.0f} | {mbps} |")
         jsonl = runs["local-JSONL"]["seconds"]
         csv_ = runs["local-CSV"]["seconds"]
@@ -289,7 +324,8 @@ def main() -> None:
             )
             latencies = asyncio.run(_dispatch(settings, org, args.dispatch))
             print(
-                f"dispatch latency over {len(latencies)} requests: p50 {_pct(latencies, 50):.1f} ms, "
+                f"dispatch latency over {len(latencies)} requests: "
+                f"p50 {_pct(latencies, 50):.1f} ms, "
                 f"p99 {_pct(latencies, 99):.1f} ms, max {max(latencies):.1f} ms "
                 f"(mean {statistics.mean(latencies):.1f}; target p99 < 50 ms)"
             )
