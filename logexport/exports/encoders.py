@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -52,23 +52,53 @@ def columns_for(kind: str) -> tuple[str, ...]:
 class Encoder(Protocol):
     def header(self) -> bytes: ...
 
-    def encode(self, rows: Sequence[Sequence[Any]]) -> bytes: ...
+    def encode(self, rows: Sequence[Sequence[Any]], exact: ExactFields | None = None) -> bytes: ...
 
 
 _quote: Callable[[str], str] = json.encoder.encode_basestring
 
 
-# JSONL rows arrive packed (see the export_*_jsonl queries): the text fields in one bytes
-# value separated by 0xFF, NULL written as 0xFE, then the JSON columns as they are. Neither
-# byte occurs in UTF-8, so splitting is exact and a quoted 0xFE can only be a NULL.
-FIELD_SEPARATOR = b"\xff"
-NULL_MARK = b"\xfe"
-_QUOTED_NULL = b'"' + NULL_MARK + b'"'
+# Rows arrive packed (see export_*_rows in sql/queries/exports.sql): the text fields joined
+# by U+001F into one bytes value (NULL as an empty string), the JSON columns, and a bit mask
+# of the NULL text fields. A row with more separators than fields has U+001F in its data:
+# the encoder cannot split it and asks for its exact fields (``AmbiguousRows``).
+FIELD_SEPARATOR = b"\x1f"
 # What JSON requires escaped inside a string; everything else, UTF-8 included, goes as is.
 _NEEDS_ESCAPE = bytes(range(0x20)) + b'"\\'
 _CONTROL = bytes(range(0x20))
 _CONTROL_CHAR = re.compile(b"[\\x00-\\x1f]")
 _SHORT_ESCAPES = {0x08: b"\\b", 0x09: b"\\t", 0x0A: b"\\n", 0x0C: b"\\f", 0x0D: b"\\r"}
+
+# The packed text fields of each kind, and which of them may be NULL (bit i of the mask is
+# the i-th nullable field).
+PACKED_FIELDS = {
+    "AUDIT_LOG": (
+        "id", "created_at", "actor_type", "actor_id", "actor_email", "actor_name", "action",
+        "resource_type", "resource_id", "ip_address", "user_agent",
+    ),
+    "SCIM_EVENT": (
+        "id", "created_at", "method", "path", "user_name", "status_code", "error_message",
+        "ip_address", "user_agent",
+    ),
+}  # fmt: skip
+NULLABLE_FIELDS = {
+    "AUDIT_LOG": (
+        "actor_id", "actor_email", "actor_name", "resource_type", "resource_id", "ip_address",
+        "user_agent",
+    ),
+    "SCIM_EVENT": ("user_name", "error_message", "ip_address", "user_agent"),
+}  # fmt: skip
+
+
+class AmbiguousRows(Exception):
+    """Rows whose data holds the field separator; ``ids`` are their ids."""
+
+    def __init__(self, ids: list[str]) -> None:
+        super().__init__(f"{len(ids)} rows need their exact fields")
+        self.ids = ids
+
+
+ExactFields = Mapping[str, Sequence[str | None]]
 
 
 def _escape_control(match: re.Match[bytes]) -> bytes:
@@ -76,12 +106,53 @@ def _escape_control(match: re.Match[bytes]) -> bytes:
     return _SHORT_ESCAPES.get(code) or b"\\u%04x" % code
 
 
-def escape_packed(packed: bytes) -> bytes:
-    """JSON string escaping of every field of a packed row at once (separators untouched)."""
-    escaped = packed.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
-    if len(escaped.translate(None, _CONTROL)) != len(escaped):
-        escaped = _CONTROL_CHAR.sub(_escape_control, escaped)
+_CONTROL_BUT_SEPARATOR = bytes(range(0x1F))
+_CONTROL_CHAR_BUT_SEPARATOR = re.compile(b"[\\x00-\\x1e]")
+
+
+def escape_json_text(text: bytes, *, packed: bool = False) -> bytes:
+    """JSON string escaping (without the quotes) of UTF-8 text; ``packed`` keeps the field
+    separators of a packed row as they are."""
+    control = _CONTROL_BUT_SEPARATOR if packed else _CONTROL
+    pattern = _CONTROL_CHAR_BUT_SEPARATOR if packed else _CONTROL_CHAR
+    escaped = text.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
+    if len(escaped.translate(None, control)) != len(escaped):
+        escaped = pattern.sub(_escape_control, escaped)
     return escaped
+
+
+def _repack(kind: str, fields: Sequence[str | None]) -> tuple[bytes, int]:
+    """Exact fields as a packed value, escaped for JSON, and their NULL mask."""
+    nullable = NULLABLE_FIELDS[kind]
+    mask = 0
+    for name, value in zip(PACKED_FIELDS[kind], fields, strict=True):
+        if value is None:
+            mask |= 1 << nullable.index(name)
+    parts = [escape_json_text((v or "").encode()) for v in fields]
+    return FIELD_SEPARATOR.join(parts), mask
+
+
+class _PackedRows:
+    """What both encoders share: the kind's layout and the separator check."""
+
+    def __init__(self, kind: str, organization_id: str) -> None:
+        self.kind = kind
+        self.columns = columns_for(kind)
+        # The org id is a UUID rendered by us: safe to write unescaped and unquoted-checked.
+        self.organization_id = str(UUID(str(organization_id)))
+        self._separators = len(PACKED_FIELDS[kind]) - 1
+
+    def _ambiguous(self, rows: Sequence[Sequence[Any]], exact: ExactFields | None) -> None:
+        """Raise ``AmbiguousRows`` for rows that cannot be split and have no exact fields."""
+        separators = self._separators
+        missing = [
+            row[0].split(FIELD_SEPARATOR, 1)[0].decode()
+            for row in rows
+            if row[0].count(FIELD_SEPARATOR) != separators
+        ]
+        missing = [i for i in missing if exact is None or i not in exact]
+        if missing:
+            raise AmbiguousRows(missing)
 
 
 # Column by column: how each value is written. Quoted text, raw JSON (numbers and JSON
@@ -96,40 +167,62 @@ _SCIM_LAYOUT = {
 }
 
 
-def _template(columns: Sequence[str], layout: dict[str, str], organization_id: str) -> bytes:
-    """``{"id":"%s","organization_id":"<org>",...}\n`` as bytes, one ``%s`` per value."""
-    parts = []
-    for column in columns:
-        how = layout.get(column, _TEXT)
-        value = {_TEXT: '"%s"', _RAW: "%s", _ORG: f'"{organization_id}"'}[how]
-        parts.append(_quote(column) + ":" + value)
-    return ("{" + ",".join(parts) + "}\n").encode()
-
-
-class JsonlEncoder:
+class JsonlEncoder(_PackedRows):
     """One JSON object per line, every key present, ``null`` for empty values.
 
-    Each row costs one check for bytes that need escaping, one split and one ``%``, all in
-    C; rows holding quotes, backslashes or control characters take ``escape_packed``.
+    A row costs one check for bytes needing escape, one split and one ``%`` with the
+    template for its NULL mask, all in C; rows holding quotes, backslashes or control
+    characters are escaped first, all fields at once.
     """
 
     def __init__(self, kind: str, organization_id: str) -> None:
-        self.columns = columns_for(kind)
-        layout = _AUDIT_LAYOUT if kind == "AUDIT_LOG" else _SCIM_LAYOUT
-        # The org id is a UUID rendered by us: safe to place in the template unescaped.
-        self._template = _template(self.columns, layout, str(UUID(str(organization_id))))
+        super().__init__(kind, organization_id)
+        self._layout = _AUDIT_LAYOUT if kind == "AUDIT_LOG" else _SCIM_LAYOUT
+        self._templates: dict[int, bytes] = {}
 
     def header(self) -> bytes:
         return b""
 
-    def encode(self, rows: Sequence[Sequence[bytes]]) -> bytes:
-        template, separator, needs_escape = self._template, FIELD_SEPARATOR, _NEEDS_ESCAPE
+    def _template(self, mask: int) -> bytes:
+        """``{"id":"%s","organization_id":"<org>",...}\n``; NULL fields print ``null``
+        and swallow their (empty) value with ``%.0s``."""
+        template = self._templates.get(mask)
+        if template is None:
+            nullable = NULLABLE_FIELDS[self.kind]
+            parts = []
+            for column in self.columns:
+                how = self._layout.get(column, _TEXT)
+                if how == _ORG:
+                    value = f'"{self.organization_id}"'
+                elif how == _RAW:
+                    value = "%s"
+                elif column in nullable and mask >> nullable.index(column) & 1:
+                    value = "null%.0s"
+                else:
+                    value = '"%s"'
+                parts.append(_quote(column) + ":" + value)
+            template = self._templates[mask] = ("{" + ",".join(parts) + "}\n").encode()
+        return template
+
+    def encode(self, rows: Sequence[Sequence[Any]], exact: ExactFields | None = None) -> bytes:
+        self._ambiguous(rows, exact)
+        separator, separators, needs_escape = FIELD_SEPARATOR, self._separators, _NEEDS_ESCAPE
+        templates, template = self._templates, self._template
         lines = []
-        for packed, *json_values in rows:
-            if len(packed.translate(None, needs_escape)) != len(packed):
-                packed = escape_packed(packed)
-            lines.append(template % (*packed.split(separator), *json_values))
-        return b"".join(lines).replace(_QUOTED_NULL, b"null")
+        for packed, *json_values, nulls in rows:
+            if len(packed.translate(None, needs_escape)) != len(packed) - separators:
+                if packed.count(separator) != separators:
+                    assert exact is not None
+                    row_id = packed.split(separator, 1)[0].decode()
+                    packed, nulls = _repack(self.kind, exact[row_id])
+                else:
+                    packed = escape_json_text(packed, packed=True)
+            line = (templates.get(nulls) or template(nulls)) % (
+                *packed.split(separator),
+                *json_values,
+            )
+            lines.append(line)
+        return b"".join(lines)
 
 
 _FORMULA_START = frozenset("=+-@\t\r")
@@ -179,46 +272,50 @@ def _text_cell(value: str) -> str:
 # Bytes that may start a cell needing the formula guard: the guard's characters,
 # whitespace (str.lstrip's ASCII set) and any non-ASCII lead byte, since Unicode has spaces
 # of its own. Rows with none of them at a cell start — nearly all — need no per-cell work.
-_RISKY_START = frozenset(b"=+-@|%\t\n\x0b\x0c\r \x1c\x1d\x1e\x1f" + bytes(range(0x80, 0xFE)))
-_START_CLASS = bytes(0xFF if b == 0xFF else 0x01 if b in _RISKY_START else 0x00 for b in range(256))
-_RISKY_FIELD = FIELD_SEPARATOR + b"\x01"
-_QUOTED_NULL_CELL = b'"' + NULL_MARK + b'"'
+_RISKY_START = frozenset(b"=+-@|%\t\n\x0b\x0c\r \x1c\x1d\x1e" + bytes(range(0x80, 0x100)))
+_START_CLASS = bytes(
+    0xFF if b == FIELD_SEPARATOR[0] else 0x01 if b in _RISKY_START else 0x00 for b in range(256)
+)
+_RISKY_FIELD = b"\xff\x01"
 
 
-class CsvEncoder:
+class CsvEncoder(_PackedRows):
     """RFC 4180: CRLF line ends, a header row, and every value cell quoted — which keeps
     commas, quotes and line breaks inside cells safe without looking at each one. Cells a
     spreadsheet would run as a formula are prefixed with ``'``. NULL is an empty cell.
-
-    Takes the same packed rows as ``JsonlEncoder``.
     """
 
     def __init__(self, kind: str, organization_id: str, *, bom: bool = False) -> None:
-        self.columns = columns_for(kind)
+        super().__init__(kind, organization_id)
         self.bom = bom
-        self._organization_id = str(UUID(str(organization_id)))
-        self._org_cell = b'","' + self._organization_id.encode() + b'","'
+        self._org_cell = b'","' + self.organization_id.encode() + b'","'
 
     def header(self) -> bytes:
         text = ",".join(self.columns) + "\r\n"
         return ("\ufeff" + text).encode() if self.bom else text.encode()
 
-    def encode(self, rows: Sequence[Sequence[bytes]]) -> bytes:
+    def encode(self, rows: Sequence[Sequence[Any]], exact: ExactFields | None = None) -> bytes:
+        self._ambiguous(rows, exact)
+        separator, separators = FIELD_SEPARATOR, self._separators
         lines = []
-        for packed, *json_values in rows:
+        for packed, *json_values, _nulls in rows:
             tail = b",".join([_json_cell(v) for v in json_values])
-            if _RISKY_FIELD in packed.translate(_START_CLASS):
-                lines.append(self._guarded_line(packed, tail))
-                continue
-            first, rest = packed.split(FIELD_SEPARATOR, 1)
-            rest = rest.replace(b'"', b'""').replace(FIELD_SEPARATOR, b'","')
-            lines.append(b'"' + first + self._org_cell + rest + b'",' + tail + b"\r\n")
-        return b"".join(lines).replace(_QUOTED_NULL_CELL, b"")
+            if packed.count(separator) != separators:
+                assert exact is not None
+                exact_fields = exact[packed.split(separator, 1)[0].decode()]
+                lines.append(self._guarded_line([f or "" for f in exact_fields], tail))
+            elif _RISKY_FIELD in packed.translate(_START_CLASS):
+                fields = [f.decode() for f in packed.split(separator)]
+                lines.append(self._guarded_line(fields, tail))
+            else:
+                first, rest = packed.split(separator, 1)
+                rest = rest.replace(b'"', b'""').replace(separator, b'","')
+                lines.append(b'"' + first + self._org_cell + rest + b'",' + tail + b"\r\n")
+        return b"".join(lines)
 
-    def _guarded_line(self, packed: bytes, tail: bytes) -> bytes:
-        fields = packed.split(FIELD_SEPARATOR)
-        cells = ["" if f == NULL_MARK else _text_cell(f.decode()) for f in fields]
-        cells.insert(1, '"' + self._organization_id + '"')
+    def _guarded_line(self, fields: list[str], tail: bytes) -> bytes:
+        cells = [_text_cell(f) for f in fields]
+        cells.insert(1, '"' + self.organization_id + '"')
         return ",".join(cells).encode() + b"," + tail + b"\r\n"
 
 

@@ -27,7 +27,7 @@ import asyncpg
 
 from logexport.db import q
 from logexport.entries import AuditLogFilter, ScimEventFilter
-from logexport.exports.encoders import Gzip, make_encoder
+from logexport.exports.encoders import AmbiguousRows, Gzip, make_encoder
 from logexport.exports.storage import ObjectWriter
 
 BATCH_ROWS = 2000
@@ -64,12 +64,15 @@ class ExportResult:
     snapshot_at: datetime
 
 
-def export_query(spec: ExportSpec) -> tuple[str, list[Any]]:
-    """The named query for the kind, and its parameters (filters apply in SQL)."""
+def export_query(spec: ExportSpec) -> tuple[str, list[Any], str]:
+    """The kind's named query and its parameters (filters apply in SQL), and the query
+    that reads rows' exact fields when a packed row cannot be split."""
     base = [spec.organization_id, spec.from_time, spec.to_time]
     if spec.kind == "AUDIT_LOG":
-        return q("export_audit_log_rows"), [*base, *AuditLogFilter.parse(spec.filter).sql_args()]
-    return q("export_scim_event_rows"), [*base, *ScimEventFilter.parse(spec.filter).sql_args()]
+        audit_filters = AuditLogFilter.parse(spec.filter).sql_args()
+        return q("export_audit_log_rows"), [*base, *audit_filters], q("export_audit_log_exact")
+    scim_filters = ScimEventFilter.parse(spec.filter).sql_args()
+    return q("export_scim_event_rows"), [*base, *scim_filters], q("export_scim_event_exact")
 
 
 class _Sink:
@@ -120,7 +123,7 @@ async def run_export(
     )
     sink = _Sink(spec.compression == "GZIP")
     loop = asyncio.get_running_loop()
-    query, params = export_query(spec)
+    query, params, exact_query = export_query(spec)
 
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         # The first statement takes the snapshot; its time is what the file holds.
@@ -132,9 +135,18 @@ async def run_export(
         fetched: asyncio.Queue[Sequence[Any] | None] = asyncio.Queue(_QUEUE_DEPTH)
         encoded: asyncio.Queue[bytes | None] = asyncio.Queue(_QUEUE_DEPTH)
 
+        # The cursor and the occasional exact read share the connection: one at a time.
+        connection_turn = asyncio.Lock()
+
+        async def read_exact(ids: list[str]) -> dict[str, tuple[str | None, ...]]:
+            async with connection_turn:
+                records = await conn.fetch(exact_query, ids, spec.organization_id)
+            return {r[0]: tuple(r) for r in records}
+
         async def fetch() -> None:
             while True:
-                rows = await cursor.fetch(batch_rows)
+                async with connection_turn:
+                    rows = await cursor.fetch(batch_rows)
                 if not rows:
                     break
                 await fetched.put(rows)
@@ -147,9 +159,16 @@ async def run_export(
             if header:
                 await encoded.put(header)
             while (rows := await fetched.get()) is not _DONE:
-                data = encoder.encode(rows)
+                try:
+                    data = encoder.encode(rows)
+                except AmbiguousRows as ambiguous:
+                    exact = await read_exact(ambiguous.ids)
+                    data = encoder.encode(rows, exact)
                 progress.rows += len(rows)
                 await encoded.put(data)
+                # Let the fetch stage read the batch that has arrived and send the next
+                # FETCH before encoding on: otherwise the database waits on us.
+                await asyncio.sleep(0)
             await encoded.put(_DONE)
 
         async def store() -> None:

@@ -213,21 +213,20 @@ SELECT status, count(*) AS n FROM log_exports GROUP BY status;
 SELECT count(*) FROM log_exports WHERE status = 'PENDING' AND run_after <= now();
 
 -- name: export_audit_log_rows
--- The text fields packed into one bytea, separated by the byte 0xFF and NULL
--- written as the byte 0xFE — neither byte ever occurs in UTF-8 — so the worker receives two
--- values a row and encodes it with a few byte operations (see exports/encoders.py).
-SELECT textsend(id::text) || '\xff'::bytea
-       || textsend(to_char(created_at, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')) || '\xff'::bytea
-       || textsend(actor_type) || '\xff'::bytea
-       || COALESCE(textsend(actor_id), '\xfe'::bytea) || '\xff'::bytea
-       || COALESCE(textsend(actor_email), '\xfe'::bytea) || '\xff'::bytea
-       || COALESCE(textsend(actor_name), '\xfe'::bytea) || '\xff'::bytea
-       || textsend(action) || '\xff'::bytea
-       || COALESCE(textsend(resource_type), '\xfe'::bytea) || '\xff'::bytea
-       || COALESCE(textsend(resource_id), '\xfe'::bytea) || '\xff'::bytea
-       || COALESCE(textsend(host(ip_address)), '\xfe'::bytea) || '\xff'::bytea
-       || COALESCE(textsend(user_agent), '\xfe'::bytea),
-       textsend(metadata::text)
+-- A row travels as three values: the text fields joined by the unit separator U+001F into
+-- one bytea (NULLs as empty strings), the JSON column, and a bit mask of the NULL fields.
+-- The worker then decodes three values instead of thirteen and writes a line with a few
+-- byte operations (see exports/encoders.py). A field that itself holds U+001F shows up as
+-- an extra separator; the worker then reads that row again with export_audit_log_exact.
+SELECT textsend(concat_ws(E'\x1f', id, to_char(created_at, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), actor_type,
+           COALESCE(actor_id, ''), COALESCE(actor_email, ''), COALESCE(actor_name, ''), action,
+           COALESCE(resource_type, ''), COALESCE(resource_id, ''),
+           COALESCE(host(ip_address), ''), COALESCE(user_agent, ''))),
+       textsend(metadata::text),
+       (actor_id IS NULL)::int + 2 * (actor_email IS NULL)::int
+       + 4 * (actor_name IS NULL)::int + 8 * (resource_type IS NULL)::int
+       + 16 * (resource_id IS NULL)::int + 32 * (ip_address IS NULL)::int
+       + 64 * (user_agent IS NULL)::int
 FROM audit_log_entries
 WHERE organization_id = $1 AND created_at >= $2 AND created_at < $3
   AND ($4::text[] IS NULL OR action = ANY ($4))
@@ -235,24 +234,33 @@ WHERE organization_id = $1 AND created_at >= $2 AND created_at < $3
   AND ($6::text[] IS NULL OR resource_type = ANY ($6))
 ORDER BY created_at, id;
 
+-- name: export_audit_log_exact
+-- The text fields of some rows one by one, within the export's snapshot.
+SELECT id::text, to_char(created_at, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), actor_type, actor_id, actor_email, actor_name, action,
+       resource_type, resource_id, host(ip_address), user_agent
+FROM audit_log_entries
+WHERE id = ANY ($1::uuid[]) AND organization_id = $2;
+
 -- name: export_scim_event_rows
-SELECT textsend(id::text) || '\xff'::bytea
-       || textsend(to_char(created_at, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')) || '\xff'::bytea
-       || textsend(method) || '\xff'::bytea
-       || textsend(path) || '\xff'::bytea
-       || COALESCE(textsend(user_name), '\xfe'::bytea) || '\xff'::bytea
-       || textsend(status_code::text) || '\xff'::bytea
-       || COALESCE(textsend(error_message), '\xfe'::bytea) || '\xff'::bytea
-       || COALESCE(textsend(host(ip_address)), '\xfe'::bytea) || '\xff'::bytea
-       || COALESCE(textsend(user_agent), '\xfe'::bytea),
+SELECT textsend(concat_ws(E'\x1f', id, to_char(created_at, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), method, path, COALESCE(user_name, ''),
+           status_code, COALESCE(error_message, ''), COALESCE(host(ip_address), ''),
+           COALESCE(user_agent, ''))),
        COALESCE(textsend(request_body::text), textsend('null')),
-       COALESCE(textsend(response_body::text), textsend('null'))
+       COALESCE(textsend(response_body::text), textsend('null')),
+       (user_name IS NULL)::int + 2 * (error_message IS NULL)::int
+       + 4 * (ip_address IS NULL)::int + 8 * (user_agent IS NULL)::int
 FROM scim_events
 WHERE organization_id = $1 AND created_at >= $2 AND created_at < $3
   AND ($4::text[] IS NULL OR method = ANY ($4))
   AND ($5::text IS NULL OR lower(user_name) = lower($5))
   AND ($6::int[] IS NULL OR status_code = ANY ($6))
 ORDER BY created_at, id;
+
+-- name: export_scim_event_exact
+SELECT id::text, to_char(created_at, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), method, path, user_name, status_code::text, error_message,
+       host(ip_address), user_agent
+FROM scim_events
+WHERE id = ANY ($1::uuid[]) AND organization_id = $2;
 
 -- name: snapshot_time
 SELECT clock_timestamp();

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from logexport.entries import AuditLogEntryInput, record_audit_log_entries
 from logexport.exports.models import ExportKind
+from logexport.exports.pipeline import ExportSpec, run_export
 from logexport.exports.requests import request_export
 from logexport.exports.worker import Worker
 from tests.support.world import build_world, wait_for_status
@@ -55,3 +60,65 @@ async def test_audit_log_export_is_uploaded_and_mailed(pool, settings, s3, smtp_
     assert first["created_at"] == "2026-01-01T00:00:00.000000Z"
     assert first["ip_address"] == "203.0.113.5"
     assert first["metadata"] == {"n": 0}
+
+
+class _Collect:
+    """An object writer that keeps the bytes (the pipeline's storage end, in memory)."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    async def write(self, data: bytes) -> None:
+        self.data += data
+
+
+@pytest.mark.parametrize("format", ["JSONL", "CSV"])
+async def test_values_holding_separator_and_control_characters_are_exported_exactly(pool, format):
+    world = await build_world(pool)
+    tricky = {
+        "actor_name": "Mallory\x1f\x1e Unit\u2028Sep",
+        "user_agent": 'curl\x1f"8"\\x\x00'.replace("\x00", "\x01"),
+        "resource_id": "\x1f",
+    }
+    plain = {
+        "actor_name": "Ada",
+        "user_agent": "Mozilla/5.0 (X11, like Gecko)",
+        "resource_id": None,
+    }
+    async with pool.acquire() as conn:
+        for offset, values in enumerate([plain, tricky, plain]):
+            await record_audit_log_entries(
+                conn,
+                [
+                    AuditLogEntryInput(
+                        organization_id=world.organization_id,
+                        action="user.login",
+                        actor_type="USER",
+                        created_at=START + timedelta(seconds=offset),
+                        **values,
+                    )
+                ],
+            )
+        spec = ExportSpec(
+            organization_id=world.organization_id,
+            kind="AUDIT_LOG",
+            from_time=START,
+            to_time=START + timedelta(hours=1),
+            format=format,
+            compression="NONE",
+            csv_bom=False,
+            filter={},
+        )
+        sink = _Collect()
+        result = await run_export(conn, spec, sink)
+    assert result.row_count == 3
+    text = bytes(sink.data).decode()
+    if format == "JSONL":
+        rows = [json.loads(line) for line in text.split("\n") if line]
+    else:
+        [header, *cells] = list(csv.reader(io.StringIO(text, newline="")))
+        rows = [dict(zip(header, c, strict=True)) for c in cells]
+    for key, value in tricky.items():
+        assert rows[1][key] == value
+    assert rows[0]["actor_name"] == rows[2]["actor_name"] == "Ada"
+    assert rows[0]["resource_id"] == ("" if format == "CSV" else None)

@@ -6,14 +6,17 @@ import csv
 import gzip
 import io
 import json
+from typing import Any
 
 import pytest
 
 from logexport.exports.encoders import (
     AUDIT_LOG_COLUMNS,
     FIELD_SEPARATOR,
-    NULL_MARK,
+    NULLABLE_FIELDS,
+    PACKED_FIELDS,
     SCIM_EVENT_COLUMNS,
+    AmbiguousRows,
     CsvEncoder,
     Gzip,
     JsonlEncoder,
@@ -56,30 +59,43 @@ ORG = "00000000-0000-0000-0000-0000000000aa"
 _JSON_COLUMNS = {"metadata", "request_body", "response_body"}
 
 
-def packed_row(columns: tuple[str, ...], row: tuple[str | None, ...]) -> tuple[bytes, ...]:
-    """A row as the JSONL queries deliver it: text fields joined by 0xFF (NULL as 0xFE),
-    then the JSON columns (NULL as ``null``); the organization id is not sent."""
+def packed_row(columns: tuple[str, ...], row: tuple[str | None, ...]) -> tuple[Any, ...]:
+    """A row as the export queries deliver it: the text fields joined by U+001F (NULL as
+    empty), the JSON columns (NULL as ``null``), then the NULL mask; no organization id."""
     values = dict(zip(columns, row, strict=True))
-    text = [
-        NULL_MARK if v is None else v.encode()
-        for c, v in values.items()
-        if c not in _JSON_COLUMNS and c != "organization_id"
-    ]
+    kind = "AUDIT_LOG" if columns == AUDIT_LOG_COLUMNS else "SCIM_EVENT"
+    fields = PACKED_FIELDS[kind]
+    nullable = NULLABLE_FIELDS[kind]
+    mask = sum(1 << nullable.index(f) for f in fields if values[f] is None)
+    packed = FIELD_SEPARATOR.join((values[f] or "").encode() for f in fields)
     json_values = [
         b"null" if values[c] is None else str(values[c]).encode()
         for c in columns
         if c in _JSON_COLUMNS
     ]
-    return (FIELD_SEPARATOR.join(text), *json_values)
+    return (packed, *json_values, mask)
+
+
+def encode_like_the_pipeline(encoder: Any, columns: tuple[str, ...], rows: list[Any]) -> bytes:
+    """Encode; rows the encoder cannot split get their exact fields, as the pipeline does."""
+    packed = [packed_row(columns, r) for r in rows]
+    try:
+        return bytes(encoder.encode(packed))
+    except AmbiguousRows as ambiguous:
+        fields = PACKED_FIELDS[encoder.kind]
+        exact = {
+            r[0]: tuple(r[columns.index(f)] for f in fields) for r in rows if r[0] in ambiguous.ids
+        }
+        return bytes(encoder.encode(packed, exact))
 
 
 def jsonl(kind: str, rows: list[tuple[str | None, ...]]) -> bytes:
     columns = AUDIT_LOG_COLUMNS if kind == "AUDIT_LOG" else SCIM_EVENT_COLUMNS
-    return JsonlEncoder(kind, ORG).encode([packed_row(columns, r) for r in rows])
+    return encode_like_the_pipeline(JsonlEncoder(kind, ORG), columns, rows)
 
 
 def csv_rows(encoder: CsvEncoder, rows: list[tuple[str | None, ...]]) -> bytes:
-    return encoder.encode([packed_row(encoder.columns, r) for r in rows])
+    return encode_like_the_pipeline(encoder, encoder.columns, rows)
 
 
 def parse_csv(data: bytes) -> list[list[str]]:
@@ -148,6 +164,29 @@ def test_cells_after_any_unicode_space_are_guarded_on_every_path(value: str) -> 
     encoder = CsvEncoder("AUDIT_LOG", ORG)
     [row] = parse_csv(csv_rows(encoder, [audit_row(resource_type=value)]))
     assert row[AUDIT_LOG_COLUMNS.index("resource_type")] == guard_cell(value)
+
+
+@pytest.mark.parametrize("kind_encoder", ["JSONL", "CSV"])
+def test_a_row_holding_the_field_separator_is_written_from_its_exact_fields(
+    kind_encoder: str,
+) -> None:
+    tricky = "agent\x1fwith a unit separator"
+    row = audit_row(user_agent=tricky, resource_id=None)
+    encoder = make_encoder("AUDIT_LOG", kind_encoder, organization_id=ORG)
+    packed = packed_row(AUDIT_LOG_COLUMNS, row)
+    with pytest.raises(AmbiguousRows) as raised:
+        encoder.encode([packed])
+    assert raised.value.ids == [row[0]]
+    exact = {row[0]: tuple(row[AUDIT_LOG_COLUMNS.index(f)] for f in PACKED_FIELDS["AUDIT_LOG"])}
+    data = encoder.encode([packed], exact)
+    if kind_encoder == "JSONL":
+        parsed = json.loads(data)
+        assert parsed["user_agent"] == tricky
+        assert parsed["resource_id"] is None
+    else:
+        [cells] = parse_csv(data)
+        assert cells[AUDIT_LOG_COLUMNS.index("user_agent")] == tricky
+        assert len(cells) == len(AUDIT_LOG_COLUMNS)
 
 
 def test_bom_only_when_asked() -> None:
