@@ -209,7 +209,9 @@ class JsonlEncoder(_PackedRows):
         separator, separators, needs_escape = FIELD_SEPARATOR, self._separators, _NEEDS_ESCAPE
         templates, template = self._templates, self._template
         lines = []
-        for packed, *json_values, nulls in rows:
+        for row in rows:
+            packed = row[0]
+            nulls = row[-1]
             if len(packed.translate(None, needs_escape)) != len(packed) - separators:
                 if packed.count(separator) != separators:
                     assert exact is not None
@@ -217,11 +219,9 @@ class JsonlEncoder(_PackedRows):
                     packed, nulls = _repack(self.kind, exact[row_id])
                 else:
                     packed = escape_json_text(packed, packed=True)
-            line = (templates.get(nulls) or template(nulls)) % (
-                *packed.split(separator),
-                *json_values,
-            )
-            lines.append(line)
+            values = packed.split(separator)
+            values += row[1:-1]
+            lines.append((templates.get(nulls) or template(nulls)) % tuple(values))
         return b"".join(lines)
 
 
