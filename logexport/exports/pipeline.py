@@ -28,6 +28,7 @@ import asyncpg
 from logexport.db import q
 from logexport.entries import AuditLogFilter, ScimEventFilter
 from logexport.exports.encoders import AmbiguousRows, Gzip, make_encoder
+from logexport.exports.models import LogExport
 from logexport.exports.storage import ObjectWriter
 
 BATCH_ROWS = 2000
@@ -47,6 +48,19 @@ class ExportSpec:
     compression: str
     csv_bom: bool
     filter: dict[str, Any]
+
+    @classmethod
+    def of(cls, export: LogExport) -> ExportSpec:
+        return cls(
+            organization_id=export.organization_id,
+            kind=export.kind.value,
+            from_time=export.from_time,
+            to_time=export.to_time,
+            format=export.format.value,
+            compression=export.compression.value,
+            csv_bom=export.csv_bom,
+            filter=export.filter,
+        )
 
 
 @dataclass

@@ -378,16 +378,7 @@ class Worker:
                 raise _LeaseLost()
 
         progress = Progress()
-        spec = ExportSpec(
-            organization_id=export.organization_id,
-            kind=export.kind.value,
-            from_time=export.from_time,
-            to_time=export.to_time,
-            format=export.format.value,
-            compression=export.compression.value,
-            csv_bom=export.csv_bom,
-            filter=export.filter,
-        )
+        spec = ExportSpec.of(export)
 
         async def on_snapshot(snapshot_at: datetime) -> None:
             async with self.pool.acquire() as conn:
