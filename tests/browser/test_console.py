@@ -318,6 +318,9 @@ async def test_revoking_the_key_ends_the_session(page, pool, live_server):
     await seed(pool, world)
     await sign_in(page, world.admin.token)
     await expect(page.locator("#entries tbody tr")).to_have_count(50)
+    # The page has settled (no request in flight) before the key is revoked.
+    await expect(page.locator("#entries tbody")).not_to_have_attribute("aria-busy", "true")
+    await expect(page.get_by_role("button", name="Show more")).to_be_enabled()
     async with pool.acquire() as conn:
         assert world.admin.principal.api_key_id is not None
         await identity.revoke_api_key(conn, world.admin.principal.api_key_id)
