@@ -1,10 +1,23 @@
-"""What is stripped or shrunk before a body or metadata object is stored (SPEC §2).
+"""What is stripped or shrunk before a body or metadata object is stored.
 
 SCIM clients send passwords in user resources (``"password": "…"``), in PATCH operations
 (``{"op": "replace", "path": "password", "value": "…"}``) and inside ``/Bulk`` requests
 that wrap either. The log must never keep them, so redaction is applied to every body
 whatever the method or path: a rule that depended on recognising the request shape would
 miss the shapes nobody thought of.
+
+Two rules, applied at every depth of objects and arrays:
+
+- the value of a key whose name ends in ``password`` is replaced by ``"[REDACTED]"``;
+- in an object that has a ``path`` member ending in ``password`` (a PATCH operation,
+  possibly URN-qualified as ``urn:…:User:password``), every ``value`` member is replaced.
+
+Names are compared the way SCIM servers compare them: case-insensitively (``Path``,
+``VALUE``, ``PassWord``), after dropping trailing ASCII whitespace, with the long s
+(U+017F, which Java's ``equalsIgnoreCase`` equates with ``s``) read as ``s``. A JSON
+``null`` holds no secret and stays ``null``. The data migration
+``0002_redact_scim_secrets.sql`` applies the same rules in SQL to bodies stored earlier;
+the two are kept in step by a test that runs both on the same generated bodies.
 """
 
 from __future__ import annotations
@@ -14,15 +27,23 @@ from typing import Any
 
 REDACTED = "[REDACTED]"
 MAX_JSON_BYTES = 64 * 1024
+_SECRET_SUFFIX = "password"  # noqa: S105 (a name, not a secret)
+_TRAILING_SPACE = " \t\n\r\x0b\x0c"
 
 
-def _is_secret_key(key: object) -> bool:
-    return isinstance(key, str) and key.strip().lower().endswith("password")
+def normalize_name(name: str) -> str:
+    """The form in which key names and operation paths are compared."""
+    return name.rstrip(_TRAILING_SPACE).lower().replace("\u017f", "s")
 
 
-def _is_password_operation(operation: dict[str, Any]) -> bool:
-    path = operation.get("path")
-    return isinstance(path, str) and path.strip().lower().endswith("password")
+def _is_secret_name(name: object) -> bool:
+    return isinstance(name, str) and normalize_name(name).endswith(_SECRET_SUFFIX)
+
+
+def _is_password_operation(value: dict[str, Any]) -> bool:
+    return any(
+        normalize_name(key) == "path" and _is_secret_name(path) for key, path in value.items()
+    )
 
 
 def _redact(value: Any) -> Any:
@@ -30,22 +51,16 @@ def _redact(value: Any) -> Any:
         return [_redact(item) for item in value]
     if not isinstance(value, dict):
         return value
+    # PATCH operations (also those nested in /Bulk ``data``) carry the secret under a
+    # neutral key, ``value``, named only by the operation's ``path``.
+    password_operation = _is_password_operation(value)
     redacted: dict[str, Any] = {}
     for key, item in value.items():
-        if _is_secret_key(key) and item is not None:
+        secret = _is_secret_name(key) or (password_operation and normalize_name(key) == "value")
+        if secret and item is not None:
             redacted[key] = REDACTED
         else:
             redacted[key] = _redact(item)
-    # PATCH bodies (and PATCH bodies nested in /Bulk ``data``) carry the secret under a
-    # neutral key, ``value``, named only by the operation's ``path``.
-    for key, item in redacted.items():
-        if key.lower() == "operations" and isinstance(item, list):
-            redacted[key] = [
-                {**op, "value": REDACTED}
-                if isinstance(op, dict) and _is_password_operation(op) and "value" in op
-                else op
-                for op in item
-            ]
     return redacted
 
 

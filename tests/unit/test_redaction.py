@@ -1,6 +1,9 @@
 import json
 
+from hypothesis import given, settings
+
 from logexport.redaction import MAX_JSON_BYTES, REDACTED, limit_json_size, redact_scim_body
+from tests.support.scim_bodies import PlantedBody, filler, planted_bodies
 
 
 def test_post_user_password_is_redacted():
@@ -104,3 +107,81 @@ def test_exactly_at_the_limit_is_kept():
     assert limit_json_size(value) is value
     value = {"a": "x" * (MAX_JSON_BYTES - overhead + 1)}
     assert limit_json_size(value)["_truncated"] is True
+
+
+# ---------------------------------------------------------------------------- any spelling
+
+
+def test_operation_members_and_paths_match_in_any_case():
+    body = {
+        "Operations": [
+            {"op": "replace", "path": "password", "Value": "pw-1"},
+            {"Op": "Replace", "Path": "password", "value": "pw-2"},
+            {"OP": "add", "PATH": "PASSWORD", "VALUE": "pw-3"},
+            {
+                "op": "replace",
+                "Path": "urn:ietf:params:scim:schemas:core:2.0:User:Password",
+                "vAlUe": "pw-4",
+            },
+            {"op": "replace", "path": 'emails[type eq "work"].password', "value": "pw-5"},
+            {"op": "replace", "path": "displayName", "Value": "kept"},
+        ]
+    }
+    out = redact_scim_body(body, method="PATCH", path="/Users/1")
+    assert "pw-" not in json.dumps(out)
+    assert out["Operations"][0] == {"op": "replace", "path": "password", "Value": REDACTED}
+    assert out["Operations"][5]["Value"] == "kept"
+
+
+def test_operations_in_lowercase_wrappers_and_pathless_values_are_redacted():
+    body = {
+        "operations": [
+            {"op": "replace", "value": {"Password": "pw-1", "active": True}},
+            {
+                "Op": "replace",
+                "Value": {"urn:ietf:params:scim:schemas:core:2.0:User": {"PASSWORD": "pw-2"}},
+            },
+        ]
+    }
+    out = redact_scim_body(body, method="PATCH", path="/Users/1")
+    assert out["operations"][0]["value"] == {"Password": REDACTED, "active": True}
+    assert "pw-2" not in json.dumps(out)
+
+
+def test_long_s_and_trailing_whitespace_spell_the_same_name():
+    body = {
+        "pa\u017f\u017fword": "pw-1",
+        "password ": "pw-2",
+        "Operations": [{"op": "add", "path \t": "PA\u017fSWORD\n", "value ": "pw-3"}],
+    }
+    out = redact_scim_body(body, method="PATCH", path="/Users/1")
+    assert "pw-" not in json.dumps(out)
+
+
+def test_a_null_secret_stays_null():
+    body = {"Operations": [{"op": "remove", "path": "password", "Value": None}]}
+    assert redact_scim_body(body, method="PATCH", path="/Users/1") == body
+
+
+@settings(max_examples=300, deadline=None)
+@given(planted_bodies())
+def test_a_planted_password_never_survives_redaction(planted: PlantedBody):
+    before = planted.text()
+    out = redact_scim_body(planted.body, method="PATCH", path="/Bulk")
+    text = json.dumps(out, ensure_ascii=False)
+    assert planted.password not in text
+    assert REDACTED in text
+    assert planted.text() == before, "the caller's object must not be modified"
+
+
+@settings(max_examples=200, deadline=None)
+@given(planted_bodies())
+def test_redaction_is_idempotent(planted: PlantedBody):
+    once = redact_scim_body(planted.body, method="POST", path="/Users")
+    assert redact_scim_body(once, method="POST", path="/Users") == once
+
+
+@settings(max_examples=200, deadline=None)
+@given(filler)
+def test_bodies_without_secret_names_are_unchanged(body):
+    assert redact_scim_body(body, method="PUT", path="/Users/1") == body
