@@ -10,12 +10,16 @@ serve two backends:
 
 Arguments are the snake_case forms of the GraphQL inputs. Results are the GraphQL objects
 (camelCase, as ``schema.graphql`` documents them) without ``downloadUrl``: a download link
-in a model's context could end up anywhere. Errors come back as tool errors whose text
-names the code and the argument: ``BAD_USER_INPUT (from_time): …``.
+in a model's context could end up anywhere. ``list_organizations`` answers the caller's
+organizations with their ``role`` and ``permissions`` (GraphQL's ``viewerRole`` and
+``viewerPermissions``), so a model can tell which tools will work before calling them.
+Errors come back as tool errors whose text names the code and the argument:
+``BAD_USER_INPUT (from_time): …``.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 import re
@@ -34,14 +38,24 @@ log = logging.getLogger(__name__)
 
 SERVER_NAME = "logexport"
 INSTRUCTIONS = (
-    "Export and browse an organization's audit log and SCIM provisioning events. Exports "
-    "run in the background: request one, then poll get_log_export until its status is "
-    "COMPLETED; the requester receives the download link by email."
+    "Export and browse an organization's audit log and SCIM provisioning events. Start with "
+    "list_organizations for the organization ids and what your role allows. Exports run in "
+    "the background: request one, then poll get_log_export until its status is COMPLETED; "
+    "the requester receives the download link by email."
 )
+
+
+def package_version() -> str:
+    """The installed logexport version, reported as ``serverInfo.version``."""
+    try:
+        return importlib.metadata.version("logexport")
+    except importlib.metadata.PackageNotFoundError:
+        # Run from a source tree that was never installed.
+        return "0+unknown"
+
 
 # ---------------------------------------------------------------------------- schemas
 
-_UUID = {"type": "string", "description": "An id (UUID)."}
 _ORGANIZATION = {
     "type": "string",
     "description": "The organization's id (UUID), e.g. 1b4e28ba-2fa1-11d2-883f-0016d3cca427.",
@@ -150,12 +164,11 @@ _AFTER = {
 
 
 def _object(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "properties": properties,
-        "required": required,
-        "additionalProperties": False,
-    }
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = required
+    schema["additionalProperties"] = False
+    return schema
 
 
 def _export_schema(filter_schema: dict[str, Any]) -> dict[str, Any]:
@@ -192,14 +205,18 @@ class ToolSpec:
     description: str
     input_schema: dict[str, Any]
     read_only: bool
+    destructive: bool = False
+    # A request without idempotency_key starts a new export each time.
+    idempotent: bool = False
+    # The argument that names the object, for errors the service raises about its "id".
+    subject: str | None = None
 
     def to_tool(self) -> types.Tool:
         annotations = types.ToolAnnotations(
             title=self.title,
             read_only_hint=self.read_only,
-            destructive_hint=False,
-            # A request without idempotency_key starts a new export each time.
-            idempotent_hint=self.read_only,
+            destructive_hint=self.destructive,
+            idempotent_hint=self.read_only or self.idempotent,
             open_world_hint=False,
         )
         return types.Tool(
@@ -217,7 +234,22 @@ _EXPORT_RESULT = (
     "may be pending per organization."
 )
 
+_EXPORT_ID = {
+    "type": "string",
+    "description": "The export's id (UUID), e.g. 0c9a4f1e-6d2b-4a8e-9f3c-2b7d5e8a1c40.",
+}
+
 TOOLS: tuple[ToolSpec, ...] = (
+    ToolSpec(
+        "list_organizations",
+        "List my organizations",
+        "The organizations you belong to, by name: id (the organization_id the other tools "
+        "take), name, your role (OWNER, ADMIN or VIEWER) and permissions "
+        "(canListAuditLog, canExportAuditLog, canListScimEvents, canExportScimEvents). Also "
+        "who you are (viewer) and maxRangeDays, the longest range an export may cover.",
+        _object({}, []),
+        read_only=True,
+    ),
     ToolSpec(
         "request_audit_log_export",
         "Request an audit log export",
@@ -242,8 +274,24 @@ TOOLS: tuple[ToolSpec, ...] = (
         "One export by id: status (PENDING, PROCESSING, COMPLETED, EXPIRED, FAILED, CANCELED), "
         "rowsWritten while it runs, then rowCount, byteSize, sha256, fileName and expiresAt, "
         "or error {code, message} when it failed.",
-        _object({"id": {**_UUID, "description": "The export's id (UUID)."}}, ["id"]),
+        _object({"id": _EXPORT_ID}, ["id"]),
         read_only=True,
+        subject="id",
+    ),
+    ToolSpec(
+        "cancel_log_export",
+        "Cancel a log export",
+        "Cancel one export by id and return it with status CANCELED. A PENDING export is "
+        "canceled at once; a PROCESSING one stops within seconds and leaves no file; a "
+        "COMPLETED one loses its file and its download links. Canceling an export that is "
+        "already CANCELED changes nothing; a FAILED or EXPIRED export cannot be canceled. "
+        "Needs the organization's OWNER or ADMIN role; an export you may not cancel answers "
+        "NOT_FOUND, like a missing one.",
+        _object({"export_id": _EXPORT_ID}, ["export_id"]),
+        read_only=False,
+        destructive=True,
+        idempotent=True,
+        subject="export_id",
     ),
     ToolSpec(
         "list_log_exports",
@@ -281,11 +329,17 @@ TOOLS_BY_NAME = {tool.name: tool for tool in TOOLS}
 class ToolBackend(Protocol):
     """What the tools need; each method returns the GraphQL-shaped object."""
 
+    async def list_organizations(self) -> dict[str, Any]:
+        """``{viewer, organizations: [{id, name, role, permissions}], maxRangeDays}``."""
+        ...
+
     async def request_export(self, kind: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
         """``kind`` is AUDIT_LOG or SCIM_EVENT; ``arguments`` the validated tool arguments."""
         ...
 
     async def get_export(self, id: str) -> dict[str, Any]: ...
+
+    async def cancel_export(self, id: str) -> dict[str, Any]: ...
 
     async def list_exports(
         self, organization_id: str, first: int, after: str | None
@@ -309,12 +363,16 @@ _ENTRY_KINDS = {"list_audit_log_entries": "AUDIT_LOG", "list_scim_events": "SCIM
 async def _dispatch(backend: ToolBackend, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
     first = int(args.get("first", 50))
     after = args.get("after")
+    if name == "list_organizations":
+        return await backend.list_organizations()
     if name == "request_audit_log_export":
         return await backend.request_export("AUDIT_LOG", args)
     if name == "request_scim_event_export":
         return await backend.request_export("SCIM_EVENT", args)
     if name == "get_log_export":
         return await backend.get_export(str(args["id"]))
+    if name == "cancel_log_export":
+        return await backend.cancel_export(str(args["export_id"]))
     if name == "list_log_exports":
         return await backend.list_exports(str(args["organization_id"]), first, after)
     if name in _ENTRY_KINDS:
@@ -347,9 +405,15 @@ def _snake_message(message: str) -> str:
     return _ARGUMENT_PATTERN.sub(lambda m: _ARGUMENT_NAMES[m.group(1)], message)
 
 
-def error_text(code: str, message: str, field: str | None) -> str:
-    """``BAD_USER_INPUT (from_time): …`` in the caller's argument names."""
+def error_text(code: str, message: str, field: str | None, subject: str | None = None) -> str:
+    """``BAD_USER_INPUT (from_time): …`` in the caller's argument names.
+
+    ``subject`` is the tool's argument that names the object (``export_id``): the service
+    speaks of it as ``id``, and a ``NOT_FOUND`` without a field is about it.
+    """
     text = _snake_message(message)
+    if subject is not None and (field == "id" or (not field and code == "NOT_FOUND")):
+        field = subject
     if not field:
         return f"{code}: {text}"
     name = snake_field(field)
@@ -411,7 +475,7 @@ async def call_tool(
         _validate(spec, args)
         result = without_download_urls(await _dispatch(backend, name, args))
     except LogExportError as exc:
-        return _error_result(error_text(exc.code, exc.message, exc.field))
+        return _error_result(error_text(exc.code, exc.message, exc.field, spec.subject))
     except Exception:
         log.exception("MCP tool %s failed", name)
         return _error_result("INTERNAL: the tool failed unexpectedly; try again later")
@@ -426,7 +490,7 @@ async def call_tool(
 BackendFor = Callable[[ServerRequestContext[Any, Any]], Awaitable[ToolBackend]]
 
 
-def build_server(backend_for: BackendFor, *, version: str = "") -> Server[Any]:
+def build_server(backend_for: BackendFor, *, version: str | None = None) -> Server[Any]:
     """A low-level MCP server with the tools; ``backend_for`` picks the backend per call."""
 
     async def list_tools(
@@ -442,7 +506,7 @@ def build_server(backend_for: BackendFor, *, version: str = "") -> Server[Any]:
 
     return Server(
         SERVER_NAME,
-        version=version,
+        version=package_version() if version is None else version,
         instructions=INSTRUCTIONS,
         on_list_tools=list_tools,
         on_call_tool=handle_call,
@@ -457,6 +521,26 @@ class GraphQLBackend:
 
     def __init__(self, client: LogExportClient) -> None:
         self.client = client
+
+    async def list_organizations(self) -> dict[str, Any]:
+        viewer = await self.client.viewer()
+        return {
+            "viewer": {
+                "id": viewer["id"],
+                "email": viewer["email"],
+                "fullName": viewer["fullName"],
+            },
+            "organizations": [
+                {
+                    "id": organization["id"],
+                    "name": organization["name"],
+                    "role": organization["viewerRole"],
+                    "permissions": organization["viewerPermissions"],
+                }
+                for organization in viewer["organizations"]
+            ],
+            "maxRangeDays": viewer["maxRangeDays"],
+        }
 
     async def request_export(self, kind: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
         return await self.client.request_export(
@@ -473,6 +557,9 @@ class GraphQLBackend:
 
     async def get_export(self, id: str) -> dict[str, Any]:
         return await self.client.get_export(id)
+
+    async def cancel_export(self, id: str) -> dict[str, Any]:
+        return await self.client.cancel_export(id)
 
     async def list_exports(
         self, organization_id: str, first: int, after: str | None

@@ -4,7 +4,9 @@ The tools (``logexport.mcp_tools``) run in-process as the caller: the same beare
 GraphQL (``Authorization: Bearer lex_…``), the same service functions and policy. A request
 whose ``Origin`` header is present and is not the origin of ``LOGEXPORT_BASE_URL`` gets 403:
 a web page must not drive the tools with a user's browser. A body over ``MAX_BODY_BYTES``
-gets 413 (as on ``/graphql``).
+gets 413 (as on ``/graphql``). Only ``POST`` is served: the server is stateless and never
+sends a message of its own, so a ``GET`` (the optional server-to-client SSE stream) gets
+405 with ``Allow: POST`` at once instead of a stream that would stay open and silent.
 
 Wiring it into the host Starlette app::
 
@@ -37,7 +39,7 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from logexport import entries, identity
+from logexport import entries, identity, policy
 from logexport.config import Settings
 from logexport.errors import Unauthenticated
 from logexport.exports import requests
@@ -98,6 +100,11 @@ class _Gate:
         origin = request.headers.get("origin")
         if origin is not None and _origin(origin) != self.origin:
             await _reply(send, 403, "Forbidden: the Origin header names another site")
+            return
+        if request.method != "POST":
+            await _reply(
+                send, 405, "Method not allowed: send MCP messages with POST", {"allow": "POST"}
+            )
             return
         token = bearer_token(request)
         principal = None
@@ -203,6 +210,24 @@ class ServiceBackend:
         self.ip_address = ip_address
         self.user_agent = user_agent
 
+    async def list_organizations(self) -> dict[str, Any]:
+        principal = self.principal
+        organizations = []
+        async with self.pool.acquire() as conn:
+            for organization in await identity.list_organizations_for(conn, principal.user_id):
+                role = await policy.role_of(conn, organization.id, principal.user_id)
+                if role is not None:
+                    organizations.append(organization_object(organization, role))
+        return {
+            "viewer": {
+                "id": str(principal.user_id),
+                "email": principal.email,
+                "fullName": principal.full_name,
+            },
+            "organizations": organizations,
+            "maxRangeDays": self.settings.max_range_days,
+        }
+
     async def request_export(self, kind: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
         export = await service_calls.request_export(
             self.pool,
@@ -217,6 +242,16 @@ class ServiceBackend:
 
     async def get_export(self, id: str) -> dict[str, Any]:
         export = await requests.get_export(self.pool, self.principal, id)
+        return (await self._shape([export]))[0]
+
+    async def cancel_export(self, id: str) -> dict[str, Any]:
+        export = await requests.cancel_export(
+            self.pool,
+            self.principal,
+            id,
+            ip_address=self.ip_address,
+            user_agent=self.user_agent,
+        )
         return (await self._shape([export]))[0]
 
     async def list_exports(
@@ -264,6 +299,22 @@ def _time(value: Any) -> str | None:
 
 def _bigint(value: int | None) -> str | None:
     return None if value is None else str(value)
+
+
+def organization_object(organization: identity.Organization, role: policy.Role) -> dict[str, Any]:
+    """An organization as its member sees it: GraphQL's ``viewerRole`` and
+    ``viewerPermissions`` under the names ``role`` and ``permissions``."""
+    return {
+        "id": str(organization.id),
+        "name": organization.name,
+        "role": role.value,
+        "permissions": {
+            "canListAuditLog": policy.allows(role, policy.Action.AUDIT_LOG_LIST),
+            "canExportAuditLog": policy.allows(role, policy.Action.AUDIT_LOG_EXPORT),
+            "canListScimEvents": policy.allows(role, policy.Action.SCIM_EVENT_LIST),
+            "canExportScimEvents": policy.allows(role, policy.Action.SCIM_EVENT_EXPORT),
+        },
+    }
 
 
 def log_export_object(export: LogExport, requester: identity.User | None) -> dict[str, Any]:

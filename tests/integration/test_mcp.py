@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import json
 import os
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,19 +28,29 @@ from logexport import devservices
 from logexport.entries import AuditLogEntryInput, record_audit_log_entries
 from logexport.web.app import create_app
 from tests.support.cli import logexport_command
-from tests.support.world import build_world, wait_for_status
+from tests.support.world import build_world, export_status, wait_for_status
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
-READ_TOOLS = {"get_log_export", "list_log_exports", "list_audit_log_entries", "list_scim_events"}
-WRITE_TOOLS = {"request_audit_log_export", "request_scim_event_export"}
+READ_TOOLS = {
+    "list_organizations",
+    "get_log_export",
+    "list_log_exports",
+    "list_audit_log_entries",
+    "list_scim_events",
+}
+WRITE_TOOLS = {"request_audit_log_export", "request_scim_event_export", "cancel_log_export"}
+VERSION = importlib.metadata.version("logexport")
 
 
 @contextlib.asynccontextmanager
-async def running_app(settings, pool) -> AsyncIterator[str]:
-    """The application on a free port; yields its base URL (also its LOGEXPORT_BASE_URL)."""
+async def running_app(settings, pool, *, run_worker: bool = True) -> AsyncIterator[str]:
+    """The application on a free port; yields its base URL (also its LOGEXPORT_BASE_URL).
+
+    Without the worker, a requested export stays PENDING until something cancels it.
+    """
     port = devservices.free_port()
     base_url = f"http://127.0.0.1:{port}"
-    app = create_app(settings.derive(base_url=base_url), pool=pool)
+    app = create_app(settings.derive(base_url=base_url), pool=pool, run_worker=run_worker)
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
@@ -93,6 +105,12 @@ async def test_tools_are_listed_with_schemas_and_read_only_hints(pool, settings)
         assert tools[name].annotations.read_only_hint is True, name
     for name in WRITE_TOOLS:
         assert tools[name].annotations.read_only_hint is False, name
+    cancel = tools["cancel_log_export"]
+    assert cancel.annotations.destructive_hint is True
+    assert cancel.annotations.idempotent_hint is True
+    assert cancel.input_schema["required"] == ["export_id"]
+    assert "e.g." in cancel.input_schema["properties"]["export_id"]["description"]
+    assert tools["list_organizations"].input_schema["properties"] == {}
     schema = tools["request_audit_log_export"].input_schema
     assert schema["required"] == ["organization_id", "from_time", "to_time"]
     assert "inclusive" in schema["properties"]["from_time"]["description"]
@@ -264,7 +282,7 @@ async def test_foreign_origin_and_bad_token_are_rejected(pool, settings):
     assert same_host_other_port.status_code == 403
     assert bad_token.status_code == 401
     assert "lex_not-a-real-token" not in bad_token.text
-    assert len(tools.tools) == 6
+    assert len(tools.tools) == len(READ_TOOLS | WRITE_TOOLS)
 
 
 async def test_sdk_client_with_a_foreign_origin_gets_nothing(pool, settings):
@@ -285,6 +303,167 @@ async def test_sdk_client_with_a_foreign_origin_gets_nothing(pool, settings):
                 await client.list_tools()
     assert statuses
     assert set(statuses) == {403}
+
+
+async def test_server_info_carries_the_package_version(pool, settings):
+    world = await build_world(pool)
+    async with (
+        running_app(settings, pool) as base_url,
+        http_client(base_url, world.viewer.token) as client,
+    ):
+        info = client.server_info
+    assert info is not None
+    assert info.name == "logexport"
+    assert info.version == VERSION
+
+
+async def test_list_organizations_shows_only_the_callers_own(pool, settings):
+    world = await build_world(pool)
+    async with running_app(settings, pool) as base_url:
+        async with http_client(base_url, world.viewer.token) as client:
+            viewer = await client.call_tool("list_organizations", {})
+        async with http_client(base_url, world.outsider.token) as client:
+            outsider = await client.call_tool("list_organizations", {})
+
+    assert not viewer.is_error, viewer.content
+    assert viewer.structured_content["organizations"] == [
+        {
+            "id": str(world.organization_id),
+            "name": "Acme Corp",
+            "role": "VIEWER",
+            "permissions": {
+                "canListAuditLog": True,
+                "canExportAuditLog": False,
+                "canListScimEvents": True,
+                "canExportScimEvents": False,
+            },
+        }
+    ]
+    assert viewer.structured_content["viewer"]["email"] == "vera.viewer@acme.test"
+    assert viewer.structured_content["maxRangeDays"] == settings.max_range_days
+    assert [(o["name"], o["role"]) for o in outsider.structured_content["organizations"]] == [
+        ("Globex", "OWNER")
+    ]
+    assert "Acme Corp" not in outsider.content[0].text
+    assert str(world.organization_id) not in outsider.content[0].text
+
+
+async def request_pending_export(client: Client, organization_id) -> str:
+    requested = await client.call_tool(
+        "request_audit_log_export",
+        {
+            "organization_id": str(organization_id),
+            "from_time": "2026-01-01T00:00:00Z",
+            "to_time": "2026-01-02T00:00:00Z",
+        },
+    )
+    assert not requested.is_error, requested.content
+    assert requested.structured_content["status"] == "PENDING"
+    return str(requested.structured_content["id"])
+
+
+async def cancel_entries(pool, export_id: str) -> list[dict]:
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT actor_id, resource_type, metadata FROM audit_log_entries"
+            " WHERE action = 'iam:log-export:cancel' AND resource_id = $1",
+            export_id,
+        )
+    return [dict(row) for row in rows]
+
+
+async def test_cancel_log_export_cancels_a_pending_export_once(pool, settings):
+    world = await build_world(pool)
+    async with running_app(settings, pool, run_worker=False) as base_url:
+        async with http_client(base_url, world.admin.token) as admin:
+            export_id = await request_pending_export(admin, world.organization_id)
+            async with http_client(base_url, world.viewer.token) as viewer:
+                refused = await viewer.call_tool("cancel_log_export", {"export_id": export_id})
+            assert (await export_status(pool, export_id))["status"] == "PENDING"
+
+            canceled = await admin.call_tool("cancel_log_export", {"export_id": export_id})
+            again = await admin.call_tool("cancel_log_export", {"export_id": export_id})
+            missing = await admin.call_tool("cancel_log_export", {"export_id": "  "})
+
+    assert refused.is_error
+    assert refused.content[0].text == "NOT_FOUND (export_id): No such export"
+    assert not canceled.is_error, canceled.content
+    assert canceled.structured_content["status"] == "CANCELED"
+    assert canceled.structured_content["id"] == export_id
+    assert "downloadUrl" not in canceled.structured_content
+    assert not again.is_error and again.structured_content["status"] == "CANCELED"
+    assert (await export_status(pool, export_id))["status"] == "CANCELED"
+    # One self-audit entry: canceling a canceled export changes nothing.
+    entries = await cancel_entries(pool, export_id)
+    assert len(entries) == 1
+    assert entries[0]["actor_id"] == str(world.admin.user_id)
+    assert entries[0]["resource_type"] == "LogExport"
+    assert entries[0]["metadata"]["previous_status"] == "PENDING"
+    assert missing.is_error
+    assert missing.content[0].text == "NOT_FOUND (export_id): No such export"
+
+
+async def test_cancel_log_export_answers_a_foreign_export_like_a_missing_one(pool, settings):
+    world = await build_world(pool)
+    async with running_app(settings, pool, run_worker=False) as base_url:
+        async with http_client(base_url, world.outsider.token) as outsider:
+            foreign_id = await request_pending_export(outsider, world.other_organization_id)
+        async with http_client(base_url, world.admin.token) as admin:
+            foreign = await admin.call_tool("cancel_log_export", {"export_id": foreign_id})
+            missing = await admin.call_tool("cancel_log_export", {"export_id": str(uuid.uuid4())})
+    assert foreign.is_error and missing.is_error
+    assert foreign.content[0].text == missing.content[0].text
+    assert foreign.content[0].text.startswith("NOT_FOUND (export_id): ")
+    assert (await export_status(pool, foreign_id))["status"] == "PENDING"
+    assert await cancel_entries(pool, foreign_id) == []
+
+
+async def test_cancel_log_export_refuses_a_failed_export_naming_export_id(pool, settings):
+    world = await build_world(pool)
+    async with running_app(settings, pool, run_worker=False) as base_url:
+        async with http_client(base_url, world.admin.token) as admin:
+            export_id = await request_pending_export(admin, world.organization_id)
+            async with pool.acquire() as conn:
+                await conn.execute(
+                    "UPDATE log_exports SET status = 'FAILED', error_code = 'INTERNAL',"
+                    " error_message = 'x' WHERE id = $1",
+                    uuid.UUID(export_id),
+                )
+            result = await admin.call_tool("cancel_log_export", {"export_id": export_id})
+    assert result.is_error
+    assert result.content[0].text == (
+        "BAD_USER_INPUT (export_id): An export that is failed cannot be canceled"
+    )
+    assert (await export_status(pool, export_id))["status"] == "FAILED"
+    assert await cancel_entries(pool, export_id) == []
+
+
+async def test_get_on_mcp_answers_at_once(pool, settings):
+    """A GET (the optional server-to-client stream) is refused instead of held open."""
+    world = await build_world(pool)
+    async with running_app(settings, pool) as base_url, httpx.AsyncClient() as http:
+        started = asyncio.get_running_loop().time()
+        response = await asyncio.wait_for(
+            http.get(
+                f"{base_url}/mcp",
+                headers={
+                    "Authorization": f"Bearer {world.admin.token}",
+                    "Accept": "text/event-stream",
+                },
+            ),
+            timeout=2,
+        )
+        elapsed = asyncio.get_running_loop().time() - started
+        anonymous = await asyncio.wait_for(http.get(f"{base_url}/mcp"), timeout=2)
+        # The SDK client, which never needs the stream, still works alongside.
+        async with http_client(base_url, world.admin.token) as client:
+            tools = await client.list_tools()
+    assert response.status_code == 405, response.text
+    assert response.headers["allow"] == "POST"
+    assert elapsed < 2
+    assert anonymous.status_code == 405
+    assert anonymous.headers["allow"] == "POST"
+    assert len(tools.tools) == len(READ_TOOLS | WRITE_TOOLS)
 
 
 # ---------------------------------------------------------------------------- stdio
@@ -347,3 +526,49 @@ async def test_stdio_server_serves_the_same_tools_through_graphql(pool, settings
     assert bad.content[0].text.startswith("BAD_USER_INPUT (from_time): ")
     assert missing.is_error
     assert missing.content[0].text.startswith("NOT_FOUND")
+
+
+async def test_stdio_server_lists_organizations_and_cancels_through_graphql(pool, settings):
+    world = await build_world(pool)
+    async with running_app(settings, pool, run_worker=False) as base_url:
+        async with http_client(base_url, world.outsider.token) as outsider:
+            foreign_id = await request_pending_export(outsider, world.other_organization_id)
+        async with Client(stdio_parameters(base_url, world.admin.token)) as client:
+            info = client.server_info
+            organizations = await client.call_tool("list_organizations", {})
+            export_id = await request_pending_export(client, world.organization_id)
+            canceled = await client.call_tool("cancel_log_export", {"export_id": export_id})
+            again = await client.call_tool("cancel_log_export", {"export_id": export_id})
+            foreign = await client.call_tool("cancel_log_export", {"export_id": foreign_id})
+            async with pool.acquire() as conn:
+                await conn.execute(
+                    "UPDATE log_exports SET status = 'EXPIRED' WHERE id = $1",
+                    uuid.UUID(export_id),
+                )
+            expired = await client.call_tool("cancel_log_export", {"export_id": export_id})
+
+    assert info is not None and info.version == VERSION
+    assert organizations.structured_content["organizations"] == [
+        {
+            "id": str(world.organization_id),
+            "name": "Acme Corp",
+            "role": "ADMIN",
+            "permissions": {
+                "canListAuditLog": True,
+                "canExportAuditLog": True,
+                "canListScimEvents": True,
+                "canExportScimEvents": True,
+            },
+        }
+    ]
+    assert organizations.structured_content["viewer"]["email"] == "adam.admin@acme.test"
+    assert canceled.structured_content["status"] == "CANCELED"
+    assert again.structured_content["status"] == "CANCELED"
+    assert len(await cancel_entries(pool, export_id)) == 1
+    assert foreign.is_error
+    assert foreign.content[0].text.startswith("NOT_FOUND (export_id): ")
+    assert (await export_status(pool, foreign_id))["status"] == "PENDING"
+    assert expired.is_error
+    assert expired.content[0].text == (
+        "BAD_USER_INPUT (export_id): An export that is expired cannot be canceled"
+    )
