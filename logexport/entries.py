@@ -531,6 +531,49 @@ class Page(Generic[T]):
         return [edge.node for edge in self.edges]
 
 
+@dataclass(frozen=True)
+class TimeRange:
+    """Rows created in [``start``, ``end``); a missing bound leaves that side open."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+
+    @classmethod
+    def parse(
+        cls,
+        from_time: Any,
+        to_time: Any,
+        *,
+        from_field: str = "fromTime",
+        to_field: str = "toTime",
+    ) -> TimeRange:
+        """Bounds as RFC 3339 text (or aware datetimes); errors name the offending field."""
+        start = _bound(from_time, from_field)
+        end = _bound(to_time, to_field)
+        if start is not None and end is not None and start >= end:
+            raise BadUserInput(f"{from_field} must be earlier than {to_field}", field=from_field)
+        return cls(start, end)
+
+    def to_json(self) -> dict[str, str]:
+        """The bounds that are set, for binding cursors to the listing they came from."""
+        out = {}
+        if self.start is not None:
+            out["fromTime"] = format_rfc3339(self.start)
+        if self.end is not None:
+            out["toTime"] = format_rfc3339(self.end)
+        return out
+
+
+def _bound(value: Any, field: str) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise BadUserInput(f"{field}: the timestamp has no UTC offset", field=field)
+        return value
+    return parse_rfc3339(value, field)
+
+
 def _filter_hash(kind: str, filter_json: Mapping[str, Any]) -> str:
     canonical = json.dumps([kind, filter_json], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
@@ -588,16 +631,31 @@ async def _list(
     organization_id: UUID,
     first: int,
     after: str | None,
+    time_range: TimeRange,
     filter_json: dict[str, Any],
     filter_args: tuple[Any, ...],
 ) -> Page[Any]:
     limit = _page_size(first)
-    fhash = _filter_hash(kind, filter_json)
+    if (
+        time_range.start is not None
+        and time_range.end is not None
+        and time_range.start >= time_range.end
+    ):
+        raise BadUserInput("fromTime must be earlier than toTime", field="fromTime")
+    # A cursor resumes only the listing it came from: same filter and same time range.
+    fhash = _filter_hash(kind, {**filter_json, **time_range.to_json()})
     after_time, after_id = (None, None)
     if after is not None:
         after_time, after_id = decode_cursor(after, kind, organization_id, fhash)
     rows = await conn.fetch(
-        q(query), organization_id, after_time, after_id, *filter_args, limit + 1
+        q(query),
+        organization_id,
+        after_time,
+        after_id,
+        time_range.start,
+        time_range.end,
+        *filter_args,
+        limit + 1,
     )
     names = [f.name for f in fields(record)]
     edges = [
@@ -618,8 +676,9 @@ async def list_audit_log_entries(
     first: int = 50,
     after: str | None = None,
     filter: AuditLogFilter | None = None,
+    time_range: TimeRange | None = None,
 ) -> Page[AuditLogEntry]:
-    """A page of the organization's audit log, newest first."""
+    """A page of the organization's audit log, newest first, within ``time_range``."""
     await authorize(conn, principal, organization_id, Action.AUDIT_LOG_LIST)
     chosen = filter or AuditLogFilter()
     return await _list(
@@ -630,6 +689,7 @@ async def list_audit_log_entries(
         organization_id=organization_id,
         first=first,
         after=after,
+        time_range=time_range or TimeRange(),
         filter_json=chosen.to_json(),
         filter_args=chosen.sql_args(),
     )
@@ -643,8 +703,9 @@ async def list_scim_events(
     first: int = 50,
     after: str | None = None,
     filter: ScimEventFilter | None = None,
+    time_range: TimeRange | None = None,
 ) -> Page[ScimEvent]:
-    """A page of the organization's SCIM events, newest first."""
+    """A page of the organization's SCIM events, newest first, within ``time_range``."""
     await authorize(conn, principal, organization_id, Action.SCIM_EVENT_LIST)
     chosen = filter or ScimEventFilter()
     return await _list(
@@ -655,6 +716,7 @@ async def list_scim_events(
         organization_id=organization_id,
         first=first,
         after=after,
+        time_range=time_range or TimeRange(),
         filter_json=chosen.to_json(),
         filter_args=chosen.sql_args(),
     )

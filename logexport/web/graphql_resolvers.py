@@ -271,35 +271,35 @@ async def resolve_viewer_permissions(view: OrganizationView, info: Info) -> dict
 
 
 async def _entries(
-    view: OrganizationView, info: Info, kind: ExportKind, first: Any, after: Any, filter: Any
+    view: OrganizationView, info: Info, kind: ExportKind, arguments: Mapping[str, Any]
 ) -> dict[str, Any]:
     ctx = _ctx(info)
     page = await service_calls.list_entries(
-        ctx.pool, ctx.principal, kind, view.organization.id, first=first, after=after, filter=filter
+        ctx.pool,
+        ctx.principal,
+        kind,
+        view.organization.id,
+        first=arguments.get("first", 50),
+        after=arguments.get("after"),
+        filter=arguments.get("filter"),
+        from_time=arguments.get("fromTime"),
+        to_time=arguments.get("toTime"),
     )
     return _connection([(e.cursor, e.node) for e in page.edges], page.has_next_page)
 
 
 @organization.field("auditLogEntries")
 async def resolve_audit_log_entries(
-    view: OrganizationView,
-    info: Info,
-    first: Any = 50,
-    after: str | None = None,
-    filter: dict[str, Any] | None = None,
+    view: OrganizationView, info: Info, **arguments: Any
 ) -> dict[str, Any]:
-    return await _entries(view, info, ExportKind.AUDIT_LOG, first, after, filter)
+    return await _entries(view, info, ExportKind.AUDIT_LOG, arguments)
 
 
 @organization.field("scimEvents")
 async def resolve_scim_events(
-    view: OrganizationView,
-    info: Info,
-    first: Any = 50,
-    after: str | None = None,
-    filter: dict[str, Any] | None = None,
+    view: OrganizationView, info: Info, **arguments: Any
 ) -> dict[str, Any]:
-    return await _entries(view, info, ExportKind.SCIM_EVENT, first, after, filter)
+    return await _entries(view, info, ExportKind.SCIM_EVENT, arguments)
 
 
 @organization.field("logExports")

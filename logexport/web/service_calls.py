@@ -75,20 +75,36 @@ async def list_entries(
     first: Any,
     after: str | None,
     filter: Mapping[str, Any] | None,
+    from_time: Any = None,
+    to_time: Any = None,
 ) -> entries.Page[Any]:
-    """A page of the organization's audit log entries or SCIM events, by ``kind``."""
+    """A page of the organization's audit log entries or SCIM events, by ``kind``, created
+    in [``from_time``, ``to_time``) when either bound is given."""
+    time_range = entries.TimeRange.parse(from_time, to_time)
     if ExportKind(kind) is ExportKind.AUDIT_LOG:
         audit_filter = entries.AuditLogFilter.parse(filter)
         size = page_size(first)
         async with pool.acquire() as conn:
             return await entries.list_audit_log_entries(
-                conn, principal, organization_id, first=size, after=after, filter=audit_filter
+                conn,
+                principal,
+                organization_id,
+                first=size,
+                after=after,
+                filter=audit_filter,
+                time_range=time_range,
             )
     scim_filter = entries.ScimEventFilter.parse(filter)
     size = page_size(first)
     async with pool.acquire() as conn:
         return await entries.list_scim_events(
-            conn, principal, organization_id, first=size, after=after, filter=scim_filter
+            conn,
+            principal,
+            organization_id,
+            first=size,
+            after=after,
+            filter=scim_filter,
+            time_range=time_range,
         )
 
 

@@ -4,6 +4,7 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import pytest_asyncio
 
 from logexport import entries, identity
 from logexport.entries import (
@@ -15,6 +16,9 @@ from logexport.entries import (
 from logexport.errors import BadUserInput, Forbidden
 from logexport.policy import Role
 from logexport.redaction import REDACTED
+from logexport.web.app import create_app
+from tests.support.app import asgi_client, running
+from tests.support.world import build_world
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -362,10 +366,193 @@ async def test_listing_query_can_seek_with_the_time_index(conn, org):
             r[0]
             for r in await conn.fetch(
                 "EXPLAIN " + entries.q("list_audit_log_entries"),
-                org.id, T0, entries.UUID(int=0), None, None, None, 51,
+                org.id, T0, entries.UUID(int=0), T0 - timedelta(days=1), T0, None, None,
+                None, 51,
             )
         )  # fmt: skip
     assert "Index Scan Backward using audit_log_entries_org_time_idx" in plan
     assert "Sort" not in plan
     index_cond = next(line for line in plan.splitlines() if "Index Cond" in line)
     assert "ROW(created_at, id) <" in index_cond
+    # The time range bounds the index scan too, rather than filtering the rows it returns.
+    assert "created_at >=" in index_cond
+
+
+async def test_time_range_is_half_open_and_pages_within_it(conn, org):
+    principal = await _principal(conn, org)
+    await _audit_rows(conn, org, 10)  # created at T0 + 0..4 s, two rows per second
+    time_range = entries.TimeRange.parse("2026-03-01T00:00:01Z", "2026-03-01T00:00:03+00:00")
+    seen, after = [], None
+    while True:
+        page = await entries.list_audit_log_entries(
+            conn, principal, org.id, first=1, after=after, time_range=time_range
+        )
+        seen.extend(page.items)
+        if not page.has_next_page:
+            break
+        after = page.end_cursor
+    assert sorted({e.created_at for e in seen}) == [
+        T0 + timedelta(seconds=1), T0 + timedelta(seconds=2),
+    ]  # fmt: skip
+    assert len(seen) == 4
+    only_start = entries.TimeRange.parse("2026-03-01T00:00:04Z", None)
+    page = await entries.list_audit_log_entries(conn, principal, org.id, time_range=only_start)
+    assert len(page.items) == 2
+    only_end = entries.TimeRange.parse(None, "2026-03-01T00:00:01Z")
+    page = await entries.list_audit_log_entries(conn, principal, org.id, time_range=only_end)
+    assert len(page.items) == 2
+
+
+async def test_cursor_is_bound_to_the_time_range(conn, org):
+    principal = await _principal(conn, org)
+    await _audit_rows(conn, org, 6)
+    first_range = entries.TimeRange.parse("2026-03-01T00:00:00Z", None)
+    page = await entries.list_audit_log_entries(
+        conn, principal, org.id, first=1, time_range=first_range
+    )
+    other_range = entries.TimeRange.parse("2026-03-01T00:00:01Z", None)
+    with pytest.raises(BadUserInput) as info:
+        await entries.list_audit_log_entries(
+            conn, principal, org.id, first=1, after=page.end_cursor, time_range=other_range
+        )
+    assert info.value.field == "after"
+    with pytest.raises(BadUserInput):
+        await entries.list_audit_log_entries(conn, principal, org.id, after=page.end_cursor)
+
+
+@pytest.mark.parametrize(
+    ("from_time", "to_time", "field"),
+    [
+        ("2026-03-02T00:00:00Z", "2026-03-01T00:00:00Z", "fromTime"),
+        ("2026-03-01T00:00:00Z", "2026-03-01T00:00:00Z", "fromTime"),
+        ("2026-03-01T00:00:00", None, "fromTime"),
+        (None, "yesterday", "toTime"),
+        (None, "2026-03-01T00:00:00.1234567Z", "toTime"),
+    ],
+)
+def test_bad_time_ranges_name_the_field(from_time, to_time, field):
+    with pytest.raises(BadUserInput) as info:
+        entries.TimeRange.parse(from_time, to_time)
+    assert info.value.field == field
+    assert field in str(info.value)
+
+
+# ---------------------------------------------------------------------------- over GraphQL
+
+ENTRIES_QUERY = """
+query Entries($org: ID!, $first: Int, $after: String, $filter: AuditLogFilter,
+              $from: DateTime, $to: DateTime) {
+  organization(id: $org) {
+    auditLogEntries(first: $first, after: $after, filter: $filter, fromTime: $from, toTime: $to) {
+      edges { node { action createdAt } }
+      pageInfo { hasNextPage endCursor }
+    }
+  }
+}
+"""
+EVENTS_QUERY = """
+query Events($org: ID!, $filter: ScimEventFilter, $from: DateTime, $to: DateTime) {
+  organization(id: $org) {
+    scimEvents(filter: $filter, fromTime: $from, toTime: $to) {
+      edges { node { statusCode createdAt } }
+    }
+  }
+}
+"""
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def graphql(pool, settings):
+    world = await build_world(pool)
+    app = create_app(settings, pool=pool, run_worker=False)
+    async with running(app), asgi_client(app) as client:
+
+        async def call(query, **variables):
+            response = await client.post(
+                "/graphql",
+                json={
+                    "query": query,
+                    "variables": {"org": str(world.organization_id), **variables},
+                },
+                headers={"Authorization": f"Bearer {world.viewer.token}"},
+            )
+            assert response.status_code == 200, response.text
+            return response.json()
+
+        call.world = world
+        yield call
+
+
+async def test_graphql_lists_entries_within_from_and_to_time(graphql, pool):
+    org = graphql.world.organization_id
+    async with pool.acquire() as conn:
+        await entries.record_audit_log_entries(
+            conn,
+            [
+                AuditLogEntryInput(org, "user.login" if i % 2 else "user.logout", "USER",
+                                   created_at=T0 + timedelta(hours=i))
+                for i in range(10)
+            ],
+        )  # fmt: skip
+    window = {"from": "2026-03-01T02:00:00Z", "to": "2026-03-01T06:00:00+00:00"}
+    seen, after = [], None
+    while True:
+        body = await graphql(ENTRIES_QUERY, first=3, after=after, **window)
+        connection = body["data"]["organization"]["auditLogEntries"]
+        seen.extend(edge["node"] for edge in connection["edges"])
+        if not connection["pageInfo"]["hasNextPage"]:
+            break
+        after = connection["pageInfo"]["endCursor"]
+    assert [n["createdAt"] for n in seen] == [
+        "2026-03-01T05:00:00.000000Z", "2026-03-01T04:00:00.000000Z",
+        "2026-03-01T03:00:00.000000Z", "2026-03-01T02:00:00.000000Z",
+    ]  # fmt: skip
+
+    body = await graphql(ENTRIES_QUERY, filter={"actions": ["user.login"]}, **window)
+    nodes = [e["node"] for e in body["data"]["organization"]["auditLogEntries"]["edges"]]
+    assert [n["createdAt"][11:13] for n in nodes] == ["05", "03"]
+
+    # A cursor from the ranged listing does not resume an unranged one.
+    body = await graphql(ENTRIES_QUERY, first=1, **window)
+    cursor = body["data"]["organization"]["auditLogEntries"]["pageInfo"]["endCursor"]
+    body = await graphql(ENTRIES_QUERY, first=1, after=cursor)
+    assert body["errors"][0]["extensions"] == {"code": "BAD_USER_INPUT", "field": "after"}
+
+
+async def test_graphql_lists_scim_events_within_from_time(graphql, pool):
+    org = graphql.world.organization_id
+    async with pool.acquire() as conn:
+        await entries.record_scim_events(
+            conn,
+            [
+                ScimEventInput(org, "POST", "/Users", 201 if i % 2 else 409,
+                               created_at=T0 + timedelta(days=i))
+                for i in range(4)
+            ],
+        )  # fmt: skip
+    body = await graphql(
+        EVENTS_QUERY, filter={"statusCodes": [409]}, **{"from": "2026-03-02T00:00:00Z"}
+    )
+    nodes = [e["node"] for e in body["data"]["organization"]["scimEvents"]["edges"]]
+    assert nodes == [{"statusCode": 409, "createdAt": "2026-03-03T00:00:00.000000Z"}]
+
+
+@pytest.mark.parametrize(
+    ("variables", "field", "message"),
+    [
+        ({"from": "2026-03-02T00:00:00Z", "to": "2026-03-01T00:00:00Z"}, "fromTime",
+         "fromTime must be earlier than toTime"),
+        ({"from": "2026-03-01T00:00:00Z", "to": "2026-03-01T00:00:00Z"}, "fromTime",
+         "fromTime must be earlier than toTime"),
+        ({"from": "2026-03-01"}, "fromTime", "fromTime"),
+        ({"to": "2026-03-01T00:00:00"}, "toTime", "no UTC offset"),
+    ],
+)  # fmt: skip
+async def test_graphql_bad_time_range_names_the_field(graphql, variables, field, message):
+    for query in (ENTRIES_QUERY, EVENTS_QUERY):
+        body = await graphql(query, **variables)
+        assert body["data"] is None
+        assert len(body["errors"]) == 1
+        error = body["errors"][0]
+        assert error["extensions"] == {"code": "BAD_USER_INPUT", "field": field}
+        assert message in error["message"]
