@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import pytest
 
 from logexport import db
+from logexport.redaction import redact_scim_body
+from tests.support.scim_bodies import collect, filler, planted_bodies
 
 EXPECTED_TABLES = {
     "organizations",
@@ -156,3 +160,119 @@ async def test_each_test_database_starts_empty_and_migrated(database_url: str) -
         assert await conn.fetchval("SELECT count(*) FROM organizations") == 0
     finally:
         await conn.close()
+
+
+# ---------------------------------------------------------------------------- data migrations
+
+
+async def _migrate_through(dsn: str, last_version: str) -> None:
+    """Apply the migrations up to and including ``last_version``, as ``db.migrate`` would."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS logexport_migrations ("
+            " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for version, path in db.migration_files():
+            async with conn.transaction():
+                await conn.execute(path.read_text())
+                await conn.execute(
+                    "INSERT INTO logexport_migrations (version) VALUES ($1)", version
+                )
+            if version == last_version:
+                return
+    finally:
+        await conn.close()
+    raise AssertionError(f"no migration {last_version}")
+
+
+ISSUE_BODIES = [
+    {"Operations": [{"op": "replace", "path": "password", "Value": "pw-issue-1"}]},
+    {"Operations": [{"op": "replace", "Path": "password", "value": "pw-issue-2"}]},
+    {"Operations": [{"Op": "replace", "Value": {"PassWord": "pw-issue-3"}}]},
+    {
+        "Operations": [
+            {
+                "method": "PATCH",
+                "path": "/Users/1",
+                "data": {
+                    "Operations": [
+                        {
+                            "OP": "add",
+                            "PATH": "urn:ietf:params:scim:schemas:core:2.0:User:Password",
+                            "VALUE": "pw-issue-4",
+                        }
+                    ]
+                },
+            }
+        ]
+    },
+]
+
+
+async def test_stored_scim_passwords_are_redacted_by_the_data_migration(
+    empty_database_url: str,
+) -> None:
+    planted = [*collect(planted_bodies(), 60)]
+    secrets = [p.password for p in planted] + [f"pw-issue-{i}" for i in range(1, 5)]
+    requests = [p.body for p in planted] + ISSUE_BODIES
+    # Responses too, and bodies the migration must leave alone.
+    responses = [{"id": str(i), "password": f"pw-response-{i}"} for i in range(len(requests))]
+    secrets += [f"pw-response-{i}" for i in range(len(requests))]
+    harmless = [*collect(filler, 20), None, {"passwordHint": "kept", "pa": "ssword"}]
+    await _migrate_through(empty_database_url, "0001_initial")
+    conn = await asyncpg.connect(empty_database_url)
+    try:
+        org_id = await conn.fetchval(
+            "INSERT INTO organizations (name) VALUES ('Acme') RETURNING id"
+        )
+        insert = (
+            "INSERT INTO scim_events (organization_id, method, path, status_code, request_body,"
+            " response_body) VALUES ($1, 'PATCH', $2, 200, $3::jsonb, $4::jsonb)"
+        )
+        rows = [(r, s) for r, s in zip(requests, responses)] + [(h, None) for h in harmless]
+        for i, (request, response) in enumerate(rows):
+            await conn.execute(insert, org_id, f"/{i}", _json(request), _json(response))
+        untouched_before = await conn.fetch(
+            "SELECT path, xmin::text AS xmin FROM scim_events WHERE request_body::text"
+            " NOT ILIKE '%password%' AND response_body IS NULL ORDER BY path"
+        )
+        stored_text = await conn.fetchval("SELECT string_agg(t::text, ' ') FROM scim_events t")
+        assert all(secret in stored_text for secret in secrets), "the bodies hold the secrets"
+
+        applied = await db.migrate(empty_database_url)
+
+        assert "0002_redact_scim_secrets" in applied
+        stored = await conn.fetch(
+            "SELECT path, request_body::text AS request, response_body::text AS response"
+            " FROM scim_events"
+        )
+        after_text = await conn.fetchval("SELECT string_agg(t::text, ' ') FROM scim_events t")
+        untouched_after = await conn.fetch(
+            "SELECT path, xmin::text AS xmin FROM scim_events WHERE request_body::text"
+            " NOT ILIKE '%password%' AND response_body IS NULL ORDER BY path"
+        )
+        leftover = await conn.fetchval(
+            "SELECT count(*) FROM pg_proc WHERE proname LIKE 'logexport_%scim%'"
+        )
+    finally:
+        await conn.close()
+    assert [s for s in secrets if s in after_text] == []
+    by_path = {row["path"]: row for row in stored}
+    # The SQL rules and the Python rules agree on every body.
+    for i, (request, response) in enumerate(rows):
+        row = by_path[f"/{i}"]
+        expected_request = redact_scim_body(request, method="PATCH", path="/Users")
+        expected_response = redact_scim_body(response, method="PATCH", path="/Users")
+        assert _loads(row["request"]) == expected_request, request
+        assert _loads(row["response"]) == expected_response, response
+    assert untouched_after == untouched_before  # rows without a password are not rewritten
+    assert leftover == 0
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False)
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
