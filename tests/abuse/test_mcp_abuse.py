@@ -3,8 +3,10 @@ guessed tokens, foreign origins and cursors (SPEC §9 MCP)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -207,3 +209,97 @@ async def test_cursors_of_another_organization_are_refused(stack: Stack):
             assert result["isError"] is True
             assert result["content"][0]["text"].startswith("BAD_USER_INPUT (after)")
             assert str(world.other_organization_id) not in json.dumps(result)
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"])
+async def test_methods_other_than_post_are_refused_at_once(stack: Stack, method: str):
+    headers = {
+        "Authorization": f"Bearer {stack.world.admin.token}",
+        "Accept": "text/event-stream",
+    }
+    async with stack.unchanged():
+        # A GET used to open an event stream that never ended.
+        response = await asyncio.wait_for(
+            stack.client.request(method, "/mcp", headers=headers), timeout=5
+        )
+        anonymous = await asyncio.wait_for(stack.client.request(method, "/mcp"), timeout=5)
+    for answer in (response, anonymous):
+        assert answer.status_code == 405, (method, answer.text)
+        assert answer.headers["allow"] == "POST"
+        assert "mcp-session-id" not in answer.headers
+
+
+async def test_get_with_a_foreign_origin_is_refused_as_a_post_would_be(stack: Stack):
+    response = await asyncio.wait_for(
+        stack.client.get(
+            "/mcp",
+            headers={
+                "Authorization": f"Bearer {stack.world.admin.token}",
+                "Origin": "https://evil.example",
+            },
+        ),
+        timeout=5,
+    )
+    assert response.status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments", "field"),
+    [
+        ("cancel_log_export", {}, "export_id"),
+        ("cancel_log_export", {"export_id": 5}, "export_id"),
+        ("cancel_log_export", {"export_id": None}, "export_id"),
+        ("cancel_log_export", {"export_id": ["a"]}, "export_id"),
+        ("cancel_log_export", {"id": "00000000-0000-0000-0000-000000000000"}, "export_id"),
+        ("cancel_log_export", {"export_id": "x", "organization_id": "y"}, "organization_id"),
+        ("list_organizations", {"organization_id": "x"}, "organization_id"),
+    ],
+    ids=lambda v: json.dumps(v)[:40] if isinstance(v, dict) else v,
+)
+async def test_wrong_arguments_to_cancel_and_list_organizations_name_the_argument(
+    stack: Stack, tool: str, arguments: dict[str, Any], field: str
+):
+    async with stack.unchanged():
+        result = await stack.call_tool(stack.world.admin.token, tool, arguments)
+    assert result["isError"] is True, result
+    text = result["content"][0]["text"]
+    assert text.startswith(f"BAD_USER_INPUT ({field})"), text
+
+
+async def test_cancel_refuses_viewers_and_foreign_or_malformed_ids_alike(stack: Stack):
+    world = stack.world
+    attempts = [
+        (world.viewer.token, str(stack.own_export_id)),
+        (world.admin.token, str(stack.foreign_export_id)),
+        (world.admin.token, str(uuid.uuid4())),
+        (world.admin.token, "not-a-uuid"),
+        (world.admin.token, "'; UPDATE log_exports SET status = 'CANCELED'; --"),
+        (world.outsider.token, str(stack.own_export_id)),
+    ]
+    async with stack.unchanged():
+        results = [
+            await stack.call_tool(token, "cancel_log_export", {"export_id": export_id})
+            for token, export_id in attempts
+        ]
+    texts = {result["content"][0]["text"] for result in results}
+    assert all(result["isError"] for result in results), results
+    assert texts == {"NOT_FOUND (export_id): No such export"}
+    assert not any(result.get("structuredContent") for result in results)
+    statuses = await stack.pool.fetch(
+        "SELECT status FROM log_exports WHERE id = ANY($1::uuid[])",
+        [stack.own_export_id, stack.foreign_export_id],
+    )
+    assert [row["status"] for row in statuses] == ["COMPLETED", "COMPLETED"]
+
+
+async def test_list_organizations_tells_nothing_of_other_organizations(stack: Stack):
+    world = stack.world
+    async with stack.unchanged():
+        result = await stack.call_tool(world.outsider.token, "list_organizations", {})
+    assert result["isError"] is False, result
+    text = json.dumps(result)
+    assert [o["id"] for o in result["structuredContent"]["organizations"]] == [
+        str(world.other_organization_id)
+    ]
+    assert str(world.organization_id) not in text
+    assert "Acme" not in text
