@@ -6,6 +6,7 @@ Each command names the settings it needs; a missing or malformed one raises
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -88,6 +89,25 @@ def _addressing_style(text: str) -> str:
     return text
 
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _networks(text: str) -> tuple[IPNetwork, ...]:
+    """Comma-separated CIDRs (a bare address is a network of one)."""
+    entries = [entry.strip() for entry in text.split(",")]
+    entries = [entry for entry in entries if entry]
+    networks = []
+    for number, entry in enumerate(entries, start=1):
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=True))
+        except ValueError:
+            raise ValueError(
+                f"entry {number} of {len(entries)} is not a network in CIDR form with its "
+                "host bits zero, such as 10.0.0.0/8 or 2001:db8::/32"
+            ) from None
+    return tuple(networks)
+
+
 def _setting(env: str, parse: Callable[[str], Any], default: str | None = None) -> Any:
     return field(default=None, metadata={"env": env, "parse": parse, "default": default})
 
@@ -125,6 +145,7 @@ class Settings:
     shutdown_grace: float = _setting("LOGEXPORT_SHUTDOWN_GRACE", parse_duration, "30s")
     api_url: str = _setting("LOGEXPORT_API_URL", _url("http", "https"), "http://127.0.0.1:8000")
     token: str = _setting("LOGEXPORT_TOKEN", str)
+    trusted_proxies: tuple[IPNetwork, ...] = _setting("LOGEXPORT_TRUSTED_PROXIES", _networks, "")
 
     @classmethod
     def from_env(cls, needs: Iterable[str] = (), env: Mapping[str, str] | None = None) -> Settings:
