@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # Shared set-up for scripts/test and scripts/demo: a Python virtualenv with logexport's
-# dev dependencies, and the system packages the tests and the demo run (PostgreSQL server
-# binaries, Chromium for the console's browser tests). Every step is idempotent.
+# dev dependencies at the versions pinned in requirements.lock, and the system packages the
+# tests and the demo run (PostgreSQL server binaries, Chromium for the console's browser
+# tests). Every step is idempotent.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -56,16 +57,25 @@ ensure_venv() {
       "$python" -m venv "$VENV"
     fi
   fi
-  # Reinstall only when the dependency list changed; several runs may share one .venv.
+  # Install the pinned, hashed versions from requirements.lock (scripts/lock regenerates it),
+  # then logexport itself without resolving anything more. Reinstall only when the lock or
+  # pyproject.toml changed; several runs may share one .venv.
   local hash stamp="$VENV/.pyproject.sha256"
-  hash="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+  hash="$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)"
   exec 9>"$VENV/.install.lock"
   flock 9
   if [ "$(cat "$stamp" 2>/dev/null)" = "$hash" ]; then
     note "dependencies up to date"
   else
-    note "pip install -e '.[dev]'"
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+    note "pip install -r requirements.lock"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements.lock
+    note "pip install --no-deps -e ."
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -e .
+    local problems
+    problems="$("$VENV/bin/python" -m pip check 2>/dev/null || true)"
+    if grep -i '^logexport ' <<<"$problems"; then
+      die "pyproject.toml needs a package requirements.lock lacks (above): run scripts/lock"
+    fi
     echo "$hash" >"$stamp"
   fi
   flock -u 9
