@@ -103,10 +103,13 @@ mutation CancelLogExport($input: CancelLogExportInput!) {
 LIST_AUDIT_LOG_ENTRIES = (
     """
 query AuditLogEntries(
-  $organizationId: ID!, $first: Int, $after: String, $filter: AuditLogFilter
+  $organizationId: ID!, $first: Int, $after: String, $filter: AuditLogFilter,
+  $fromTime: DateTime, $toTime: DateTime
 ) {
   organization(id: $organizationId) {
-    auditLogEntries(first: $first, after: $after, filter: $filter) {
+    auditLogEntries(
+      first: $first, after: $after, filter: $filter, fromTime: $fromTime, toTime: $toTime
+    ) {
       edges {
         cursor
         node {
@@ -126,10 +129,13 @@ query AuditLogEntries(
 LIST_SCIM_EVENTS = (
     """
 query ScimEvents(
-  $organizationId: ID!, $first: Int, $after: String, $filter: ScimEventFilter
+  $organizationId: ID!, $first: Int, $after: String, $filter: ScimEventFilter,
+  $fromTime: DateTime, $toTime: DateTime
 ) {
   organization(id: $organizationId) {
-    scimEvents(first: $first, after: $after, filter: $filter) {
+    scimEvents(
+      first: $first, after: $after, filter: $filter, fromTime: $fromTime, toTime: $toTime
+    ) {
       edges {
         cursor
         node {

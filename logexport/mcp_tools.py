@@ -31,7 +31,14 @@ import jsonschema
 import mcp_types as types
 from mcp.server import Server, ServerRequestContext
 
-from logexport.client import LogExportClient
+from logexport.client import (
+    LIST_AUDIT_LOG_ENTRIES,
+    LIST_SCIM_EVENTS,
+    REQUEST_AUDIT_LOG_EXPORT,
+    REQUEST_SCIM_EVENT_EXPORT,
+    LogExportClient,
+    graphql_filter,
+)
 from logexport.errors import LogExportError
 
 log = logging.getLogger(__name__)
@@ -159,7 +166,26 @@ _FIRST = {
 }
 _AFTER = {
     "type": "string",
-    "description": "The pageInfo.endCursor of the previous page, to read the next one.",
+    "description": (
+        "The pageInfo.endCursor of the previous page, to read the next one (with the same "
+        "filter, from_time and to_time)."
+    ),
+}
+_LIST_FROM = {
+    "type": "string",
+    "format": "date-time",
+    "description": (
+        "Optional start, inclusive: only rows created at or after it. RFC 3339 with a UTC "
+        "offset, e.g. 2026-01-01T00:00:00Z."
+    ),
+}
+_LIST_TO = {
+    "type": "string",
+    "format": "date-time",
+    "description": (
+        "Optional end, exclusive: only rows created before it. RFC 3339 with a UTC offset, "
+        "e.g. 2026-01-02T00:00:00Z (with from_time 2026-01-01T00:00:00Z: all of 1 January)."
+    ),
 }
 
 
@@ -194,7 +220,7 @@ def _list_schema(filter_schema: dict[str, Any] | None = None) -> dict[str, Any]:
         "after": _AFTER,
     }
     if filter_schema is not None:
-        properties["filter"] = filter_schema
+        properties |= {"filter": filter_schema, "from_time": _LIST_FROM, "to_time": _LIST_TO}
     return _object(properties, ["organization_id"])
 
 
@@ -352,8 +378,11 @@ class ToolBackend(Protocol):
         first: int,
         after: str | None,
         filter: Mapping[str, Any] | None,
+        from_time: str | None,
+        to_time: str | None,
     ) -> dict[str, Any]:
-        """Audit log entries (``kind`` AUDIT_LOG) or SCIM events (SCIM_EVENT)."""
+        """Audit log entries (``kind`` AUDIT_LOG) or SCIM events (SCIM_EVENT), created in
+        [``from_time``, ``to_time``) when either bound is given."""
         ...
 
 
@@ -377,7 +406,13 @@ async def _dispatch(backend: ToolBackend, name: str, args: Mapping[str, Any]) ->
         return await backend.list_exports(str(args["organization_id"]), first, after)
     if name in _ENTRY_KINDS:
         return await backend.list_entries(
-            _ENTRY_KINDS[name], str(args["organization_id"]), first, after, args.get("filter")
+            _ENTRY_KINDS[name],
+            str(args["organization_id"]),
+            first,
+            after,
+            args.get("filter"),
+            args.get("from_time"),
+            args.get("to_time"),
         )
     raise LogExportError(f"unknown tool {name}")
 
@@ -516,8 +551,29 @@ def build_server(backend_for: BackendFor, *, version: str | None = None) -> Serv
 # ---------------------------------------------------------------------------- stdio
 
 
+_REQUESTS = {
+    "AUDIT_LOG": (REQUEST_AUDIT_LOG_EXPORT, "requestAuditLogExport"),
+    "SCIM_EVENT": (REQUEST_SCIM_EVENT_EXPORT, "requestScimEventExport"),
+}
+_LISTINGS = {
+    "AUDIT_LOG": (LIST_AUDIT_LOG_ENTRIES, "auditLogEntries"),
+    "SCIM_EVENT": (LIST_SCIM_EVENTS, "scimEvents"),
+}
+_UNDERSCORED = re.compile(r"_([a-z])")
+
+
+def _camel(name: str) -> str:
+    """``organization_id`` → ``organizationId``: the GraphQL input field of an argument."""
+    return _UNDERSCORED.sub(lambda m: m.group(1).upper(), name)
+
+
 class GraphQLBackend:
-    """The tools as a client of a remote API (``logexport mcp``): no database access."""
+    """The tools as a client of a remote API (``logexport mcp``): no database access.
+
+    Arguments go to the API as the caller wrote them, only renamed to GraphQL's camelCase:
+    the client's conveniences for people (a UTC day as a bound) would make this server
+    accept what ``/mcp`` refuses.
+    """
 
     def __init__(self, client: LogExportClient) -> None:
         self.client = client
@@ -543,17 +599,12 @@ class GraphQLBackend:
         }
 
     async def request_export(self, kind: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
-        return await self.client.request_export(
-            kind,
-            arguments["organization_id"],
-            arguments["from_time"],
-            arguments["to_time"],
-            format=arguments.get("format"),
-            compression=arguments.get("compression"),
-            csv_bom=arguments.get("csv_bom"),
-            filter=arguments.get("filter"),
-            idempotency_key=arguments.get("idempotency_key"),
-        )
+        payload = {_camel(name): value for name, value in arguments.items() if value is not None}
+        if "filter" in payload:
+            payload["filter"] = graphql_filter(payload["filter"])
+        document, field = _REQUESTS[kind]
+        data = await self.client.execute(document, {"input": payload})
+        return dict(data[field]["logExport"])
 
     async def get_export(self, id: str) -> dict[str, Any]:
         return await self.client.get_export(id)
@@ -573,8 +624,22 @@ class GraphQLBackend:
         first: int,
         after: str | None,
         filter: Mapping[str, Any] | None,
+        from_time: str | None,
+        to_time: str | None,
     ) -> dict[str, Any]:
-        return await self.client.list_entries(kind, organization_id, first, after, filter)
+        document, field = _LISTINGS[kind]
+        data = await self.client.execute(
+            document,
+            {
+                "organizationId": organization_id,
+                "first": first,
+                "after": after,
+                "filter": graphql_filter(filter),
+                "fromTime": from_time,
+                "toTime": to_time,
+            },
+        )
+        return dict(data["organization"][field])
 
 
 async def serve_stdio(api_url: str, token: str) -> None:

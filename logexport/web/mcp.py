@@ -272,10 +272,20 @@ class ServiceBackend:
         first: int,
         after: str | None,
         filter: Mapping[str, Any] | None,
+        from_time: str | None,
+        to_time: str | None,
     ) -> dict[str, Any]:
         org_id = requests.parse_uuid(organization_id, "organizationId")
         page = await service_calls.list_entries(
-            self.pool, self.principal, kind, org_id, first=first, after=after, filter=filter
+            self.pool,
+            self.principal,
+            kind,
+            org_id,
+            first=first,
+            after=after,
+            filter=filter,
+            from_time=from_time,
+            to_time=to_time,
         )
         shape = audit_entry_object if kind == "AUDIT_LOG" else scim_event_object
         return _connection([(e.cursor, shape(e.node)) for e in page.edges], page.has_next_page)

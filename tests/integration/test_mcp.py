@@ -123,11 +123,14 @@ async def test_tools_are_listed_with_schemas_and_read_only_hints(pool, settings)
     }
     scim = tools["request_scim_event_export"].input_schema["properties"]["filter"]
     assert set(scim["properties"]) == {"methods", "user_name", "status_codes"}
-    assert set(tools["list_audit_log_entries"].input_schema["properties"]) == {
+    listing = tools["list_audit_log_entries"].input_schema["properties"]
+    assert set(listing) == {"organization_id", "first", "after", "filter", "from_time", "to_time"}
+    assert "inclusive" in listing["from_time"]["description"]
+    assert "exclusive" in listing["to_time"]["description"]
+    assert set(tools["list_log_exports"].input_schema["properties"]) == {
         "organization_id",
         "first",
         "after",
-        "filter",
     }
 
 
@@ -201,6 +204,45 @@ async def test_list_tools_page_through_entries(pool, settings):
     assert second.structured_content["edges"] == []
 
 
+async def test_entry_listings_take_a_half_open_time_range(pool, settings):
+    world = await build_world(pool)
+    await seed_entries(pool, world.organization_id, count=5)
+    org = str(world.organization_id)
+    async with (
+        running_app(settings, pool) as base_url,
+        http_client(base_url, world.viewer.token) as client,
+    ):
+        ranged = await client.call_tool(
+            "list_audit_log_entries",
+            {
+                "organization_id": org,
+                "from_time": "2026-01-01T00:01:00Z",
+                "to_time": "2026-01-01T00:03:00Z",
+            },
+        )
+        open_start = await client.call_tool(
+            "list_audit_log_entries", {"organization_id": org, "to_time": "2026-01-01T00:02:00Z"}
+        )
+        backwards = await client.call_tool(
+            "list_scim_events",
+            {
+                "organization_id": org,
+                "from_time": "2026-01-02T00:00:00Z",
+                "to_time": "2026-01-01T00:00:00Z",
+            },
+        )
+        no_offset = await client.call_tool(
+            "list_audit_log_entries", {"organization_id": org, "to_time": "2026-01-01T00:02:00"}
+        )
+    assert [e["node"]["actorId"] for e in ranged.structured_content["edges"]] == ["u2", "u1"]
+    assert [e["node"]["actorId"] for e in open_start.structured_content["edges"]] == ["u1", "u0"]
+    assert backwards.is_error
+    assert backwards.content[0].text.startswith("BAD_USER_INPUT (from_time): ")
+    assert "to_time" in backwards.content[0].text
+    assert no_offset.is_error
+    assert no_offset.content[0].text.startswith("BAD_USER_INPUT (to_time): ")
+
+
 async def test_bad_from_time_is_a_tool_error_naming_the_argument(pool, settings):
     world = await build_world(pool)
     async with (
@@ -218,6 +260,17 @@ async def test_bad_from_time_is_a_tool_error_naming_the_argument(pool, settings)
         unknown = await client.call_tool(
             "get_log_export", {"id": str(world.organization_id), "verbose": True}
         )
+        # A bare day is the CLI's shorthand; the tools take exact instants only.
+        day = await client.call_tool(
+            "request_audit_log_export",
+            {
+                "organization_id": str(world.organization_id),
+                "from_time": "2026-01-01",
+                "to_time": "2026-02-01T00:00:00Z",
+            },
+        )
+    assert day.is_error
+    assert day.content[0].text.startswith("BAD_USER_INPUT (from_time): ")
     assert result.is_error
     text = result.content[0].text
     assert text.startswith("BAD_USER_INPUT (from_time): ")
@@ -516,6 +569,32 @@ async def test_stdio_server_serves_the_same_tools_through_graphql(pool, settings
             missing = await client.call_tool(
                 "get_log_export", {"id": "00000000-0000-0000-0000-000000000000"}
             )
+            day = await client.call_tool(
+                "request_audit_log_export",
+                {
+                    "organization_id": str(world.organization_id),
+                    "from_time": "2026-01-01",
+                    "to_time": "2026-01-02",
+                },
+            )
+            await seed_entries(pool, world.organization_id, count=5)
+            ranged = await client.call_tool(
+                "list_audit_log_entries",
+                {
+                    "organization_id": str(world.organization_id),
+                    "from_time": "2026-01-01T00:01:00Z",
+                    "to_time": "2026-01-01T00:03:00Z",
+                    "filter": {"actions": ["user.login"]},
+                },
+            )
+            backwards = await client.call_tool(
+                "list_scim_events",
+                {
+                    "organization_id": str(world.organization_id),
+                    "from_time": "2026-01-02T00:00:00Z",
+                    "to_time": "2026-01-01T00:00:00Z",
+                },
+            )
 
     assert set(tools) == READ_TOOLS | WRITE_TOOLS
     assert tools["list_scim_events"].annotations.read_only_hint is True
@@ -526,6 +605,12 @@ async def test_stdio_server_serves_the_same_tools_through_graphql(pool, settings
     assert bad.content[0].text.startswith("BAD_USER_INPUT (from_time): ")
     assert missing.is_error
     assert missing.content[0].text.startswith("NOT_FOUND")
+    # Refused as /mcp refuses it: both servers take the same arguments.
+    assert day.is_error
+    assert day.content[0].text.startswith("BAD_USER_INPUT (from_time): ")
+    assert [e["node"]["actorId"] for e in ranged.structured_content["edges"]] == ["u1"]
+    assert backwards.is_error
+    assert backwards.content[0].text.startswith("BAD_USER_INPUT (from_time): ")
 
 
 async def test_stdio_server_lists_organizations_and_cancels_through_graphql(pool, settings):
