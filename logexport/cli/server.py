@@ -27,9 +27,22 @@ def _note_signal(signum: int, _frame: FrameType | None) -> None:
 
 
 @click.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
-    "--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="TCP port."
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="LOGEXPORT_HOST",
+    show_envvar=True,
+    help="Address to listen on (the container image sets 0.0.0.0).",
+)
+@click.option(
+    "--port",
+    default=8000,
+    show_default=True,
+    envvar="LOGEXPORT_PORT",
+    show_envvar=True,
+    type=click.IntRange(0, 65535),
+    help="TCP port.",
 )
 @click.option(
     "--no-worker",
@@ -58,6 +71,9 @@ def serve(host: str, port: int, no_worker: bool) -> None:
         log_config=None,
         access_log=False,
         server_header=False,
+        # X-Forwarded-For is believed only from LOGEXPORT_TRUSTED_PROXIES, by the app;
+        # uvicorn's own rewriting would believe any local peer.
+        proxy_headers=False,
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace)),
     )
     server = uvicorn.Server(config)
