@@ -23,6 +23,7 @@ from logexport.errors import NotFound
 from logexport.policy import Role
 from logexport.seed import seed
 from logexport.timeutil import format_rfc3339, utc_now
+from logexport.web import sessions
 
 T = TypeVar("T")
 
@@ -196,6 +197,17 @@ def revoke_api_key(key_id: UUID) -> None:
     """Revoke an API key; requests and console sessions using it stop at once."""
     key = _with_database(lambda conn: identity.revoke_api_key(conn, key_id))
     _info(f"revoked API key {key.id} ({key.name})")
+
+
+@admin.command("sign-out-everywhere")
+@click.argument("email")
+def sign_out_everywhere(email: str) -> None:
+    """End every console session of a user (their API keys keep working)."""
+
+    async def work(conn: asyncpg.Connection) -> int:
+        return await sessions.end_user_sessions(conn, (await _user(conn, email)).id)
+
+    _info(f"ended {_with_database(work)} console session(s) of {email}")
 
 
 @admin.command("seed")

@@ -209,8 +209,10 @@ async def sign_in(request: Request) -> Response:
             status_code=401,
             next_path=next_path,
         )
+    async with request.app.state.pool.acquire() as conn:
+        session = await sessions.start_session(conn, _settings(request), principal)
     response = _redirect(_safe_next(next_path) or "/console")
-    sessions.set_session_cookie(response, _settings(request), sessions.new_session(principal))
+    sessions.set_session_cookie(response, _settings(request), session)
     response.delete_cookie(SIGN_IN_COOKIE, path=_SIGN_IN_PATH)
     return response
 
@@ -229,6 +231,33 @@ async def sign_out(request: Request) -> Response:
             message="The sign-out request did not come from this console. Reload the page "
             "and try again.",
         )
+    if session is not None:
+        # Ended on the server, so a copy of the cookie stops working too.
+        async with request.app.state.pool.acquire() as conn:
+            await sessions.end_session(conn, session)
+    response = _redirect(_SIGN_IN_PATH)
+    sessions.clear_session_cookie(response, _settings(request))
+    return response
+
+
+async def sign_out_everywhere(request: Request) -> Response:
+    """End every console session of the signed-in user, in any browser."""
+    form = await request.form(**_FORM_LIMITS)
+    principal = await sessions.principal_from_session(request)
+    if principal is None:
+        response = _redirect(_SIGN_IN_PATH)
+        sessions.clear_session_cookie(response, _settings(request))
+        return response
+    if not sessions.check_csrf(request, form_token=str(form.get("csrf_token") or "")):
+        return _render(
+            "problem.html.j2",
+            status_code=403,
+            title="Sign-out not confirmed",
+            message="The sign-out request did not come from this console. Reload the page "
+            "and try again.",
+        )
+    async with request.app.state.pool.acquire() as conn:
+        await sessions.end_user_sessions(conn, principal.user_id)
     response = _redirect(_SIGN_IN_PATH)
     sessions.clear_session_cookie(response, _settings(request))
     return response
@@ -311,6 +340,7 @@ def console_routes() -> list[BaseRoute]:
         Route(_SIGN_IN_PATH, sign_in_form, methods=["GET"]),
         Route(_SIGN_IN_PATH, sign_in, methods=["POST"]),
         Route("/console/sign-out", sign_out, methods=["POST"]),
+        Route("/console/sign-out-everywhere", sign_out_everywhere, methods=["POST"]),
         Route("/console/orgs", organizations_page, methods=["GET"]),
         *(
             Route(f"/console/orgs/{{organization_id}}/{page}", _organization_page(page))

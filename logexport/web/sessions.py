@@ -1,38 +1,52 @@
-"""Console sessions: an API key exchanged for a signed cookie (SPEC §9 "Console").
+"""Console sessions: an API key exchanged for a server-side session named by a signed cookie.
 
-The cookie holds the API key id, the user id and a CSRF secret, signed (not encrypted) with
-``LOGEXPORT_SECRET_KEY`` and valid for at most 12 hours. It names the key rather than the
-user so that every use can re-check the key: revoking or expiring the key ends the session.
+Signing in stores a session row (``console_sessions``): the user, the API key, creation,
+expiry (12 hours) and revocation times. The cookie carries only the session's random id,
+signed with ``LOGEXPORT_SECRET_KEY``; the table keeps the id's SHA-256, never the id. Every
+use looks the row up again: a session ends when it is signed out (revoked), when the user
+signs out everywhere (all their rows revoked), when it expires, and when its key is revoked
+or expires. A copy of the cookie stops working at the same moment as the original.
 
-Writes are protected by double submit: the page receives the CSRF secret in a ``<meta>``
-tag and echoes it in ``X-CSRF-Token`` (or a ``csrf_token`` form field); it must equal the
-secret inside the signed cookie, which a cross-site page can neither read nor forge.
+Writes are protected by double submit: the page receives the session's CSRF token in a
+``<meta>`` tag and echoes it in ``X-CSRF-Token`` (or a ``csrf_token`` form field); it must
+equal the token derived from the session id in the signed cookie (an HMAC under the secret
+key), which a cross-site page can neither read nor forge.
+
+Expired and revoked rows open nothing; ``purge_sessions`` deletes them once they are old.
 
 App state used: ``settings`` and ``pool``.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
+import asyncpg
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
-from logexport import identity
 from logexport.config import Settings
+from logexport.db import q
 from logexport.identity import Principal
 
 COOKIE_NAME = "logexport_session"
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FORM_FIELD = "csrf_token"
-SESSION_MAX_AGE = 12 * 3600  # seconds
-# A distinct salt keeps these signatures from being valid for any other use of the key.
-_SALT = "logexport.console.session.v1"
+SESSION_LIFETIME = timedelta(hours=12)
+SESSION_MAX_AGE = int(SESSION_LIFETIME.total_seconds())  # seconds, for the cookie
+# A distinct salt keeps these signatures from being valid for any other use of the key;
+# v2 cookies name a server-side session (v1 cookies held the key id and stop working).
+_SALT = "logexport.console.session.v2"
+_CSRF_CONTEXT = b"logexport.console.csrf.v1:"
+_ID_BYTES = 32
 _STATE_SESSION = "console_session"
 _STATE_PRINCIPAL = "console_principal"
 _UNSET = object()
@@ -40,8 +54,9 @@ _UNSET = object()
 
 @dataclass(frozen=True)
 class Session:
-    api_key_id: UUID
-    user_id: UUID
+    """A session as its cookie names it; whether it is still live is up to the database."""
+
+    id: str
     csrf_token: str
 
 
@@ -53,26 +68,83 @@ def _secure(settings: Settings) -> bool:
     return str(settings.base_url).lower().startswith("https://")
 
 
-def new_session(principal: Principal) -> Session:
+def _id_hash(session_id: str) -> bytes:
+    return hashlib.sha256(session_id.encode()).digest()
+
+
+def _csrf_token(settings: Settings, session_id: str) -> str:
+    mac = hmac.digest(settings.secret_key.encode(), _CSRF_CONTEXT + session_id.encode(), "sha256")
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+
+def _session(settings: Settings, session_id: str) -> Session:
+    return Session(session_id, _csrf_token(settings, session_id))
+
+
+# ---------------------------------------------------------------------------- the rows
+
+
+async def start_session(
+    conn: asyncpg.Connection, settings: Settings, principal: Principal
+) -> Session:
+    """A new session for ``principal``, who signed in with an API key."""
     if principal.api_key_id is None:
         raise ValueError("a console session needs an API key")
-    return Session(principal.api_key_id, principal.user_id, secrets.token_urlsafe(32))
+    session_id = secrets.token_urlsafe(_ID_BYTES)
+    await conn.execute(
+        q("create_console_session"),
+        _id_hash(session_id),
+        principal.user_id,
+        principal.api_key_id,
+        SESSION_LIFETIME,
+    )
+    return _session(settings, session_id)
+
+
+async def session_principal(conn: asyncpg.Connection, session: Session) -> Principal | None:
+    """Who a live session acts for; ``None`` once it or its key is revoked or expired."""
+    row = await conn.fetchrow(q("console_session_principal"), _id_hash(session.id))
+    if row is None:
+        return None
+    return Principal(row["user_id"], row["email"], row["full_name"], row["api_key_id"])
+
+
+async def end_session(conn: asyncpg.Connection, session: Session) -> None:
+    """Sign out: the session (and every copy of its cookie) stops working."""
+    await conn.execute(q("revoke_console_session"), _id_hash(session.id))
+
+
+async def end_user_sessions(conn: asyncpg.Connection, user_id: UUID) -> int:
+    """Sign a user out everywhere; returns how many live sessions were ended."""
+    ended: int = await conn.fetchval(q("revoke_user_console_sessions"), user_id)
+    return ended
+
+
+async def purge_sessions(conn: asyncpg.Connection, older_than: timedelta) -> int:
+    """Delete rows expired or revoked more than ``older_than`` ago; returns how many."""
+    purged: int = await conn.fetchval(q("purge_console_sessions"), older_than)
+    return purged
+
+
+# ---------------------------------------------------------------------------- the cookie
 
 
 def encode_session(settings: Settings, session: Session) -> str:
-    payload = {"k": str(session.api_key_id), "u": str(session.user_id), "c": session.csrf_token}
-    value = _serializer(settings).dumps(payload)
+    value = _serializer(settings).dumps({"s": session.id})
     assert isinstance(value, str)
     return value
 
 
 def decode_session(settings: Settings, value: str) -> Session | None:
-    """The session in a cookie value; ``None`` when tampered with, malformed or too old."""
+    """The session a cookie names; ``None`` when tampered with, malformed or too old."""
     try:
         payload: Any = _serializer(settings).loads(value, max_age=SESSION_MAX_AGE)
-        return Session(UUID(payload["k"]), UUID(payload["u"]), str(payload["c"]))
+        session_id = payload["s"]
     except (BadSignature, KeyError, TypeError, ValueError):
         return None
+    if not isinstance(session_id, str) or not session_id:
+        return None
+    return _session(settings, session_id)
 
 
 def set_session_cookie(response: Response, settings: Settings, session: Session) -> None:
@@ -93,8 +165,11 @@ def clear_session_cookie(response: Response, settings: Settings) -> None:
     )
 
 
+# ---------------------------------------------------------------------------- requests
+
+
 def read_session(conn: HTTPConnection) -> Session | None:
-    """The signed session in the request's cookie, without checking the key in the database."""
+    """The session the request's cookie names, without asking the database if it is live."""
     cached = getattr(conn.state, _STATE_SESSION, _UNSET)
     if cached is not _UNSET:
         assert cached is None or isinstance(cached, Session)
@@ -108,33 +183,24 @@ def read_session(conn: HTTPConnection) -> Session | None:
 async def principal_from_session(request: Request) -> Principal | None:
     """The principal of a live console session, or ``None``.
 
-    Checked on every use: the key must still be active and still belong to the user.
+    Checked on every request: the session must be neither revoked nor expired, and its key
+    must still be active and still belong to the user.
     """
     cached = getattr(request.state, _STATE_PRINCIPAL, _UNSET)
     if cached is not _UNSET:
         assert cached is None or isinstance(cached, Principal)
         return cached
-    principal = await _load_principal(request)
+    session = read_session(request)
+    principal = None
+    if session is not None:
+        async with request.app.state.pool.acquire() as conn:
+            principal = await session_principal(conn, session)
     setattr(request.state, _STATE_PRINCIPAL, principal)
     return principal
 
 
-async def _load_principal(request: Request) -> Principal | None:
-    session = read_session(request)
-    if session is None:
-        return None
-    async with request.app.state.pool.acquire() as conn:
-        key = await identity.get_api_key(conn, session.api_key_id)
-        if key is None or not key.is_active() or key.user_id != session.user_id:
-            return None
-        user = await identity.get_user(conn, session.user_id)
-    if user is None:
-        return None
-    return user.as_principal(api_key_id=key.id)
-
-
 def check_csrf(request: Request, form_token: str | None = None) -> bool:
-    """Whether the request echoes its session's CSRF secret.
+    """Whether the request echoes its session's CSRF token.
 
     The ``X-CSRF-Token`` header is used for ``fetch()`` calls; HTML forms pass the value of
     their ``csrf_token`` field as ``form_token`` (the form body must be read asynchronously).

@@ -48,9 +48,12 @@ def _flip(token: str) -> str:
     ids=["short", "huge", "sql", "unicode", "crlf", "nul", "empty"],
 )
 async def test_bad_api_keys_do_not_sign_in(stack: Stack, api_key: str):
+    count_sessions = "SELECT count(*) FROM console_sessions"
+    sessions_before = await stack.pool.fetchval(count_sessions)
     async with stack.fresh_client() as client, stack.unchanged():
         form = {"csrf_token": await _form_token(client), "api_key": api_key, "next": "/console"}
         response = await client.post(SIGN_IN, data=form)
+    assert await stack.pool.fetchval(count_sessions) == sessions_before
     assert sessions.COOKIE_NAME not in response.cookies
     assert "forged" not in response.headers.get("set-cookie", "")
     assert_no_internals(response.text)
@@ -176,3 +179,139 @@ async def test_a_tampered_session_cookie_is_signed_out(stack: Stack):
     assert page.status_code == 303
     assert page.headers["location"].startswith(SIGN_IN)
     assert write.status_code == 401
+
+
+# ---------------------------------------------------------------------------- sessions
+
+AUDIT_PAGE = "/console/orgs/{}/audit-log"
+
+
+def _page_csrf(html: str) -> str:
+    found = re.search(r'<meta name="csrf-token" content="([^"]+)">', html)
+    assert found, html[:500]
+    return found.group(1)
+
+
+async def _session_works(stack: Stack, cookie: str) -> bool:
+    """Whether a bare cookie value (as copied out of a browser) still opens the console."""
+    async with stack.fresh_client() as client:
+        client.cookies.set(sessions.COOKIE_NAME, cookie)
+        page = await client.get(AUDIT_PAGE.format(stack.world.organization_id))
+        if page.status_code != 200:
+            assert page.status_code == 303
+            assert page.headers["location"].startswith(SIGN_IN)
+            return False
+        api = await client.post(
+            "/graphql",
+            json={"query": "{ viewer { email } }"},
+            headers={sessions.CSRF_HEADER: _page_csrf(page.text)},
+        )
+        assert api.status_code == 200, api.text
+        return True
+
+
+async def _graphql_status(stack: Stack, cookie: str, csrf: str) -> int:
+    async with stack.fresh_client() as client:
+        client.cookies.set(sessions.COOKIE_NAME, cookie)
+        response = await client.post(
+            "/graphql", json={"query": "{ viewer { email } }"}, headers={sessions.CSRF_HEADER: csrf}
+        )
+    return response.status_code
+
+
+async def _sign_out(client: httpx.AsyncClient, stack: Stack, path: str = "/console/sign-out"):
+    page = await client.get(AUDIT_PAGE.format(stack.world.organization_id))
+    return await client.post(path, data={"csrf_token": _page_csrf(page.text)})
+
+
+async def test_a_cookie_copied_before_sign_out_stops_working_after_it(stack: Stack):
+    client = await _signed_in(stack, stack.world.admin.token)
+    copied = client.cookies[sessions.COOKIE_NAME]
+    page = await client.get(AUDIT_PAGE.format(stack.world.organization_id))
+    csrf = _page_csrf(page.text)
+    assert await _session_works(stack, copied)
+    assert await _graphql_status(stack, copied, csrf) == 200
+
+    response = await _sign_out(client, stack)
+    await client.aclose()
+
+    assert response.status_code == 303
+    assert not await _session_works(stack, copied)
+    assert await _graphql_status(stack, copied, csrf) == 401
+
+
+async def test_sign_out_everywhere_ends_every_session_of_the_user_only(stack: Stack):
+    world = stack.world
+    here = await _signed_in(stack, world.admin.token)
+    elsewhere = await _signed_in(stack, world.admin.token)
+    someone_else = await _signed_in(stack, world.viewer.token)
+    cookies = [c.cookies[sessions.COOKIE_NAME] for c in (here, elsewhere, someone_else)]
+
+    response = await _sign_out(here, stack, "/console/sign-out-everywhere")
+    for client in (here, elsewhere, someone_else):
+        await client.aclose()
+
+    assert response.status_code == 303
+    assert response.headers["location"] == SIGN_IN
+    assert [await _session_works(stack, cookie) for cookie in cookies] == [False, False, True]
+
+
+async def test_sign_out_and_sign_out_everywhere_need_the_csrf_token(stack: Stack):
+    client = await _signed_in(stack, stack.world.admin.token)
+    cookie = client.cookies[sessions.COOKIE_NAME]
+    try:
+        answers = [
+            await client.post(path, data=data, headers=headers)
+            for path in ("/console/sign-out", "/console/sign-out-everywhere")
+            for data, headers in [
+                ({}, {}),
+                ({"csrf_token": "forged"}, {}),
+                ({}, {"Origin": "https://evil.example"}),
+            ]
+        ]
+    finally:
+        await client.aclose()
+    assert [a.status_code for a in answers] == [403] * len(answers)
+    assert await _session_works(stack, cookie)
+
+
+async def test_the_session_table_holds_no_usable_session_id(stack: Stack):
+    client = await _signed_in(stack, stack.world.viewer.token)
+    cookie = client.cookies[sessions.COOKIE_NAME]
+    await client.aclose()
+    session = sessions.decode_session(stack.settings, cookie)
+    assert session is not None
+    rows = await stack.pool.fetch("SELECT * FROM console_sessions")
+    dump = repr([dict(row) for row in rows])
+    assert session.id not in dump and session.id.encode() not in dump.encode()
+    stored = await stack.pool.fetchrow(
+        "SELECT user_id, api_key_id, expires_at - created_at AS lifetime FROM console_sessions"
+        " WHERE id_hash = sha256(convert_to($1, 'UTF8'))",
+        session.id,
+    )
+    assert stored is not None
+    assert stored["user_id"] == stack.world.viewer.user_id
+    assert stored["api_key_id"] == stack.world.viewer.principal.api_key_id
+    assert stored["lifetime"].total_seconds() == 12 * 3600
+
+
+async def test_an_expired_session_row_ends_the_session(stack: Stack):
+    client = await _signed_in(stack, stack.world.viewer.token)
+    cookie = client.cookies[sessions.COOKIE_NAME]
+    await client.aclose()
+    session = sessions.decode_session(stack.settings, cookie)
+    assert session is not None and await _session_works(stack, cookie)
+    await stack.pool.execute(
+        "UPDATE console_sessions SET created_at = now() - interval '13 hours',"
+        " expires_at = now() - interval '1 hour' WHERE id_hash = sha256(convert_to($1, 'UTF8'))",
+        session.id,
+    )
+    assert not await _session_works(stack, cookie)
+
+
+async def test_a_signed_cookie_naming_no_stored_session_is_refused(stack: Stack):
+    # Signed with the real key (as if the key leaked), but naming a session never started.
+    forged = sessions.encode_session(
+        stack.settings, sessions.Session(id="A" * 43, csrf_token="unused")
+    )
+    assert not await _session_works(stack, forged)

@@ -146,8 +146,9 @@ async def test_expired_token_is_unauthenticated(client, pool, world):
     assert only_error(body)["extensions"]["code"] == "UNAUTHENTICATED"
 
 
-async def test_session_cookie_needs_csrf_token_on_post(client, world, settings):
-    session = sessions.new_session(world.viewer.principal)
+async def test_session_cookie_needs_csrf_token_on_post(client, world, settings, pool):
+    async with pool.acquire() as conn:
+        session = await sessions.start_session(conn, settings, world.viewer.principal)
     cookie = {"Cookie": f"{sessions.COOKIE_NAME}={sessions.encode_session(settings, session)}"}
     body = await gql(client, None, "{ maxRangeDays }", headers=cookie, expect_status=403)
     assert only_error(body)["extensions"]["code"] == "FORBIDDEN"

@@ -25,6 +25,7 @@ EXPECTED_TABLES = {
     "log_exports",
     "log_export_objects",
     "log_export_download_tokens",
+    "console_sessions",
     "logexport_migrations",
 }
 
