@@ -7,6 +7,11 @@
   download in the organization's audit log, then redirect to a short-lived presigned URL
   (S3) or stream the file (local directory backend).
 
+The token sits in the page's URL and in its form, so it must never reach another origin:
+the page's referrer policy is ``same-origin``. That policy, not ``no-referrer``, is also
+what lets the button work: under ``no-referrer`` browsers send ``Origin: null`` with the
+form's POST, which is indistinguishable from a POST made by a sandboxed or foreign page.
+
 App state used: ``settings``, ``pool`` (asyncpg) and ``storage``. The token and the query
 string are never logged.
 """
@@ -15,9 +20,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import ipaddress
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +44,7 @@ from logexport.exports.models import ExportStatus, LogExport
 from logexport.exports.storage import Storage, StorageError
 from logexport.identity import Principal
 from logexport.policy import Action
+from logexport.web.forwarded import request_client_ip
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +69,10 @@ PAGE_CSP = (
     f"default-src 'none'; style-src 'sha256-{_CSS_HASH}'; base-uri 'none'; frame-ancestors 'none'"
 )
 FILE_CSP = "sandbox; default-src 'none'"
+# Pages: the button's POST goes to this origin with the real Origin (and the page URL as
+# Referer); nothing the page leads to on another origin learns the URL. The redirect to the
+# bucket and the file itself need no referrer at all.
+_PAGE_REFERRER_POLICY = "same-origin"
 _COMMON_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
@@ -112,7 +121,7 @@ async def download_endpoint(request: Request) -> Response:
     except ValueError:
         return _page(_NOT_FOUND)
     if request.method == "POST":
-        if not _same_origin(request.headers.get("origin"), settings.base_url):
+        if not started_on_this_origin(request.headers, settings.base_url):
             return _page(_CROSS_ORIGIN)
         form = await request.form(max_files=0, max_fields=8)
         token = form.get("token")
@@ -169,7 +178,7 @@ async def download_endpoint(request: Request) -> Response:
             export,
             Action.LOG_EXPORT_DOWNLOAD.value,
             actor=Principal(match.user_id, match.user_email, match.user_name, None),
-            ip_address=_client_ip(request),
+            ip_address=request_client_ip(request, settings.trusted_proxies or ()),
             user_agent=(request.headers.get("user-agent") or None),
             extra={"link": match.purpose},
         )
@@ -290,7 +299,12 @@ def _render(status_code: int, **context: Any) -> Response:
     return HTMLResponse(
         html,
         status_code=status_code,
-        headers=_COMMON_HEADERS | {"Content-Security-Policy": PAGE_CSP, "X-Frame-Options": "DENY"},
+        headers=_COMMON_HEADERS
+        | {
+            "Referrer-Policy": _PAGE_REFERRER_POLICY,
+            "Content-Security-Policy": PAGE_CSP,
+            "X-Frame-Options": "DENY",
+        },
     )
 
 
@@ -321,19 +335,18 @@ def _origin(url: str) -> tuple[str, str, int] | None:
     return parts.scheme, parts.hostname.lower(), port
 
 
-def _same_origin(origin_header: str | None, base_url: str) -> bool:
-    """No ``Origin`` (older clients, curl) is allowed; any other origin, or ``null``, is not."""
-    if origin_header is None:
-        return True
-    return _origin(origin_header) is not None and _origin(origin_header) == _origin(base_url)
+def started_on_this_origin(headers: Mapping[str, str], base_url: str) -> bool:
+    """Whether a POST came from a page of ``base_url``'s origin (the download page).
 
-
-def _client_ip(request: Request) -> str | None:
-    # The peer address only: forwarded headers can be forged unless a proxy is trusted.
-    host = request.client.host if request.client else None
-    if not host:
-        return None
-    try:
-        return str(ipaddress.ip_address(host))
-    except ValueError:
-        return None
+    ``Sec-Fetch-Site``, where a browser sends it, says so directly and cannot be set by a
+    page's scripts. Otherwise ``Origin`` decides: it must be ``base_url``'s origin, or
+    absent (older browsers, command-line clients); ``null`` is what sandboxed frames,
+    ``data:`` pages and pages under a ``no-referrer`` policy send, so it proves nothing.
+    """
+    origin = headers.get("origin")
+    if origin is not None and origin != "null" and _origin(origin) != _origin(base_url):
+        return False
+    site = headers.get("sec-fetch-site")
+    if site is not None:
+        return site == "same-origin"
+    return origin != "null"

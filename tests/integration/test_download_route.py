@@ -55,8 +55,11 @@ class World:
         params = {"token": self.token if token is None else token}
         return await self.client.get(self.path, params=params, **kwargs)
 
-    async def post(self, token: str | None = None, origin: str | None = "") -> httpx.Response:
-        headers = {"Origin": self.origin if origin == "" else origin} if origin is not None else {}
+    async def post(
+        self, token: str | None = None, origin: str | None = "", **headers: str
+    ) -> httpx.Response:
+        if origin is not None:
+            headers["Origin"] = self.origin if origin == "" else origin
         return await self.client.post(
             self.path, data={"token": self.token if token is None else token}, headers=headers
         )
@@ -158,13 +161,17 @@ async def local_world(
 
 
 def assert_hygiene(response: httpx.Response) -> None:
-    assert response.headers["Referrer-Policy"] == "no-referrer"
     assert response.headers["Cache-Control"] == "no-store"
     if response.headers.get("content-type", "").startswith("text/html"):
+        # The page's own POST needs its real Origin; no other origin may see its URL.
+        assert response.headers["Referrer-Policy"] == "same-origin"
+        assert '<meta name="referrer" content="same-origin">' in response.text
         csp = response.headers["Content-Security-Policy"]
         assert "default-src 'none'" in csp
         assert "unsafe-inline" not in csp
         assert "<script" not in response.text
+    else:
+        assert response.headers["Referrer-Policy"] == "no-referrer"
 
 
 async def test_get_shows_the_file_and_changes_nothing(world: World) -> None:
@@ -230,6 +237,53 @@ async def test_post_without_origin_header_is_allowed(world: World) -> None:
 @pytest.mark.parametrize("origin", ["https://evil.example", "null", "http://127.0.0.1:2"])
 async def test_post_from_a_foreign_origin_is_refused(world: World, origin: str) -> None:
     response = await world.post(origin=origin)
+    assert_hygiene(response)
+    assert response.status_code == 403
+    assert await world.downloads() == []
+
+
+# What Chromium sends when the page's own button is clicked (Sec-Fetch-* reach loopback and
+# HTTPS origins), and what it sends from anywhere else.
+BUTTON = {
+    "Sec-Fetch-Site": "same-origin",
+    "Sec-Fetch-Mode": "navigate",
+    "Sec-Fetch-Dest": "document",
+}
+
+
+async def test_post_from_the_page_in_a_browser_is_allowed(world: World) -> None:
+    response = await world.post(**BUTTON)
+    assert response.status_code == 303
+    assert len(await world.downloads()) == 1
+
+
+async def test_post_a_browser_marks_same_origin_is_allowed_even_with_a_null_origin(
+    world: World,
+) -> None:
+    # A page still cached from when it was served under no-referrer sends Origin: null;
+    # Sec-Fetch-Site is set by the browser itself and says where the form was.
+    response = await world.post(origin="null", **BUTTON)
+    assert response.status_code == 303
+
+
+@pytest.mark.parametrize(
+    ("origin", "site"),
+    [
+        ("https://evil.example", "cross-site"),
+        (None, "cross-site"),
+        ("null", "cross-site"),
+        ("http://127.0.0.1:2", "same-site"),
+        (None, "none"),
+        # An Origin naming this site on a request the browser says came from elsewhere.
+        ("", "cross-site"),
+        # And the other way round: only a browser bug or a forger could send this.
+        ("https://evil.example", "same-origin"),
+    ],
+)
+async def test_post_a_browser_marks_as_from_elsewhere_is_refused(
+    world: World, origin: str | None, site: str
+) -> None:
+    response = await world.post(origin=origin, **{**BUTTON, "Sec-Fetch-Site": site})
     assert_hygiene(response)
     assert response.status_code == 403
     assert await world.downloads() == []
