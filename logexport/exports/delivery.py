@@ -1,19 +1,35 @@
-"""Delivery: download tokens, download links and the emails that carry them (SPEC §6).
+"""Delivery: download tokens, download links and the emails that carry them.
 
-A token is 256 random bits, shown once in a link and stored only as its SHA-256. Each is
-bound to one export and one user:
+A token is 256 bits, shown in a link and stored only as its SHA-256. Each is bound to one
+export and one user:
 
 - ``EMAIL`` tokens go in the ready email and live as long as the export. Opening the link
-  shows a page; only its same-origin POST downloads (mail scanners open links).
+  shows a page; only its same-origin POST downloads (mail scanners open links). They are
+  random, issued once per email.
 - ``DIRECT`` tokens back GraphQL's ``LogExport.downloadUrl``: the same URL shape, but a
   ``GET`` downloads at once. They live min(15 minutes, the export's expiry).
 
 The stored purpose, not anything in the URL, decides how a link behaves.
+
+``downloadUrl`` can be read as often as a client likes (49 aliases in one query, a page
+that refreshes), and each read must not store a token. So a ``DIRECT`` token is not drawn
+at random but computed: an HMAC under ``LOGEXPORT_SECRET_KEY`` of the export, the user and
+a five-minute window. Within a window every read yields the same link and the insert finds
+its hash already stored; the table holds at most a few live ``DIRECT`` rows per export and
+user. The token is as unguessable as a random one to anyone without the key (and the key
+already signs console sessions), it is still stored only as a hash, and an issued link
+never changes meaning: it stays valid until its own expiry even after the window moves on.
+Deleting a user's older tokens instead would have broken links already handed out.
+
+The sweeper deletes tokens some time after they expire: until then an expired link still
+answers with a page saying it expired, rather than "not found".
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,7 +41,7 @@ from uuid import UUID
 import asyncpg
 
 from logexport import policy
-from logexport.config import Settings
+from logexport.config import ConfigError, Settings
 from logexport.db import q
 from logexport.exports.mailer import (
     ExportFacts,
@@ -37,7 +53,16 @@ from logexport.exports.models import ExportStatus, LogExport
 
 Purpose = Literal["EMAIL", "DIRECT"]
 DIRECT_LINK_TTL = timedelta(minutes=15)
+# A link read at any moment of its window has at least DIRECT_LINK_TTL - WINDOW to live.
+DIRECT_LINK_WINDOW = timedelta(minutes=5)
+# How long an expired token is kept so its link can still say "expired": one-step links
+# are used by programs right away; emails sit in inboxes.
+EXPIRED_TOKEN_KEPT: dict[Purpose, timedelta] = {
+    "DIRECT": timedelta(hours=1),
+    "EMAIL": timedelta(days=30),
+}
 _TOKEN_BYTES = 32
+_DIRECT_TOKEN_LABEL = b"logexport direct download link v1"
 
 
 @dataclass(frozen=True)
@@ -105,6 +130,18 @@ async def issue_download_token(
     return token
 
 
+def direct_token(secret_key: str, export_id: UUID, user_id: UUID, window: int) -> str:
+    """The one-step token of ``user_id`` for ``export_id`` in time window number ``window``.
+
+    The key is derived for this use alone, so no other value signed with the secret key
+    (a console session) can ever equal a token.
+    """
+    key = hmac.new(secret_key.encode(), _DIRECT_TOKEN_LABEL, hashlib.sha256).digest()
+    message = f"{export_id}/{user_id}/{window}".encode()
+    mac = hmac.new(key, message, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+
 async def resolve_download_token(
     conn: asyncpg.Connection, export_id: UUID, token: str
 ) -> TokenMatch | None:
@@ -167,12 +204,18 @@ async def direct_download_url(
     assert found.expires_at is not None
     if not await may_download(conn, found.organization_id, principal.user_id):
         return None
-    token = await issue_download_token(
-        conn,
-        export_id=found.id,
-        user_id=principal.user_id,
-        purpose="DIRECT",
-        expires_at=min(now + DIRECT_LINK_TTL, found.expires_at),
+    if not settings.secret_key:
+        raise ConfigError("LOGEXPORT_SECRET_KEY is not set")
+    window = int(now.timestamp() // DIRECT_LINK_WINDOW.total_seconds())
+    window_start = datetime.fromtimestamp(window * DIRECT_LINK_WINDOW.total_seconds(), UTC)
+    token = direct_token(settings.secret_key, found.id, principal.user_id, window)
+    await conn.execute(
+        q("insert_download_token_once"),
+        found.id,
+        principal.user_id,
+        hash_token(token),
+        "DIRECT",
+        min(window_start + DIRECT_LINK_TTL, found.expires_at),
     )
     return download_link(settings.base_url, found.id, token)
 
@@ -217,8 +260,13 @@ async def compose_failed_email(
 
 
 async def purge_expired_download_tokens(
-    conn: asyncpg.Connection, *, before: datetime | None = None
+    conn: asyncpg.Connection, *, now: datetime | None = None
 ) -> int:
-    """Delete tokens that expired before ``before`` (default: now). Returns how many."""
-    status = await conn.execute(q("delete_expired_download_tokens"), before or datetime.now(UTC))
+    """Delete tokens expired for longer than ``EXPIRED_TOKEN_KEPT``. Returns how many."""
+    now = now or datetime.now(UTC)
+    status = await conn.execute(
+        q("delete_expired_download_tokens"),
+        now - EXPIRED_TOKEN_KEPT["DIRECT"],
+        now - EXPIRED_TOKEN_KEPT["EMAIL"],
+    )
     return int(status.rsplit(" ", 1)[-1])

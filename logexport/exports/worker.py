@@ -38,7 +38,11 @@ from logexport import db
 from logexport.config import Settings
 from logexport.db import q
 from logexport.exports.audit import FAIL_ACTION, record_export_event
-from logexport.exports.delivery import compose_failed_email, compose_ready_email
+from logexport.exports.delivery import (
+    compose_failed_email,
+    compose_ready_email,
+    purge_expired_download_tokens,
+)
 from logexport.exports.filenames import content_type, export_file_name, object_key
 from logexport.exports.mailer import MailError, send_message
 from logexport.exports.models import ExportStatus, LogExport
@@ -591,7 +595,8 @@ class Worker:
             await asyncio.sleep(self.sweep_interval)
 
     async def sweep(self, *, settle: float = _SWEEP_SETTLE) -> int:
-        """Expire exports past their link TTL; delete objects no commit adopted."""
+        """Expire exports past their link TTL; delete objects no commit adopted and
+        download tokens long expired."""
         async with self.pool.acquire() as conn:
             for record in await conn.fetch(q("expire_exports")):
                 log.info(
@@ -602,6 +607,7 @@ class Worker:
                     },
                 )
             orphans = await conn.fetch(q("unadopted_objects"), 100, settle)
+            await purge_expired_download_tokens(conn)
         for record in orphans:
             await self.storage.delete(record["storage_key"])
             if record["settled"]:
