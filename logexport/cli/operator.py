@@ -107,7 +107,7 @@ def create_user(email: str, full_name: str) -> None:
 @admin.command("add-member")
 @click.argument("organization_id", metavar="ORG_ID", type=click.UUID)
 @click.argument("email")
-@click.option("--role", required=True, type=_ROLE)
+@click.option("--role", required=True, type=_ROLE, help="OWNER, ADMIN or VIEWER.")
 def add_member(organization_id: UUID, email: str, role: str) -> None:
     """Give a user a role in an organization."""
     _change_membership(identity.add_member, organization_id, email, role)
@@ -116,7 +116,7 @@ def add_member(organization_id: UUID, email: str, role: str) -> None:
 @admin.command("set-role")
 @click.argument("organization_id", metavar="ORG_ID", type=click.UUID)
 @click.argument("email")
-@click.option("--role", required=True, type=_ROLE)
+@click.option("--role", required=True, type=_ROLE, help="OWNER, ADMIN or VIEWER.")
 def set_role(organization_id: UUID, email: str, role: str) -> None:
     """Change a member's role."""
     _change_membership(identity.set_role, organization_id, email, role)
@@ -212,8 +212,10 @@ def sign_out_everywhere(email: str) -> None:
 
 @admin.command("seed")
 @click.argument("organization_id", metavar="ORG_ID", type=click.UUID)
-@click.option("--audit-entries", type=click.IntRange(min=0), required=True)
-@click.option("--scim-events", type=click.IntRange(min=0), required=True)
+@click.option("--audit-entries", type=click.IntRange(min=0), required=True,
+              help="How many audit log entries to add.")  # fmt: skip
+@click.option("--scim-events", type=click.IntRange(min=0), required=True,
+              help="How many SCIM events to add.")  # fmt: skip
 @click.option("--days", type=click.IntRange(min=1, max=3650), default=30, show_default=True,
               help="Spread the rows over this many days up to now.")  # fmt: skip
 @click.option("--rng-seed", type=int, default=0, show_default=True,
