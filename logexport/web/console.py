@@ -307,14 +307,17 @@ async def organization_page(request: Request, page: str) -> Response:
         return _signed_out(request)
     title, template = _PAGES[page]
     organization = None
+    held: frozenset[policy.Action] = frozenset()
     try:
         organization_id = UUID(request.path_params["organization_id"])
     except ValueError:
         organization_id = None
     if organization_id is not None:
         async with request.app.state.pool.acquire() as conn:
-            # Non-members see the same page for an existing and a missing organization.
-            if await policy.role_of(conn, organization_id, principal.user_id) is not None:
+            # Non-members (who hold nothing) see the same page for an existing and a
+            # missing organization.
+            held = await policy.permissions(conn, principal, organization_id)
+            if held:
                 organization = await identity.get_organization(conn, organization_id)
     if organization is None:
         return _render(
@@ -329,12 +332,20 @@ async def organization_page(request: Request, page: str) -> Response:
         title=title,
         organization=organization,
         page=page,
+        # Shown only to those who may cancel; the API checks again on every cancel.
+        can_cancel=policy.Action.LOG_EXPORT_CANCEL in held,
         **_user_context(principal, session),
     )
 
 
+async def root(_request: Request) -> Response:
+    """The service has no page of its own at ``/``: people arriving there want the console."""
+    return RedirectResponse("/console", status_code=302, headers=_HEADERS)
+
+
 def console_routes() -> list[BaseRoute]:
     return [
+        Route("/", root, methods=["GET"]),
         Route("/console", index, methods=["GET"]),
         Route("/console/", index, methods=["GET"]),
         Route(_SIGN_IN_PATH, sign_in_form, methods=["GET"]),

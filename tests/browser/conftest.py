@@ -72,12 +72,12 @@ def _fallback_app(settings: Settings) -> Starlette:
     )
 
 
-def build_app(settings: Settings) -> Any:
+def build_app(settings: Settings, *, run_worker: bool = True) -> Any:
     try:
         from logexport.web.app import create_app
     except ImportError:
         return _fallback_app(settings)
-    return create_app(settings)
+    return create_app(settings, run_worker=run_worker)
 
 
 @dataclass
@@ -92,12 +92,23 @@ class LiveServer:
 
 
 @pytest.fixture
-def live_server(settings: Settings) -> Iterator[LiveServer]:
+def run_worker() -> bool:
+    """Whether the live server runs an export worker. A test that needs exports to stay
+    pending overrides it with ``@pytest.mark.parametrize("run_worker", [False])``."""
+    return True
+
+
+@pytest.fixture
+def live_server(settings: Settings, run_worker: bool) -> Iterator[LiveServer]:
     port = _free_port()
     base_url = f"http://127.0.0.1:{port}"
     served = settings.derive(base_url=base_url)
     config = uvicorn.Config(
-        build_app(served), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+        build_app(served, run_worker=run_worker),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="console-server", daemon=True)

@@ -6,7 +6,9 @@ import json
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 from playwright.async_api import expect
 
@@ -24,6 +26,10 @@ pytestmark = pytest.mark.browser
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 ACTIONS = ["user.login", "user.logout", "role.changed", "api_key.created"]
+# Long enough to need wrapping on a phone, which must never split it mid-word.
+LONG_EMAIL = "maximilian.hohenzollern-sigmaringen@provisioning.acme-holdings.test"
+METADATA = {"mfa": True, "geo": {"country": "DE", "city": "Berlin"}, "scopes": ["read", "write"]}
+USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0"
 
 
 async def seed(pool: Any, world: World) -> None:
@@ -34,11 +40,13 @@ async def seed(pool: Any, world: World) -> None:
             action=ACTIONS[i % len(ACTIONS)],
             actor_type="USER" if i % 5 else "API_KEY",
             actor_id=f"u{i % 7}",
-            actor_email=f"member{i % 7}@acme.test",
+            actor_email=LONG_EMAIL if i % 7 == 6 else f"member{i % 7}@acme.test",
             actor_name=f"Member {i % 7}" if i % 2 else None,
             resource_type="User",
             resource_id=f"usr_{i:04d}",
             ip_address="203.0.113.7",
+            user_agent=USER_AGENT,
+            metadata={**METADATA, "n": i},
             created_at=START + timedelta(hours=i),
         )
         for i in range(120)
@@ -50,7 +58,7 @@ async def seed(pool: Any, world: World) -> None:
             method="POST" if i % 2 else "PATCH",
             path=f"/scim/v2/Users/{i}",
             status_code=statuses[i % 3] if i != 4 else 500,
-            user_name=f"person{i}@acme.test",
+            user_name=LONG_EMAIL if i == 11 else f"person{i}@acme.test",
             error_message="uniqueness: userName already exists" if i % 3 == 2 else None,
             request_body={"userName": f"person{i}@acme.test", "password": "hunter2"},
             response_body={"id": str(i)},
@@ -64,12 +72,49 @@ async def seed(pool: Any, world: World) -> None:
         await record_scim_events(conn, events)
 
 
+async def settled(page: Any) -> None:
+    """Every request the page made has answered: <main> is no longer aria-busy."""
+    await expect(page.locator("#main")).not_to_have_attribute("aria-busy", "true")
+
+
 async def sign_in(page: Any, token: str) -> None:
     await page.goto("/console")
     await expect(page).to_have_url(re.compile(r"/console/sign-in"))
     await page.get_by_label("API key").fill(token)
     await page.get_by_role("button", name="Sign in").click()
     await expect(page).to_have_url(re.compile(r"/console/orgs/[0-9a-f-]+/audit-log$"))
+    await settled(page)
+
+
+async def api(live_server: Any, token: str, query: str, **variables: Any) -> dict[str, Any]:
+    """GraphQL over HTTP with an API key, as a script would call it."""
+    async with httpx.AsyncClient(base_url=live_server.base_url) as client:
+        response = await client.post(
+            "/graphql",
+            json={"query": query, "variables": variables},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert "errors" not in body, body
+    data: dict[str, Any] = body["data"]
+    return data
+
+
+def url_query(page: Any) -> dict[str, list[str]]:
+    return parse_qs(urlsplit(page.url).query)
+
+
+def assert_pretty_json(text: str | None, expected: Any) -> None:
+    """``text`` is ``expected`` as JSON, indented two spaces (in the stored key order)."""
+    assert text is not None
+    assert json.loads(text) == expected
+    assert text == json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+    assert "\n  " in text
+
+
+ENTRY_ROWS = "#entries tbody tr.item"
+EVENT_ROWS = "#events tbody tr.item"
 
 
 def graphql_variables(request: Any, operation: str) -> dict[str, Any] | None:
@@ -93,7 +138,7 @@ async def test_admin_requests_an_export_and_it_completes(
     await page.screenshot(path=artifacts_dir / "sign-in.png", full_page=True)
     await sign_in(page, world.admin.token)
 
-    rows = page.locator("#entries tbody tr")
+    rows = page.locator(ENTRY_ROWS)
     await expect(rows).to_have_count(50)
     await expect(page.locator("#count")).to_have_text("Showing 50 entries; more are available.")
     # Newest first: entry 119 was written last.
@@ -107,6 +152,9 @@ async def test_admin_requests_an_export_and_it_completes(
     await expect(page.locator("#count")).to_have_text("Showing 30 entries.")
     await expect(rows.filter(has_not_text="role.changed")).to_have_count(0)
     await page.screenshot(path=artifacts_dir / "audit-log.png", full_page=True)
+    await page.get_by_role("button", name="Clear all").click()
+    await expect(page.locator("#count")).to_have_text("Showing 50 entries; more are available.")
+    assert url_query(page) == {}
 
     requests: list[dict[str, Any]] = []
     page.on(
@@ -117,9 +165,10 @@ async def test_admin_requests_an_export_and_it_completes(
     await export_button.click()
     dialog = page.get_by_role("dialog", name="Export audit log entries")
     await expect(dialog).to_be_visible()
-    await expect(page.get_by_label("From")).to_be_focused()
-    await page.get_by_label("From").fill("2026-01-02")
-    await page.get_by_label("To (inclusive)").fill("2026-01-03")
+    await expect(dialog.get_by_label("From")).to_be_focused()
+    await expect(dialog.locator("#export-filters")).to_have_text("None: every entry in the range.")
+    await dialog.get_by_label("From").fill("2026-01-02")
+    await dialog.get_by_label("To (inclusive)").fill("2026-01-03")
     bom = page.get_by_label("Start the CSV file with a byte order mark (for Excel)")
     await expect(bom).to_be_disabled()
     await dialog.get_by_label("CSV (spreadsheet)").check()
@@ -144,6 +193,7 @@ async def test_admin_requests_an_export_and_it_completes(
     assert sent["organizationId"] == str(world.organization_id)
     assert (sent["fromTime"], sent["toTime"]) == ("2026-01-02T00:00:00Z", "2026-01-04T00:00:00Z")
     assert (sent["format"], sent["compression"], sent["csvBom"]) == ("CSV", "GZIP", True)
+    assert sent["filter"] is None
     assert all(r["input"]["idempotencyKey"] == sent["idempotencyKey"] for r in requests)
     async with pool.acquire() as conn:
         exports = await conn.fetch("SELECT id, row_count FROM log_exports")
@@ -177,30 +227,31 @@ async def test_viewer_sees_entries_and_events_but_no_export_button(
     world = await build_world(pool)
     await seed(pool, world)
     await sign_in(page, world.viewer.token)
-    await expect(page.locator("#entries tbody tr")).to_have_count(50)
+    await expect(page.locator(ENTRY_ROWS)).to_have_count(50)
     await expect(page.get_by_role("button", name="Export", exact=True)).to_be_hidden()
     await expect(page.locator("#export-button")).to_have_attribute("hidden", "")
 
     await page.get_by_role("link", name="SCIM Events").click()
-    rows = page.locator("#events tbody tr")
+    rows = page.locator(EVENT_ROWS)
     await expect(rows).to_have_count(12)
     await expect(page.locator("#count")).to_have_text("Showing 12 events.")
     failed = page.locator("#events tbody tr.failed")
     await expect(failed).to_have_count(5)
     # Failures are marked in text, not colour alone.
     await expect(rows.first).to_contain_text("409 Client error")
-    await expect(page.locator("#events tbody tr", has_text="500 Server error")).to_have_count(1)
+    await expect(page.locator(EVENT_ROWS, has_text="500 Server error")).to_have_count(1)
     await expect(rows.first).to_contain_text("uniqueness: userName already exists")
-    await rows.first.get_by_text("Show").click()
-    await expect(rows.first.locator("details pre").first).to_contain_text('"userName"')
+    await rows.first.get_by_role("button", name=re.compile("show all fields")).click()
+    detail = page.locator("#events tbody tr.detail")
+    await expect(detail.locator("pre.json").first).to_contain_text('"userName"')
     # Passwords in SCIM bodies are redacted before they are stored.
-    await expect(rows.first.locator("details")).not_to_contain_text("hunter2")
+    await expect(detail).not_to_contain_text("hunter2")
     await expect(page.get_by_role("button", name="Export", exact=True)).to_be_hidden()
     await page.screenshot(path=artifacts_dir / "scim-events.png", full_page=True)
 
     await page.set_viewport_size({"width": 390, "height": 844})
     await page.get_by_role("link", name="Audit Log").click()
-    await expect(page.locator("#entries tbody tr")).to_have_count(50)
+    await expect(page.locator(ENTRY_ROWS)).to_have_count(50)
     await page.screenshot(path=artifacts_dir / "audit-log-narrow.png")
     page.problems.assert_none()
 
@@ -216,26 +267,34 @@ async def test_dialog_blocks_reversed_and_overlong_ranges_and_sends_utc_days(
     submit = page.get_by_role("button", name="Request export")
     reason = page.locator("#export-reason")
 
-    await page.get_by_label("From").fill("2026-03-10")
-    await page.get_by_label("To (inclusive)").fill("2026-03-09")
+    await page.get_by_role("dialog").get_by_label("From").fill("2026-03-10")
+    await page.get_by_role("dialog").get_by_label("To (inclusive)").fill("2026-03-09")
     await expect(submit).to_be_disabled()
     await expect(reason).to_have_text("From must be on or before To.")
 
     max_days = live_server.settings.max_range_days
-    await page.get_by_label("From").fill("2025-01-01")
+    await page.get_by_role("dialog").get_by_label("From").fill("2025-01-01")
     too_late = datetime(2025, 1, 1) + timedelta(days=max_days)
-    await page.get_by_label("To (inclusive)").fill(too_late.strftime("%Y-%m-%d"))
+    await (
+        page.get_by_role("dialog")
+        .get_by_label("To (inclusive)")
+        .fill(too_late.strftime("%Y-%m-%d"))
+    )
     await expect(submit).to_be_disabled()
     await expect(reason).to_have_text(
         f"The range spans {max_days + 1} days; at most {max_days} days can be exported at once."
     )
     await page.screenshot(path=artifacts_dir / "export-dialog-blocked.png")
     last_allowed = too_late - timedelta(days=1)
-    await page.get_by_label("To (inclusive)").fill(last_allowed.strftime("%Y-%m-%d"))
+    await (
+        page.get_by_role("dialog")
+        .get_by_label("To (inclusive)")
+        .fill(last_allowed.strftime("%Y-%m-%d"))
+    )
     await expect(submit).to_be_enabled()
 
-    await page.get_by_label("From").fill("2028-02-28")
-    await page.get_by_label("To (inclusive)").fill("2028-02-29")
+    await page.get_by_role("dialog").get_by_label("From").fill("2028-02-28")
+    await page.get_by_role("dialog").get_by_label("To (inclusive)").fill("2028-02-29")
     async with page.expect_request(lambda r: graphql_variables(r, "RequestExport")) as sent:
         await submit.click()
     variables = graphql_variables(await sent.value, "RequestExport")
@@ -268,7 +327,9 @@ async def test_server_errors_appear_in_the_dialog_naming_the_field(page, pool, l
     error = page.locator("#export-error")
     await expect(error).to_be_visible()
     await expect(error).to_contain_text(re.compile(r"^To: .*toTime"))
-    await expect(page.get_by_label("To (inclusive)")).to_have_attribute("aria-invalid", "true")
+    await expect(page.get_by_role("dialog").get_by_label("To (inclusive)")).to_have_attribute(
+        "aria-invalid", "true"
+    )
     await expect(page.get_by_role("dialog")).to_be_visible()
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM log_exports") == 0
@@ -317,9 +378,11 @@ async def test_revoking_the_key_ends_the_session(page, pool, live_server):
     world = await build_world(pool)
     await seed(pool, world)
     await sign_in(page, world.admin.token)
-    await expect(page.locator("#entries tbody tr")).to_have_count(50)
-    # The page has settled (no request in flight) before the key is revoked.
-    await expect(page.locator("#entries tbody")).not_to_have_attribute("aria-busy", "true")
+    await expect(page.locator(ENTRY_ROWS)).to_have_count(50)
+    # Every request of the page has answered (the entries and the Export permission), so
+    # none of them can meet the revoked key and leave for sign-in before the click.
+    await settled(page)
+    await expect(page.get_by_role("button", name="Export", exact=True)).to_be_visible()
     await expect(page.get_by_role("button", name="Show more")).to_be_enabled()
     async with pool.acquire() as conn:
         assert world.admin.principal.api_key_id is not None
@@ -341,11 +404,11 @@ async def test_scim_event_export_from_the_scim_page(page, pool, live_server):
     await seed(pool, world)
     await sign_in(page, world.owner.token)
     await page.get_by_role("link", name="SCIM Events").click()
-    await expect(page.locator("#events tbody tr")).to_have_count(12)
+    await expect(page.locator(EVENT_ROWS)).to_have_count(12)
     await page.get_by_role("button", name="Export", exact=True).click()
     await expect(page.get_by_role("dialog", name="Export SCIM events")).to_be_visible()
-    await page.get_by_label("From").fill("2026-01-01")
-    await page.get_by_label("To (inclusive)").fill("2026-01-01")
+    await page.get_by_role("dialog").get_by_label("From").fill("2026-01-01")
+    await page.get_by_role("dialog").get_by_label("To (inclusive)").fill("2026-01-01")
     await page.get_by_role("button", name="Request export").click()
     await expect(page.locator("#export-confirmation")).to_contain_text("olivia.owner@acme.test")
     await page.get_by_role("button", name="Close").click()
@@ -374,3 +437,256 @@ async def test_non_members_get_no_organization_page(page, pool, live_server):
     response = await page.goto(f"/console/orgs/{world.other_organization_id}/audit-log")
     assert response is not None and response.status == 404
     await expect(page.get_by_role("heading", level=1)).to_have_text("Organization not available")
+
+
+EXPORT_QUERY = """query Export($id: ID!) {
+  logExport(id: $id) { id status filter fromTime toTime rowCount expiresAt downloadUrl }
+}"""
+REQUEST_QUERY = """mutation Request($input: RequestAuditLogExportInput!) {
+  requestAuditLogExport(input: $input) { logExport { id status } }
+}"""
+
+
+async def test_filtered_audit_log_exports_only_what_the_page_shows(
+    page, pool, live_server, artifacts_dir
+):
+    world = await build_world(pool)
+    await seed(pool, world)
+    await sign_in(page, world.admin.token)
+    rows = page.locator(ENTRY_ROWS)
+    await expect(rows).to_have_count(50)
+
+    filters = page.get_by_role("search", name="Filter entries")
+    await filters.get_by_label("From (UTC day)").fill("2026-01-02")
+    await filters.get_by_label("To (inclusive)").fill("2026-01-03")
+    await filters.get_by_label("Action", exact=True).fill("role.changed")
+    await filters.get_by_role("button", name="Apply").click()
+    await expect(page.locator("#count")).to_have_text("Showing 12 entries.")
+    await expect(rows.filter(has_not_text="role.changed")).to_have_count(0)
+    assert url_query(page) == {
+        "from": ["2026-01-02"], "to": ["2026-01-03"], "action": ["role.changed"],
+    }  # fmt: skip
+
+    # A reload (or the same link in another tab) shows the same rows.
+    await page.reload()
+    await expect(page.locator("#count")).to_have_text("Showing 12 entries.")
+    await expect(rows.filter(has_not_text="role.changed")).to_have_count(0)
+    await expect(page.get_by_role("list", name="Active filters")).to_have_text(
+        re.compile(r"From 2026-01-02.*To 2026-01-03 \(inclusive\).*Action: role\.changed")
+    )
+    await expect(filters.get_by_label("From (UTC day)")).to_have_value("2026-01-02")
+
+    await page.get_by_role("button", name="Export", exact=True).click()
+    dialog = page.get_by_role("dialog", name="Export audit log entries")
+    await expect(dialog.get_by_label("From")).to_have_value("2026-01-02")
+    await expect(dialog.get_by_label("To (inclusive)")).to_have_value("2026-01-03")
+    await expect(dialog.locator("#export-filters")).to_have_text("Action: role.changed")
+    await page.screenshot(path=artifacts_dir / "export-dialog-filtered.png")
+    async with page.expect_request(lambda r: graphql_variables(r, "RequestExport")) as sent:
+        await dialog.get_by_role("button", name="Request export").click()
+    sent_input = (graphql_variables(await sent.value, "RequestExport") or {})["input"]
+    assert sent_input["filter"] == {"actions": ["role.changed"]}
+    await expect(dialog.locator("#export-confirmation")).to_contain_text("adam.admin@acme.test")
+    await dialog.get_by_role("button", name="Close").click()
+
+    await page.get_by_role("link", name="Exports").click()
+    history = page.locator("#exports tbody tr")
+    await expect(history).to_have_count(1)
+    await expect(history.first.locator("td").nth(2)).to_have_text("Action: role.changed")
+    await expect(history.first).to_contain_text("Adam Admin")
+    await expect(history.first.locator("td.status")).to_have_text("Completed", timeout=30_000)
+
+    async with pool.acquire() as conn:
+        export_id = await conn.fetchval("SELECT id FROM log_exports")
+    data = await api(live_server, world.admin.token, EXPORT_QUERY, id=str(export_id))
+    export = data["logExport"]
+    assert export["filter"] == {"actions": ["role.changed"]}
+    assert (export["fromTime"], export["toTime"]) == (
+        "2026-01-02T00:00:00.000000Z", "2026-01-04T00:00:00.000000Z",
+    )  # fmt: skip
+    assert export["rowCount"] == "12"
+    async with httpx.AsyncClient(follow_redirects=True) as client:
+        response = await client.get(export["downloadUrl"])
+    assert response.status_code == 200
+    lines = [json.loads(line) for line in response.text.splitlines()]
+    assert len(lines) == 12
+    assert {line["action"] for line in lines} == {"role.changed"}
+    page.problems.assert_none()
+
+
+async def test_scim_page_filters_by_status_code_and_user_name(page, pool, live_server):
+    world = await build_world(pool)
+    await seed(pool, world)
+    await sign_in(page, world.viewer.token)
+    await page.get_by_role("link", name="SCIM Events").click()
+    rows = page.locator(EVENT_ROWS)
+    await expect(rows).to_have_count(12)
+    filters = page.get_by_role("search", name="Filter events")
+    status_code = filters.get_by_label("Status code")
+    count = page.locator("#count")
+
+    await status_code.fill("409")
+    await status_code.press("Enter")
+    await expect(count).to_have_text("Showing 4 events.")
+    await expect(rows.filter(has_not_text="409 Client error")).to_have_count(0)
+    # A second value widens the filter (either code matches).
+    await status_code.fill("201")
+    await filters.get_by_role("button", name="Apply").click()
+    await expect(count).to_have_text("Showing 8 events.")
+    assert url_query(page) == {"statusCode": ["409", "201"]}
+
+    # User names match whatever their case.
+    await filters.get_by_label("User name").fill("PERSON5@acme.test")
+    await filters.get_by_role("button", name="Apply").click()
+    await expect(count).to_have_text("Showing 1 event.")
+    await expect(rows.first).to_contain_text("person5@acme.test")
+    assert url_query(page)["userName"] == ["PERSON5@acme.test"]
+    await page.reload()
+    await expect(count).to_have_text("Showing 1 event.")
+
+    await page.get_by_role("button", name="Remove filter Status code: 409").click()
+    await expect(count).to_have_text("No events to show.")
+    assert url_query(page) == {"statusCode": ["201"], "userName": ["PERSON5@acme.test"]}
+    # Back to the previous filters, as the browser's history has them.
+    await page.go_back()
+    await expect(count).to_have_text("Showing 1 event.")
+
+    await status_code.fill("teapot")
+    await filters.get_by_role("button", name="Apply").click()
+    await expect(page.locator("#filter-error")).to_have_text(
+        "Status code must be a number from 100 to 599, e.g. 409."
+    )
+    await expect(status_code).to_have_attribute("aria-invalid", "true")
+    await expect(count).to_have_text("Showing 1 event.")
+    page.problems.assert_none()
+
+
+async def test_a_row_opens_to_show_every_field_pretty_printed(page, pool, live_server):
+    world = await build_world(pool)
+    await seed(pool, world)
+    await sign_in(page, world.viewer.token)
+    row = page.locator(ENTRY_ROWS).first
+    toggle = row.get_by_role("button", name="2026-01-05 23:00:00 (show all fields)")
+    await expect(toggle).to_have_attribute("aria-expanded", "false")
+    await toggle.click()
+    await expect(toggle).to_have_attribute("aria-expanded", "true")
+    detail = page.locator("#entries tbody tr.detail")
+    await expect(detail).to_have_count(1)
+    await expect(detail.locator("pre.json")).to_contain_text('"n": 119')
+    assert_pretty_json(await detail.locator("pre.json").text_content(), {**METADATA, "n": 119})
+    for text in (USER_AGENT, "203.0.113.7", "usr_0119", "api_key.created", "member0@acme.test"):
+        await expect(detail).to_contain_text(text)
+    async with pool.acquire() as conn:
+        entry_id = await conn.fetchval(
+            "SELECT id FROM audit_log_entries ORDER BY created_at DESC LIMIT 1"
+        )
+    await expect(detail).to_contain_text(str(entry_id))
+    await toggle.click()
+    await expect(detail).to_have_count(0)
+
+    await page.get_by_role("link", name="SCIM Events").click()
+    # A click anywhere on the row opens it too.
+    await page.locator(EVENT_ROWS).first.locator("td").nth(2).click()
+    detail = page.locator("#events tbody tr.detail")
+    bodies = detail.locator("pre.json")
+    await expect(bodies).to_have_count(2)
+    assert_pretty_json(
+        await bodies.first.text_content(),
+        {"userName": "person11@acme.test", "password": "[REDACTED]"},
+    )
+    assert_pretty_json(await bodies.nth(1).text_content(), {"id": "11"})
+    await expect(detail).to_contain_text("198.51.100.4")
+    await expect(detail).not_to_contain_text("hunter2")
+    page.problems.assert_none()
+
+
+@pytest.mark.parametrize("run_worker", [False])
+async def test_cancel_on_the_exports_page_is_confirmed_and_ends_a_pending_export(
+    page, pool, live_server, run_worker
+):
+    world = await build_world(pool)
+    data = await api(
+        live_server,
+        world.admin.token,
+        REQUEST_QUERY,
+        input={
+            "organizationId": str(world.organization_id),
+            "fromTime": "2026-01-01T00:00:00Z",
+            "toTime": "2026-01-02T00:00:00Z",
+            "filter": {"actions": ["user.login", "user.logout"], "actorIds": ["u1"]},
+        },
+    )
+    export_id = data["requestAuditLogExport"]["logExport"]["id"]
+    await sign_in(page, world.owner.token)
+    await page.get_by_role("link", name="Exports").click()
+    row = page.locator("#exports tbody tr.item")
+    await expect(row).to_have_count(1)
+    await expect(row.locator("td.status")).to_have_text("Pending")
+    await expect(row.locator("td").nth(2)).to_have_text(
+        "Action: user.login or user.logoutActor ID: u1"
+    )
+    await expect(row).to_contain_text("adam.admin@acme.test")
+
+    cancel = row.get_by_role("button", name=re.compile("^Cancel Audit log export"))
+    dialog = page.get_by_role("dialog", name="Cancel this export?")
+    await cancel.click()
+    await expect(dialog).to_be_visible()
+    await expect(dialog).to_contain_text("Audit log export 2026-01-01 (Pending)")
+    # Not confirmed: nothing changes.
+    await dialog.get_by_role("button", name="Keep export").click()
+    await expect(dialog).to_be_hidden()
+    await settled(page)
+    status = await api(live_server, world.owner.token, EXPORT_QUERY, id=export_id)
+    assert status["logExport"]["status"] == "PENDING"
+
+    await cancel.click()
+    async with page.expect_response(
+        lambda r: r.url.endswith("/graphql") and "CancelExport" in (r.request.post_data or "")
+    ):
+        await dialog.get_by_role("button", name="Cancel export").click()
+    await expect(dialog).to_be_hidden()
+    await expect(row.locator("td.status")).to_have_text("Canceled")
+    await expect(row.locator("td.expires")).to_have_text("")
+    await expect(row.get_by_role("button")).to_have_count(0)
+    status = await api(live_server, world.owner.token, EXPORT_QUERY, id=export_id)
+    assert status["logExport"]["status"] == "CANCELED"
+    page.problems.assert_none()
+
+
+async def test_a_canceled_completed_export_shows_no_expiry(page, pool, live_server):
+    world = await build_world(pool)
+    await seed(pool, world)
+    data = await api(
+        live_server,
+        world.owner.token,
+        REQUEST_QUERY,
+        input={
+            "organizationId": str(world.organization_id),
+            "fromTime": "2026-01-01T00:00:00Z",
+            "toTime": "2026-01-02T00:00:00Z",
+        },
+    )
+    export_id = data["requestAuditLogExport"]["logExport"]["id"]
+    await sign_in(page, world.owner.token)
+    await page.get_by_role("link", name="Exports").click()
+    row = page.locator("#exports tbody tr.item")
+    await expect(row.locator("td.status")).to_have_text("Completed", timeout=30_000)
+    await expect(row.locator("td.expires")).to_have_text(re.compile(r"^\d{4}-\d\d-\d\d \d\d:"))
+    await row.get_by_role("button", name=re.compile("^Cancel")).click()
+    await page.get_by_role("dialog").get_by_role("button", name="Cancel export").click()
+    await expect(row.locator("td.status")).to_have_text("Canceled")
+    await expect(row.locator("td.expires")).to_have_text("")
+    await expect(row.get_by_role("button", name=re.compile("^Download"))).to_have_count(0)
+    # The API still knows when the file would have expired; the page does not offer it.
+    status = await api(live_server, world.owner.token, EXPORT_QUERY, id=export_id)
+    assert status["logExport"]["status"] == "CANCELED"
+    assert status["logExport"]["expiresAt"] is not None
+    page.problems.assert_none()
+
+
+async def test_root_redirects_to_the_console(page, live_server):
+    response = await page.request.get("/", max_redirects=0)
+    assert response.status == 302
+    assert response.headers["location"] == "/console"
+    await page.goto("/")
+    await expect(page).to_have_url(re.compile(r"/console/sign-in"))

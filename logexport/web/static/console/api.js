@@ -15,7 +15,31 @@ export class ApiError extends Error {
   }
 }
 
+// <main> carries aria-busy while any request is in flight (the page starts busy), so
+// assistive technology, and anyone waiting for the page to settle, can tell when it has.
+let inFlight = 0;
+
+function busy(delta) {
+  inFlight += delta;
+  const main = document.getElementById("main");
+  if (!main) return;
+  if (inFlight > 0) {
+    main.setAttribute("aria-busy", "true");
+  } else {
+    main.removeAttribute("aria-busy");
+  }
+}
+
 export async function gql(query, variables = {}) {
+  busy(1);
+  try {
+    return await send(query, variables);
+  } finally {
+    busy(-1);
+  }
+}
+
+async function send(query, variables) {
   let response;
   try {
     response = await fetch("/graphql", {
@@ -115,6 +139,21 @@ export function cell(row, text, className) {
   if (className) td.className = className;
   row.appendChild(td);
   return td;
+}
+
+// On narrow screens rows become cards and each cell shows its column's name before its
+// value: this copies the names (data-label) onto a row's cells.
+export function labelCells(row, table) {
+  const headers = table.tHead?.rows[0]?.cells ?? [];
+  Array.from(row.cells).forEach((td, index) => {
+    const text = headers[index]?.textContent.trim();
+    if (text) td.dataset.label = text;
+  });
+}
+
+// JSON as people read it: indented two spaces; "(none)" for a missing value.
+export function prettyJson(value) {
+  return value === null || value === undefined ? "(none)" : JSON.stringify(value, null, 2);
 }
 
 export function element(tag, text, className) {

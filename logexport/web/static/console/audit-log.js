@@ -1,77 +1,57 @@
-// The Audit Log page: entries newest first, an action filter, and the Export dialog.
+// The Audit Log page: entries newest first, filtered by the URL, each opening to show
+// every field.
 
-import { cell, element, formatTime, gql, organizationId, showPageError } from "./api.js";
-import { setUpExportDialog } from "./export-dialog.js";
-import { PagedTable } from "./paged.js";
+import { cell, element, formatTime, prettyJson } from "./api.js";
+import { startLogPage } from "./log-page.js";
 
-const PAGE_SIZE = 50;
-const SETUP = `query AuditLogPage($org: ID!) {
-  maxRangeDays
-  organization(id: $org) { viewerPermissions { canExportAuditLog } }
-}`;
-const ENTRIES = `query AuditLogEntries($org: ID!, $first: Int!, $after: String, $filter: AuditLogFilter) {
-  organization(id: $org) {
-    auditLogEntries(first: $first, after: $after, filter: $filter) {
-      edges { node {
-        id createdAt actorType actorId actorEmail actorName action resourceType resourceId ipAddress
-      } }
-      pageInfo { hasNextPage endCursor }
-    }
-  }
-}`;
-
-const filterInput = document.getElementById("filter-action");
-let filter = null;
-
-function renderRow(entry) {
-  const row = document.createElement("tr");
-  cell(row, formatTime(entry.createdAt), "nowrap");
-  const actor = cell(row, "", "wrap");
-  actor.appendChild(element("span", entry.actorName || entry.actorEmail || entry.actorId || "—"));
-  if (entry.actorName && entry.actorEmail) {
-    actor.appendChild(element("span", entry.actorEmail, "secondary"));
-  }
-  actor.appendChild(element("span", entry.actorType, "badge"));
-  cell(row, entry.action, "mono");
-  const resource = [entry.resourceType, entry.resourceId].filter(Boolean).join(" ");
-  cell(row, resource || "—");
-  cell(row, entry.ipAddress || "—", "mono");
-  return row;
-}
-
-const table = new PagedTable({
-  table: document.getElementById("entries"),
+startLogPage({
+  kind: "AUDIT_LOG",
+  table: "entries",
   noun: ["entry", "entries"],
-  renderRow,
-  fetchPage: async (after) => {
-    const data = await gql(ENTRIES, { org: organizationId, first: PAGE_SIZE, after, filter });
-    return data.organization.auditLogEntries;
-  },
-});
-
-document.getElementById("filter-form").addEventListener("submit", (event) => {
-  event.preventDefault();
-  const action = filterInput.value.trim();
-  filter = action ? { actions: [action] } : null;
-  table.reload();
-});
-document.getElementById("filter-clear").addEventListener("click", () => {
-  filterInput.value = "";
-  filter = null;
-  table.reload();
-  filterInput.focus();
-});
-
-async function start() {
-  table.reload();
-  try {
-    const data = await gql(SETUP, { org: organizationId });
-    if (data.organization.viewerPermissions.canExportAuditLog) {
-      setUpExportDialog({ kind: "AUDIT_LOG", maxRangeDays: data.maxRangeDays });
+  connection: "auditLogEntries",
+  canExport: "canExportAuditLog",
+  setupQuery: `query AuditLogPage($org: ID!) {
+    maxRangeDays
+    organization(id: $org) { viewerPermissions { canExportAuditLog } }
+  }`,
+  listQuery: `query AuditLogEntries($org: ID!, $first: Int!, $after: String,
+      $filter: AuditLogFilter, $fromTime: DateTime, $toTime: DateTime) {
+    organization(id: $org) {
+      auditLogEntries(first: $first, after: $after, filter: $filter,
+                      fromTime: $fromTime, toTime: $toTime) {
+        edges { node {
+          id createdAt actorType actorId actorEmail actorName action resourceType resourceId
+          ipAddress userAgent metadata
+        } }
+        pageInfo { hasNextPage endCursor }
+      }
     }
-  } catch (error) {
-    showPageError(error);
-  }
-}
-
-start();
+  }`,
+  title: (entry) => formatTime(entry.createdAt),
+  renderCells(row, entry) {
+    const actor = cell(row, "", "wrap");
+    actor.appendChild(element("span", entry.actorName || entry.actorEmail || entry.actorId || "—"));
+    if (entry.actorName && entry.actorEmail) {
+      actor.appendChild(element("span", entry.actorEmail, "secondary"));
+    }
+    actor.appendChild(element("span", entry.actorType, "badge"));
+    cell(row, entry.action, "mono wrap");
+    const resource = [entry.resourceType, entry.resourceId].filter(Boolean).join(" ");
+    cell(row, resource || "—", "wrap");
+    cell(row, entry.ipAddress || "—", "mono");
+  },
+  fields: (entry) => [
+    ["Date (UTC)", entry.createdAt, "mono"],
+    ["Entry ID", entry.id, "mono"],
+    ["Action", entry.action, "mono"],
+    ["Actor type", entry.actorType],
+    ["Actor ID", entry.actorId, "mono"],
+    ["Actor email", entry.actorEmail],
+    ["Actor name", entry.actorName],
+    ["Resource type", entry.resourceType],
+    ["Resource ID", entry.resourceId, "mono"],
+    ["IP address", entry.ipAddress, "mono"],
+    ["User agent", entry.userAgent],
+    ["Metadata", prettyJson(entry.metadata), "json"],
+  ],
+});

@@ -4,7 +4,8 @@
 // [From 00:00Z, To + 1 day 00:00Z). One idempotency key per opening of the dialog means a
 // double click, or a retry after a lost response, never exports twice.
 
-import { announce, gql, organizationId, viewerEmail } from "./api.js";
+import { announce, element, gql, organizationId, viewerEmail } from "./api.js";
+import { isoDay, utcDay } from "./filters.js";
 
 const DAY_MS = 86400000;
 const MUTATIONS = {
@@ -23,18 +24,8 @@ const FIELD_LABELS = {
   csvBom: "Byte order mark",
   idempotencyKey: "Request key",
   organizationId: "Organization",
+  filter: "Filters",
 };
-
-// "2026-01-31" -> milliseconds at 00:00 UTC that day, or NaN.
-export function utcDay(value) {
-  const match = /^(\d{4})-(\d{2})-(\d{2})$/.exec(value ?? "");
-  if (!match) return Number.NaN;
-  return Date.UTC(Number(match[1]), Number(match[2]) - 1, Number(match[3]));
-}
-
-export function isoDay(ms) {
-  return new Date(ms).toISOString().slice(0, 10);
-}
 
 function rfc3339(ms) {
   return `${isoDay(ms)}T00:00:00Z`;
@@ -63,7 +54,10 @@ function newKey() {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-export function setUpExportDialog({ kind, maxRangeDays }) {
+// current() -> { from, to, filter, lines, noun }: the page's UTC days (either may be ""),
+// its filter as the API takes it, that filter in words (one line per field), and what one
+// row is called.
+export function setUpExportDialog({ kind, maxRangeDays, current }) {
   const button = document.getElementById("export-button");
   const dialog = document.getElementById("export-dialog");
   const form = document.getElementById("export-form");
@@ -78,11 +72,13 @@ export function setUpExportDialog({ kind, maxRangeDays }) {
   const fields = document.getElementById("export-fields");
   const done = document.getElementById("export-done");
   const confirmation = document.getElementById("export-confirmation");
+  const filterList = document.getElementById("export-filters");
   const fieldErrors = {
     fromTime: [from, document.getElementById("export-from-error")],
     toTime: [to, document.getElementById("export-to-error")],
   };
 
+  let filter = null;
   let key = null;
   let keyInput = null;
   let inFlight = false;
@@ -118,11 +114,22 @@ export function setUpExportDialog({ kind, maxRangeDays }) {
     submit.disabled = inFlight || problem !== "";
   }
 
+  // The dialog starts from what the page shows: its days and its filters. Without a day
+  // range on the page it offers the last 30 days (an export always needs one).
   function reset() {
+    const page = current();
     const today = utcDay(new Date().toISOString().slice(0, 10));
     const span = Math.min(30, maxRangeDays);
-    to.value = isoDay(today);
-    from.value = isoDay(today - (span - 1) * DAY_MS);
+    let end = page.to ? utcDay(page.to) : today;
+    if (!page.to && page.from && utcDay(page.from) > end) end = utcDay(page.from);
+    to.value = isoDay(end);
+    from.value = page.from || isoDay(end - (span - 1) * DAY_MS);
+    filter = page.filter;
+    filterList.replaceChildren();
+    const lines = page.lines.length > 0 ? page.lines : [`None: every ${page.noun} in the range.`];
+    for (const line of lines) {
+      filterList.appendChild(element("li", line));
+    }
     form.querySelector('input[name="format"][value="JSONL"]').checked = true;
     gzip.checked = false;
     bom.checked = false;
@@ -148,6 +155,7 @@ export function setUpExportDialog({ kind, maxRangeDays }) {
       format: format(),
       compression: gzip.checked ? "GZIP" : "NONE",
       csvBom: bom.checked,
+      filter,
     };
   }
 

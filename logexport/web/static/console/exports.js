@@ -1,4 +1,5 @@
-// The Exports page: history with live status while exports run, and downloads.
+// The Exports page: history with live status while exports run, downloads, and a
+// confirmed Cancel for those who may cancel.
 
 import {
   announce,
@@ -8,14 +9,18 @@ import {
   formatSize,
   formatTime,
   gql,
+  labelCells,
   organizationId,
   plural,
   showPageError,
 } from "./api.js";
+import { describeFilter } from "./filters.js";
 
 const PAGE_SIZE = 50;
 const REFRESH_MS = 2000;
 const ACTIVE = new Set(["PENDING", "PROCESSING"]);
+// A failed or expired export is already over; a canceled one is canceled.
+const CANCELABLE = new Set(["PENDING", "PROCESSING", "COMPLETED"]);
 const KINDS = { AUDIT_LOG: "Audit log", SCIM_EVENT: "SCIM events" };
 const STATUSES = {
   PENDING: "Pending",
@@ -25,8 +30,8 @@ const STATUSES = {
   FAILED: "Failed",
   CANCELED: "Canceled",
 };
-const FIELDS = `id kind status fromTime toTime format compression csvBom createdAt expiresAt
-  rowsWritten rowCount byteSize fileName error { code message }`;
+const FIELDS = `id kind status fromTime toTime format compression csvBom filter createdAt expiresAt
+  rowsWritten rowCount byteSize fileName requestedBy { email fullName } error { code message }`;
 const LIST = `query Exports($org: ID!, $first: Int!, $after: String) {
   organization(id: $org) {
     logExports(first: $first, after: $after) {
@@ -36,10 +41,15 @@ const LIST = `query Exports($org: ID!, $first: Int!, $after: String) {
   }
 }`;
 const DOWNLOAD = `query ExportDownload($id: ID!) { logExport(id: $id) { id status downloadUrl } }`;
+const CANCEL = `mutation CancelExport($id: ID!) {
+  cancelLogExport(input: { id: $id }) { logExport { ${FIELDS} } }
+}`;
 
-const tbody = document.querySelector("#exports tbody");
+const table = document.getElementById("exports");
+const tbody = table.querySelector("tbody");
 const count = document.getElementById("count");
 const more = document.getElementById("show-more");
+const canCancel = table.dataset.canCancel === "true";
 const known = new Map(); // id -> last rendered export
 let after = null;
 let timer = null;
@@ -67,6 +77,16 @@ function downloadable(exp) {
   return exp.status === "COMPLETED" && (!exp.expiresAt || Date.parse(exp.expiresAt) > Date.now());
 }
 
+// Only a completed export has a file that expires; a canceled or failed one has nothing
+// left to expire, and an expired one shows when it did.
+function expiryText(exp) {
+  return exp.status === "COMPLETED" || exp.status === "EXPIRED" ? formatTime(exp.expiresAt) : "";
+}
+
+function describe(exp) {
+  return `${KINDS[exp.kind] ?? exp.kind} export ${rangeText(exp)}`;
+}
+
 async function download(exp, button) {
   button.disabled = true;
   try {
@@ -83,13 +103,78 @@ async function download(exp, button) {
   }
 }
 
+// ---------------------------------------------------------------------------- cancel
+
+const cancelDialog = document.getElementById("cancel-dialog");
+let toCancel = null;
+let cancelOpener = null;
+
+function askToCancel(exp, button) {
+  toCancel = exp;
+  cancelOpener = button;
+  document.getElementById("cancel-what").textContent =
+    `${describe(exp)} (${STATUSES[exp.status] ?? exp.status}), requested ${formatTime(exp.createdAt)} UTC.`;
+  const error = document.getElementById("cancel-error");
+  error.hidden = true;
+  error.textContent = "";
+  document.getElementById("cancel-confirm").disabled = false;
+  cancelDialog.showModal();
+  document.getElementById("cancel-keep").focus();
+}
+
+async function confirmCancel(event) {
+  event.preventDefault();
+  const exp = toCancel;
+  if (!exp) return;
+  const confirm = document.getElementById("cancel-confirm");
+  confirm.disabled = true;
+  try {
+    const data = await gql(CANCEL, { id: exp.id });
+    toCancel = null;
+    cancelDialog.close();
+    upsert([data.cancelLogExport.logExport], false);
+    announce(`${describe(exp)}: canceled.`);
+  } catch (error) {
+    const box = document.getElementById("cancel-error");
+    box.textContent = error.message;
+    box.hidden = false;
+    confirm.disabled = false;
+  }
+}
+
+if (cancelDialog) {
+  document.getElementById("cancel-form").addEventListener("submit", confirmCancel);
+  document.getElementById("cancel-keep").addEventListener("click", () => cancelDialog.close());
+  cancelDialog.addEventListener("close", () => {
+    toCancel = null;
+    // The row may have been replaced meanwhile; focus its current button, else the table.
+    const id = cancelOpener?.closest("tr")?.dataset.id;
+    const row = id ? tbody.querySelector(`tr[data-id="${CSS.escape(id)}"]`) : null;
+    (row?.querySelector("button") ?? table.closest(".table-wrap")).focus();
+  });
+}
+
+// ---------------------------------------------------------------------------- rows
+
 function renderRow(exp) {
   const row = document.createElement("tr");
+  row.className = "item";
   row.dataset.id = exp.id;
   row.dataset.signature = JSON.stringify(exp);
   cell(row, KINDS[exp.kind] ?? exp.kind, "nowrap");
-  cell(row, rangeText(exp), "nowrap");
+  cell(row, rangeText(exp));
+  const filters = cell(row, "", "wrap");
+  const lines = describeFilter(exp.kind, exp.filter);
+  if (lines.length === 0) {
+    filters.textContent = "None";
+  } else {
+    for (const line of lines) filters.appendChild(element("span", line, "line"));
+  }
   cell(row, formatText(exp));
+  const requester = cell(row, "", "wrap");
+  const who = exp.requestedBy;
+  requester.appendChild(element("span", who?.fullName || who?.email || "—"));
+  if (who?.fullName && who.email) requester.appendChild(element("span", who.email, "secondary"));
   const status = cell(row, "", `status status-${exp.status.toLowerCase()}`);
   status.appendChild(element("span", STATUSES[exp.status] ?? exp.status));
   if (exp.status === "PROCESSING" && Number(exp.rowsWritten) > 0) {
@@ -99,8 +184,8 @@ function renderRow(exp) {
   cell(row, formatCount(exp.rowCount), "number");
   cell(row, formatSize(exp.byteSize), "number nowrap");
   cell(row, formatTime(exp.createdAt), "nowrap");
-  cell(row, formatTime(exp.expiresAt), "nowrap");
-  const actions = cell(row, "");
+  cell(row, expiryText(exp), "nowrap expires");
+  const actions = cell(row, "", "actions");
   if (downloadable(exp)) {
     const button = element("button", "Download");
     button.type = "button";
@@ -108,11 +193,20 @@ function renderRow(exp) {
     button.addEventListener("click", () => download(exp, button));
     actions.appendChild(button);
   }
+  if (canCancel && CANCELABLE.has(exp.status)) {
+    const button = element("button", "Cancel", "danger-outline");
+    button.type = "button";
+    button.setAttribute("aria-label", `Cancel ${describe(exp)}`);
+    button.setAttribute("aria-haspopup", "dialog");
+    button.addEventListener("click", () => askToCancel(exp, button));
+    actions.appendChild(button);
+  }
+  labelCells(row, table);
   return row;
 }
 
 // Rows are replaced only when their export changed, so focus on an unchanged row's
-// Download button survives the refresh.
+// buttons survives the refresh.
 function upsert(exports, append) {
   for (const exp of exports) {
     const signature = JSON.stringify(exp);
@@ -128,7 +222,7 @@ function upsert(exports, append) {
       tbody.prepend(row);
     }
     if (previous && previous.status !== exp.status) {
-      announce(`${KINDS[exp.kind]} export ${rangeText(exp)}: ${STATUSES[exp.status]}.`);
+      announce(`${describe(exp)}: ${STATUSES[exp.status]}.`);
     }
     known.set(exp.id, exp);
   }

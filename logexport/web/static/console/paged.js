@@ -13,22 +13,27 @@ export class PagedTable {
     this.noun = noun;
     this.loaded = 0;
     this.after = null;
-    this.busy = false;
+    // Each load takes a number; only the latest one may change the table, so a reload
+    // (new filters) supersedes a load still in flight instead of being dropped or mixed in.
+    this.generation = 0;
+    this.pending = 0;
     this.more.addEventListener("click", () => this.load(false));
   }
 
   async reload() {
-    this.after = null;
     return this.load(true);
   }
 
   async load(fresh) {
-    if (this.busy) return null;
-    this.busy = true;
+    if (!fresh && this.pending > 0) return null;
+    const generation = ++this.generation;
+    const after = fresh ? null : this.after;
+    this.pending += 1;
     this.more.disabled = true;
     this.tbody.setAttribute("aria-busy", "true");
     try {
-      const page = await this.fetchPage(fresh ? null : this.after);
+      const page = await this.fetchPage(after);
+      if (generation !== this.generation) return null;
       if (fresh) {
         this.tbody.replaceChildren();
         this.loaded = 0;
@@ -43,12 +48,22 @@ export class PagedTable {
       showPageError(null);
       return page;
     } catch (error) {
+      if (generation !== this.generation) return null;
       showPageError(error);
+      if (fresh) {
+        // Rows of the previous filters must not pass for rows of the new ones.
+        this.tbody.replaceChildren();
+        this.loaded = 0;
+        this.more.hidden = true;
+        this.count.textContent = "";
+      }
       return null;
     } finally {
-      this.busy = false;
-      this.more.disabled = false;
-      this.tbody.removeAttribute("aria-busy");
+      this.pending -= 1;
+      if (this.pending === 0) {
+        this.more.disabled = false;
+        this.tbody.removeAttribute("aria-busy");
+      }
     }
   }
 
