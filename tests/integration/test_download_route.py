@@ -467,3 +467,36 @@ async def test_local_backend_missing_file_is_not_recorded(local_world: World) ->
 @dataclass(frozen=True)
 class _Ref:
     id: UUID
+
+
+@pytest.mark.parametrize(
+    ("trusted", "peer", "forwarded_for", "recorded"),
+    [
+        # No proxy is trusted by default: a client's own X-Forwarded-For is ignored.
+        ("", CLIENT_IP, ["198.51.100.23"], CLIENT_IP),
+        # A proxy is trusted, but this request did not come through it.
+        ("10.0.0.0/8", CLIENT_IP, ["198.51.100.23"], CLIENT_IP),
+        ("10.0.0.0/8", "10.0.0.2", ["198.51.100.23"], "198.51.100.23"),
+        # What the client wrote itself (6.6.6.6) is left of what the proxies added.
+        (
+            "10.0.0.0/8, 192.168.0.0/16",
+            "10.0.0.2",
+            ["6.6.6.6, 198.51.100.23", "192.168.1.1"],
+            "198.51.100.23",
+        ),
+        ("10.0.0.0/8", "10.0.0.2", [], "10.0.0.2"),
+        ("fd00::/8", "fd00::5", ["2001:db8::7"], "2001:db8::7"),
+    ],
+)
+async def test_recorded_ip_believes_forwarded_for_only_from_trusted_proxies(
+    world: World, trusted: str, peer: str, forwarded_for: list[str], recorded: str
+) -> None:
+    proxies = Settings.from_env(env={"LOGEXPORT_TRUSTED_PROXIES": trusted}).trusted_proxies
+    app = app_for(world.settings.derive(trusted_proxies=proxies), world.pool, world.storage)
+    transport = httpx.ASGITransport(app=app, client=(peer, 50000))
+    headers = [("Origin", world.origin)] + [("X-Forwarded-For", v) for v in forwarded_for]
+    async with httpx.AsyncClient(transport=transport, base_url=world.settings.base_url) as client:
+        response = await client.post(world.path, data={"token": world.token}, headers=headers)
+    assert response.status_code == 303
+    [entry] = await world.downloads()
+    assert str(entry["ip_address"]) == recorded
