@@ -19,7 +19,13 @@ The asyncio library every surface is built on (SPEC §9 Library)::
 
     # Or, remotely, with no database access:
     async with logexport.LogExportClient("https://logexport.example.com", token) as client:
-        await client.request_export("AUDIT_LOG", org_id, "2026-01-01T00:00:00Z", ...)
+        export = await client.request_export("AUDIT_LOG", org_id, "2026-01-01", "2026-01-31")
+        export = await client.wait_for_export(export["id"], timeout=600)
+
+Errors: ``BadUserInput``, ``Unauthenticated``, ``Forbidden``, ``NotFound`` and
+``RateLimited`` are raised by the in-process API and, as subclasses that are also
+``ApiError``, by ``LogExportClient``, so one ``except`` clause serves both.
+``QueryTooComplex`` and ``InternalError`` come from the remote client only.
 
 Names are loaded on first use, so ``import logexport`` stays cheap and a submodule can be
 imported without pulling in every dependency (S3, SMTP, HTTP clients).
@@ -74,6 +80,8 @@ _EXPORTS: dict[str, str] = {
     "ApiError": "logexport.client",
     "ApiUnreachable": "logexport.client",
     "ChecksumMismatch": "logexport.client",
+    "QueryTooComplex": "logexport.client",
+    "InternalError": "logexport.client",
 }
 
 __all__ = [
@@ -89,11 +97,13 @@ __all__ = [
     "ExportKind",
     "ExportStatus",
     "Forbidden",
+    "InternalError",
     "LogExport",
     "LogExportClient",
     "LogExportError",
     "NotFound",
     "Principal",
+    "QueryTooComplex",
     "RateLimited",
     "ScimEventFilter",
     "ScimEventInput",
@@ -131,7 +141,14 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from logexport.client import ApiError, ApiUnreachable, ChecksumMismatch, LogExportClient
+    from logexport.client import (
+        ApiError,
+        ApiUnreachable,
+        ChecksumMismatch,
+        InternalError,
+        LogExportClient,
+        QueryTooComplex,
+    )
     from logexport.config import ConfigError, Settings
     from logexport.db import connect, create_pool, migrate
     from logexport.entries import (

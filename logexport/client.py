@@ -2,23 +2,35 @@
 
 It needs no database: every call is one GraphQL request to ``{api_url}/graphql`` with the
 bearer token. Results are the GraphQL objects as plain dicts (camelCase keys; ``BigInt``
-fields are decimal strings). A GraphQL error raises ``ApiError`` with its code, message
-and field; a network failure raises ``ApiUnreachable``. No message ever includes the token.
+fields are decimal strings). No message ever includes the token.
+
+Errors: each GraphQL ``extensions.code`` raises its own class, all subclasses of
+``ApiError`` (``code``, ``message``, ``field``): ``Unauthenticated``, ``Forbidden``,
+``NotFound``, ``BadUserInput``, ``RateLimited``, ``QueryTooComplex``, ``InternalError``.
+The first five also subclass the library's own errors of the same name
+(``logexport.NotFound`` …), so one ``except logexport.NotFound`` serves the remote client
+and the in-process API alike. A network failure raises ``ApiUnreachable``.
+
+Range bounds take what the CLI takes: a UTC day (``"2026-01-31"`` or a ``date``; as
+``to_time`` it includes the whole day), an aware ``datetime``, or an RFC 3339 string with
+an offset.
 
     async with LogExportClient("https://logexport.example.com", token) as client:
-        export = await client.request_export(
-            "AUDIT_LOG", org_id, "2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z"
-        )
+        export = await client.request_export("AUDIT_LOG", org_id, "2026-01-01", "2026-01-31")
+        export = await client.wait_for_export(export["id"], timeout=600)
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import inspect
 import os
 import re
 import secrets
-from collections.abc import Mapping
-from datetime import datetime
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import date, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, Self
@@ -26,8 +38,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from logexport import errors
 from logexport.errors import LogExportError
-from logexport.timeutil import format_rfc3339
+from logexport.timeutil import format_rfc3339, parse_time_bound
 
 LOG_EXPORT_FIELDS = """
 fragment LogExportFields on LogExport {
@@ -204,6 +217,77 @@ class ApiError(LogExportError):
         return self.message
 
 
+class _CodedApiError(ApiError):
+    """An ``ApiError`` whose class fixes its code."""
+
+    error_code = "INTERNAL"
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(self.error_code, message, field)
+
+
+class Unauthenticated(_CodedApiError, errors.Unauthenticated):
+    """The token is missing, malformed, unknown, expired or revoked."""
+
+    error_code = "UNAUTHENTICATED"
+
+
+class Forbidden(_CodedApiError, errors.Forbidden):
+    """The token's user may not do this in that organization (or it does not exist)."""
+
+    error_code = "FORBIDDEN"
+
+
+class NotFound(_CodedApiError, errors.NotFound):
+    """No such export, or one the token's user may not see."""
+
+    error_code = "NOT_FOUND"
+
+
+class BadUserInput(_CodedApiError, errors.BadUserInput):
+    """An argument breaks a rule; ``field`` names it (``toTime``, ``filter.actions`` …)."""
+
+    error_code = "BAD_USER_INPUT"
+
+
+class RateLimited(_CodedApiError, errors.RateLimited):
+    """Too many active exports in the organization; retry once some have finished."""
+
+    error_code = "RATE_LIMITED"
+
+
+class QueryTooComplex(_CodedApiError):
+    """The query's cost or response size is over the server's budget."""
+
+    error_code = "QUERY_TOO_COMPLEX"
+
+
+class InternalError(_CodedApiError):
+    """The server failed; the message is generic and the details are in its log."""
+
+    error_code = "INTERNAL"
+
+
+ERROR_CLASSES: dict[str, type[_CodedApiError]] = {
+    cls.error_code: cls
+    for cls in (
+        Unauthenticated,
+        Forbidden,
+        NotFound,
+        BadUserInput,
+        RateLimited,
+        QueryTooComplex,
+        InternalError,
+    )
+}
+
+
+def api_error(code: str, message: str, field: str | None = None) -> ApiError:
+    """The exception for an ``extensions.code``: its own class, or ``ApiError`` if unknown."""
+    cls = ERROR_CLASSES.get(code)
+    return cls(message, field) if cls is not None else ApiError(code, message, field)
+
+
 class ApiUnreachable(ApiError):
     """The request never got a usable answer: connection refused, timeout, not GraphQL."""
 
@@ -223,6 +307,14 @@ class ChecksumMismatch(ApiError):
         self.actual = actual
 
 
+TERMINAL_STATUSES = frozenset({"COMPLETED", "FAILED", "CANCELED", "EXPIRED"})
+
+ProgressCallback = Callable[[dict[str, Any]], Awaitable[None] | None]
+
+# Consecutive failed polls tolerated by ``wait_for_export`` before it gives up.
+_POLL_ATTEMPTS = 3
+
+
 def _public_url(url: str) -> str:
     """``url`` without user info or query, safe to show in a message."""
     parts = urlsplit(url)
@@ -232,8 +324,11 @@ def _public_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
-def _time(value: datetime | str) -> str:
-    return format_rfc3339(value) if isinstance(value, datetime) else value
+def _bound(value: str | date | datetime, field: str, *, end: bool) -> str:
+    try:
+        return format_rfc3339(parse_time_bound(value, field, end=end))
+    except errors.BadUserInput as exc:
+        raise BadUserInput(exc.message, exc.field) from None
 
 
 def graphql_filter(raw: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -316,7 +411,7 @@ class LogExportClient:
         if isinstance(body, dict) and body.get("errors"):
             raise _error_from(body["errors"][0])
         if response.status_code == 401:
-            raise ApiError("UNAUTHENTICATED", "the API token was not accepted")
+            raise Unauthenticated("the API token was not accepted")
         if response.status_code != 200 or not isinstance(body, dict) or "data" not in body:
             raise ApiUnreachable(
                 f"the logexport API at {_public_url(self.api_url)} answered HTTP "
@@ -330,20 +425,25 @@ class LogExportClient:
         self,
         kind: Any,
         organization_id: Any,
-        from_time: datetime | str,
-        to_time: datetime | str,
+        from_time: str | date | datetime,
+        to_time: str | date | datetime,
         format: str | None = None,
         compression: str | None = None,
         csv_bom: bool | None = None,
         filter: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
     ) -> dict[str, Any]:
-        """Queue an export (``kind`` ``AUDIT_LOG`` or ``SCIM_EVENT``); the new LogExport."""
+        """Queue an export (``kind`` ``AUDIT_LOG`` or ``SCIM_EVENT``); the new LogExport.
+
+        ``from_time`` is inclusive, ``to_time`` exclusive; a day as ``to_time`` includes
+        that whole UTC day. A bound that cannot be read raises ``BadUserInput`` before
+        anything is sent.
+        """
         kind_name = _kind(kind)
         payload: dict[str, Any] = {
             "organizationId": str(organization_id),
-            "fromTime": _time(from_time),
-            "toTime": _time(to_time),
+            "fromTime": _bound(from_time, "fromTime", end=False),
+            "toTime": _bound(to_time, "toTime", end=True),
         }
         optional = {
             "format": format.upper() if format else None,
@@ -364,8 +464,58 @@ class LogExportClient:
         document = GET_LOG_EXPORT_DOWNLOAD if download_url else GET_LOG_EXPORT
         data = await self.execute(document, {"id": str(id)})
         if data.get("logExport") is None:
-            raise ApiError("NOT_FOUND", "No such export", "id")
+            raise NotFound("No such export", "id")
         return dict(data["logExport"])
+
+    async def wait_for_export(
+        self,
+        id: Any,
+        *,
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+        interval: float = 0.5,
+        max_interval: float = 5.0,
+    ) -> dict[str, Any]:
+        """Poll the export until it is COMPLETED, FAILED, CANCELED or EXPIRED; return it.
+
+        ``on_progress`` (a function or a coroutine function) gets the LogExport on the
+        first poll and each time its ``rowsWritten`` or ``status`` changes. Polls start
+        ``interval`` seconds apart and back off to ``max_interval`` while nothing changes.
+        Raises ``TimeoutError`` when ``timeout`` seconds pass first; the export itself
+        carries on. A failed export is returned, not raised: check ``status``.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = interval
+        seen: tuple[Any, Any] | None = None
+        failures = 0
+        while True:
+            try:
+                export = await self.get_export(id)
+            except ApiUnreachable:
+                failures += 1
+                if failures >= _POLL_ATTEMPTS:
+                    raise
+            else:
+                failures = 0
+                progress = (export.get("status"), export.get("rowsWritten"))
+                if progress != seen:
+                    seen = progress
+                    delay = interval
+                    if on_progress is not None:
+                        outcome = on_progress(export)
+                        if inspect.isawaitable(outcome):
+                            await outcome
+                if export["status"] in TERMINAL_STATUSES:
+                    return export
+            pause = delay
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    status = seen[0] if seen else "unknown"
+                    raise TimeoutError(f"export {id} is still {status} after {timeout:g} seconds")
+                pause = min(pause, remaining)
+            await asyncio.sleep(pause)
+            delay = min(delay * 1.5, max_interval)
 
     async def list_exports(
         self, organization_id: Any, first: int = 50, after: str | None = None
@@ -443,8 +593,7 @@ class LogExportClient:
         """
         export = await self.get_export(id, download_url=True)
         if export["status"] != "COMPLETED" or not export.get("downloadUrl"):
-            raise ApiError(
-                "NOT_DOWNLOADABLE",
+            raise BadUserInput(
                 f"export {export['id']} is {export['status']}; only a COMPLETED export "
                 "can be downloaded",
                 "id",
@@ -512,7 +661,7 @@ class _PartialFile:
 
 def _error_from(error: Any) -> ApiError:
     if not isinstance(error, dict):
-        return ApiError("INTERNAL", "the API reported an error")
+        return InternalError("the API reported an error")
     extensions = error.get("extensions") or {}
     code = str(extensions.get("code") or "GRAPHQL_ERROR")
     message = str(error.get("message") or code)
@@ -521,7 +670,7 @@ def _error_from(error: Any) -> ApiError:
         # Variable coercion errors name the field only in their text ("… at 'input.toTime'").
         match = _COERCION_FIELD.search(message)
         field = match.group(1) if match else None
-    return ApiError(code, message, str(field) if field else None)
+    return api_error(code, message, str(field) if field else None)
 
 
 _COERCION_FIELD = re.compile(r"at '(?:input\.)?([A-Za-z0-9_.]+)'")

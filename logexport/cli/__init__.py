@@ -5,7 +5,7 @@
 and administration), ``client`` (GraphQL client commands) and the process commands.
 
 Exit codes: 0 success, 2 usage or configuration errors, 1 anything else, always with one
-line on stderr.
+line on stderr (a usage error too: the message, then where the command's help is).
 """
 
 from __future__ import annotations
@@ -52,10 +52,21 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
         fail(f"cannot reach the database ({exc.strerror or type(exc).__name__})")
 
 
+def usage_line(error: click.UsageError) -> str:
+    """A usage error as one line: click's message and the command whose help explains it."""
+    message = error.format_message().strip().replace("\n", " ").rstrip(".")
+    command = error.ctx.command_path if error.ctx is not None else "logexport"
+    return f"{message} (see '{command} --help')"
+
+
 class _Root(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
+        # Subcommands parse their arguments inside this call, so their usage errors land
+        # here; click would print them as three lines of usage, hint and message.
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            fail(usage_line(exc), EXIT_USAGE)
         except LogExportError as exc:
             fail(exc.message)
 

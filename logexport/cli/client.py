@@ -6,30 +6,33 @@
 
 Exit codes: 0 success, 2 usage or configuration errors, 1 anything else (refused, failed,
 canceled, unauthenticated, unreachable, checksum mismatch), 130 when Ctrl-C stops
-``--wait`` (the export itself carries on). Errors are one line on stderr.
+``--wait`` (the export itself carries on). Errors are one line on stderr and name the
+command's own flags (``--to``, ``--org``), never the API's input fields.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
 import sys
+import tempfile
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
 
-from logexport.cli.progress import TERMINAL_STATUSES, ProgressReporter
+from logexport import timeutil
+from logexport.cli.progress import ProgressReporter
 from logexport.client import ApiError, ApiUnreachable, LogExportClient
 from logexport.config import ConfigError, Settings
 from logexport.errors import BadUserInput
-from logexport.timeutil import parse_rfc3339
 
 T = TypeVar("T")
 
@@ -39,38 +42,20 @@ REQUEST_ATTEMPTS = 3
 
 # ---------------------------------------------------------------------------- --from / --to
 
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
 
 def parse_time_bound(text: str, *, end: bool) -> datetime:
-    """A ``--from``/``--to`` value as an aware UTC datetime.
+    """A ``--from``/``--to`` value as an aware UTC datetime (``ValueError`` if unreadable).
 
     A date (``2026-01-31``) is a UTC day: ``--from`` starts at its midnight, ``--to``
     includes the whole day, so it ends at the next midnight (exclusive). Anything else
-    must be an RFC 3339 timestamp with an offset and is taken exactly.
+    must be an RFC 3339 timestamp with an offset and is taken exactly. The library client
+    reads its bounds with the same parser.
     """
-    value = text.strip()
     option = "--to" if end else "--from"
-    if _DATE.match(value):
-        try:
-            day = date.fromisoformat(value)
-        except ValueError:
-            raise ValueError(f"{value} is not a calendar date") from None
-        start = datetime.combine(day, time(0), tzinfo=UTC)
-        if not end:
-            return start
-        try:
-            return start + timedelta(days=1)
-        except OverflowError:
-            raise ValueError(f"{value} is the last representable day") from None
     try:
-        return parse_rfc3339(value, option)
+        return timeutil.parse_time_bound(text, option, end=end)
     except BadUserInput as exc:
-        raise ValueError(
-            exc.message.removeprefix(f"{option}: ").replace(
-                "(expected RFC 3339", "(expected a date such as 2026-01-31 or RFC 3339"
-            )
-        ) from None
+        raise ValueError(exc.message.removeprefix(f"{option}: ")) from None
 
 
 class TimeBound(click.ParamType[datetime]):
@@ -149,14 +134,78 @@ def connection() -> Connection:
 
 # ---------------------------------------------------------------------------- plumbing
 
+# The API's input fields as the flags of the client commands. An error from the API names
+# the field it refuses (``toTime``, ``filter.actions``); the user typed a flag, so every
+# error is reworded through this one table before it is shown.
+FLAGS_FOR_FIELDS: dict[str, str] = {
+    "organizationId": "--org",
+    "fromTime": "--from",
+    "toTime": "--to",
+    "format": "--format",
+    "compression": "--gzip",
+    "csvBom": "--csv-bom",
+    "filter.actions": "--action",
+    "filter.actorIds": "--actor-id",
+    "filter.resourceTypes": "--resource-type",
+    "filter.methods": "--method",
+    "filter.userName": "--user-name",
+    "filter.statusCodes": "--status-code",
+    "idempotencyKey": "--idempotency-key",
+    "first": "--first",
+    "after": "--after",
+    "id": "ID",
+}
+
+
+def _field_pattern(field: str) -> re.Pattern[str]:
+    if re.fullmatch(r"[a-z]+", field):
+        # An ordinary word ("id", "first", "format") is a field name only where the
+        # message starts with it: "format must be one of …", not "the CSV format only".
+        return re.compile(rf"^{re.escape(field)}\b")
+    return re.compile(rf"(?<![\w.$-]){re.escape(field)}(?![\w])")
+
+
+def flag_message(error: ApiError, flags: Mapping[str, str] | None = None) -> str:
+    """The error's text with API field names replaced by the command's flags.
+
+    ``flags`` adds or overrides entries of ``FLAGS_FOR_FIELDS`` for one command (for
+    ``export list`` the organization's ``id`` is ``--org``).
+    """
+    table = {**FLAGS_FOR_FIELDS, **(flags or {})}
+    text = error.message
+    field = error.field
+    if field and text.startswith(f"{field}:"):
+        text = text[len(field) + 1 :].lstrip()
+    # Longest names first, so "filter.actions" is replaced before anything shorter.
+    for name in sorted(table, key=len, reverse=True):
+        text = _field_pattern(name).sub(table[name], text)
+    if field:
+        flag = table.get(field, field)
+        if not re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", text):
+            text = f"{flag}: {text}"
+    return text
+
+
+# Errors about the object a command acts on rather than about one input field.
+_REFUSALS = frozenset({"FORBIDDEN", "NOT_FOUND"})
+
 
 def _fail(message: str, code: int = 1) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     raise click.exceptions.Exit(code)
 
 
-def _run(work: Callable[[LogExportClient], Coroutine[Any, Any, T]]) -> T:
-    """Run ``work`` with a client; an API or network error is one line and exit 1."""
+def _run(
+    work: Callable[[LogExportClient], Coroutine[Any, Any, T]],
+    *,
+    flags: Mapping[str, str] | None = None,
+    about: str | None = None,
+) -> T:
+    """Run ``work`` with a client; an API, network or file error is one line and exit 1.
+
+    ``about`` is what the command acts on (``--org ID``, ``export ID``): a refusal that
+    names no field is about it, and says so.
+    """
     conn = connection()
 
     async def main() -> T:
@@ -166,11 +215,45 @@ def _run(work: Callable[[LogExportClient], Coroutine[Any, Any, T]]) -> T:
     try:
         return asyncio.run(main())
     except ApiError as exc:
-        _fail(str(exc))
+        message = flag_message(exc, flags)
+        if about is not None and exc.code in _REFUSALS and not exc.field:
+            message = f"{about}: {message}"
+        _fail(message)
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        _fail(f"cannot write{where}: {exc.strerror or type(exc).__name__}")
+
+
+# BigInt fields travel as strings (GraphQL's Int is 32-bit); --json prints them as numbers.
+_COUNT_FIELDS = frozenset({"rowCount", "rowsWritten", "byteSize"})
+
+
+def json_counts(value: Any) -> Any:
+    """``value`` with every ``rowCount``/``rowsWritten``/``byteSize`` as a JSON number."""
+    if isinstance(value, dict):
+        return {
+            key: (
+                int(item)
+                if key in _COUNT_FIELDS and isinstance(item, str) and item.isdigit()
+                else json_counts(item)
+            )
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [json_counts(item) for item in value]
+    return value
 
 
 def _print_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+    click.echo(json.dumps(json_counts(value), indent=2, ensure_ascii=False))
+
+
+def _print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Rows under a header, columns padded to their widest cell; the last is not padded."""
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    for row in [headers, *rows]:
+        cells = [str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)]
+        click.echo("  ".join(cells).rstrip())
 
 
 def _filter(**values: Any) -> dict[str, Any] | None:
@@ -193,6 +276,29 @@ def _number(value: Any) -> str:
         return "-"
 
 
+def human_size(value: Any) -> str:
+    """``1.5 MiB``: a byte count in binary units, ``-`` when unknown."""
+    try:
+        size = float(int(value))
+    except (TypeError, ValueError):
+        return "-"
+    if size < 1024:
+        return f"{int(size)} B"
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        size /= 1024
+        if size < 1024 or unit == "TiB":
+            break
+    return f"{size:.1f} {unit}"
+
+
+def _file_format(export: dict[str, Any]) -> str:
+    """``csv.gz``, ``jsonl``: the format as the file's extension reads."""
+    text = str(export.get("format") or "-").lower()
+    if export.get("compression") == "GZIP":
+        text += ".gz"
+    return text
+
+
 def describe_export(export: dict[str, Any]) -> str:
     kind = "audit log" if export.get("kind") == "AUDIT_LOG" else "SCIM event"
     lines = [f"{kind} export {export['id']}: {export['status']}"]
@@ -213,7 +319,8 @@ def describe_export(export: dict[str, Any]) -> str:
     if status == "PROCESSING":
         rows.append(("progress", f"{_number(export.get('rowsWritten'))} rows written"))
     if export.get("fileName"):
-        rows.append(("file", f"{export['fileName']} ({_number(export.get('byteSize'))} bytes)"))
+        size = f"{human_size(export.get('byteSize'))}, {_number(export.get('byteSize'))} bytes"
+        rows.append(("file", f"{export['fileName']} ({size})"))
         rows.append(("rows", _number(export.get("rowCount"))))
         rows.append(("sha256", str(export.get("sha256"))))
     if export.get("completedAt"):
@@ -235,6 +342,41 @@ def _export_failure(export: dict[str, Any]) -> str:
     return f"export {export['id']} is {export['status']}{detail}"
 
 
+def check_writable_target(path: Path) -> None:
+    """Refuse a download target that could not be written, before anything is requested.
+
+    The file is written beside its target and renamed into place, so what matters is that
+    the target's directory exists and takes a new file; ``ValueError`` says why not.
+    """
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory; give a file name")
+    directory = path.parent
+    if not directory.exists():
+        raise ValueError(f"the directory {directory} does not exist")
+    if not directory.is_dir():
+        raise ValueError(f"{directory} is not a directory")
+    try:
+        # Creating a file is the only check that holds for root, ACLs and read-only mounts.
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=f".{path.name}.", suffix=".probe"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ValueError(f"cannot write to the directory {directory} ({reason})") from None
+
+
+def _writable_target(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    if value is None:
+        return None
+    try:
+        check_writable_target(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+    return value
+
+
+_TARGET = click.Path(path_type=Path)
+
+
 async def _request_with_retries(
     call: Callable[[], Awaitable[dict[str, Any]]],
 ) -> dict[str, Any]:
@@ -253,15 +395,25 @@ async def _request_with_retries(
 async def wait_for_export(
     client: LogExportClient, export: dict[str, Any], reporter: ProgressReporter, interval: float
 ) -> dict[str, Any]:
-    """Poll until the export reaches a final status; returns it."""
-    try:
+    """Poll until the export reaches a final status, showing progress; returns it."""
+
+    async def redraw() -> None:
+        # The library reports changes only; a terminal line also shows elapsed time.
         while True:
-            reporter.update(export)
-            if export["status"] in TERMINAL_STATUSES:
-                return export
             await asyncio.sleep(interval)
-            export = await client.get_export(export["id"])
+            reporter.tick()
+
+    reporter.update(export)
+    ticker = asyncio.create_task(redraw()) if reporter.interactive else None
+    try:
+        return await client.wait_for_export(
+            export["id"], on_progress=reporter.update, interval=interval, max_interval=interval * 4
+        )
     finally:
+        if ticker is not None:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
         reporter.finish()
 
 
@@ -323,7 +475,7 @@ def _export_command(
         return export
 
     try:
-        export = _run(work)
+        export = _run(work, about=f"--org {org}")
     except KeyboardInterrupt:
         if state.export_id is None:
             _fail("interrupted", EXIT_INTERRUPTED)
@@ -341,11 +493,11 @@ def _export_command(
         click.echo(f"  {'key':<10} {key}")
         click.echo(f"Follow it with: logexport export show {export['id']}")
     if download is not None:
-        click.echo(f"saved {download} ({_number(export.get('byteSize'))} bytes, SHA-256 verified)")
+        click.echo(f"saved {download} ({human_size(export.get('byteSize'))}, SHA-256 verified)")
 
 
 _export_json_option = click.option(
-    "--json", "as_json", is_flag=True, help="Print the LogExport as JSON."
+    "--json", "as_json", is_flag=True, help="Print the LogExport as JSON (counts as numbers)."
 )
 
 
@@ -358,16 +510,28 @@ def _print_export(export: dict[str, Any], as_json: bool) -> None:
 
 _FORMAT = click.Choice(["jsonl", "csv"], case_sensitive=False)
 
+_ORG_OPTION = click.option(
+    "--org", "org", required=True, metavar="ID", help="Organization id (see `logexport whoami`)."
+)
+
+
+def _apply(
+    command: Callable[..., Any], options: Sequence[Callable[[Any], Any]]
+) -> Callable[..., Any]:
+    for option in reversed(options):
+        command = option(command)
+    return command
+
 
 def _common_export_options(command: Callable[..., Any]) -> Callable[..., Any]:
     options = [
-        click.option("--org", "org", required=True, metavar="ID", help="Organization id."),
+        _ORG_OPTION,
         click.option(
             "--from",
             "from_time",
             required=True,
             type=TimeBound(end=False),
-            help="Start, inclusive: a UTC date (2026-01-01) or an RFC 3339 timestamp.",
+            help="Start, inclusive: a UTC date (2026-01-01) or an RFC 3339 timestamp with offset.",
         ),
         click.option(
             "--to",
@@ -382,31 +546,94 @@ def _common_export_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--idempotency-key",
             metavar="KEY",
-            help="Reuse to make a repeated request return the same export (default: random).",
+            help="Running the command again with the same key returns the same export "
+            "instead of a new one (default: a new key per run).",
         ),
-        click.option("--wait", is_flag=True, help="Wait until the export finishes."),
+        click.option(
+            "--wait", is_flag=True, help="Wait until the export finishes, showing progress."
+        ),
         click.option(
             "--download",
-            type=click.Path(dir_okay=False, writable=True, path_type=Path),
-            help="Wait, then save the file here (SHA-256 verified).",
+            type=_TARGET,
+            callback=_writable_target,
+            metavar="PATH",
+            help="Wait, then save the file at PATH (SHA-256 verified). The directory must "
+            "exist and be writable.",
         ),
         _export_json_option,
     ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+    return _apply(command, options)
 
 
 def _list_options(command: Callable[..., Any]) -> Callable[..., Any]:
     options = [
-        click.option("--org", "org", required=True, metavar="ID", help="Organization id."),
-        click.option("--first", type=click.IntRange(1, 100), default=50, show_default=True),
-        click.option("--after", metavar="CURSOR", help="endCursor of the previous page."),
-        click.option("--json", "as_json", is_flag=True, help="Print the connection as JSON."),
+        _ORG_OPTION,
+        click.option(
+            "--first",
+            type=click.IntRange(1, 100),
+            default=50,
+            show_default=True,
+            help="Page size, 1 to 100.",
+        ),
+        click.option("--after", metavar="CURSOR", help="The endCursor of the previous page."),
+        click.option(
+            "--json", "as_json", is_flag=True, help="Print the page as JSON (counts as numbers)."
+        ),
     ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+    return _apply(command, options)
+
+
+def _audit_filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option(
+            "--action",
+            "actions",
+            multiple=True,
+            metavar="A",
+            help="Only entries with this action, e.g. user.login; repeatable.",
+        ),
+        click.option(
+            "--actor-id",
+            "actor_ids",
+            multiple=True,
+            metavar="A",
+            help="Only entries by this actor id; repeatable.",
+        ),
+        click.option(
+            "--resource-type",
+            "resource_types",
+            multiple=True,
+            metavar="R",
+            help="Only entries about this resource type; repeatable.",
+        ),
+    ]
+    return _apply(command, options)
+
+
+def _scim_filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option(
+            "--method",
+            "methods",
+            multiple=True,
+            metavar="M",
+            help="Only events with this HTTP method, e.g. POST; repeatable.",
+        ),
+        click.option(
+            "--user-name",
+            metavar="U",
+            help="Only events about this userName (case-insensitive).",
+        ),
+        click.option(
+            "--status-code",
+            "status_codes",
+            multiple=True,
+            type=click.IntRange(100, 599),
+            metavar="N",
+            help="Only events answered with this HTTP status code; repeatable.",
+        ),
+    ]
+    return _apply(command, options)
 
 
 def _print_page(connection: dict[str, Any], line: Callable[[dict[str, Any]], str]) -> None:
@@ -415,9 +642,17 @@ def _print_page(connection: dict[str, Any], line: Callable[[dict[str, Any]], str
         click.echo(line(edge["node"]))
     if not edges:
         click.echo("(none)")
+    _print_more(connection)
+
+
+def _print_more(connection: dict[str, Any]) -> None:
     page = connection.get("pageInfo") or {}
     if page.get("hasNextPage"):
         click.echo(f"more: --after {page.get('endCursor')}")
+
+
+# Within the list commands the organization's ``id`` argument is the --org flag.
+_LIST_FLAGS = {"id": "--org", "organizationId": "--org"}
 
 
 # ---------------------------------------------------------------------------- audit-log
@@ -430,9 +665,7 @@ def audit_log() -> None:
 
 @audit_log.command("export")
 @_common_export_options
-@click.option("--action", "actions", multiple=True, metavar="A", help="Only this action (repeat).")
-@click.option("--actor-id", "actor_ids", multiple=True, metavar="A", help="Only this actor.")
-@click.option("--resource-type", "resource_types", multiple=True, metavar="R")
+@_audit_filter_options
 def audit_log_export(
     actions: tuple[str, ...],
     actor_ids: tuple[str, ...],
@@ -446,9 +679,7 @@ def audit_log_export(
 
 @audit_log.command("list")
 @_list_options
-@click.option("--action", "actions", multiple=True, metavar="A")
-@click.option("--actor-id", "actor_ids", multiple=True, metavar="A")
-@click.option("--resource-type", "resource_types", multiple=True, metavar="R")
+@_audit_filter_options
 def audit_log_list(
     org: str,
     first: int,
@@ -460,7 +691,11 @@ def audit_log_list(
 ) -> None:
     """Audit log entries, newest first."""
     chosen = _filter(actions=actions, actor_ids=actor_ids, resource_types=resource_types)
-    page = _run(lambda client: client.list_audit_log_entries(org, first, after, chosen))
+    page = _run(
+        lambda client: client.list_audit_log_entries(org, first, after, chosen),
+        flags=_LIST_FLAGS,
+        about=f"--org {org}",
+    )
     if as_json:
         _print_json(page)
         return
@@ -483,9 +718,7 @@ def scim_event() -> None:
 
 @scim_event.command("export")
 @_common_export_options
-@click.option("--method", "methods", multiple=True, metavar="M", help="Only this method (repeat).")
-@click.option("--user-name", metavar="U", help="Only this userName (case-insensitive).")
-@click.option("--status-code", "status_codes", multiple=True, type=int, metavar="N")
+@_scim_filter_options
 def scim_event_export(
     methods: tuple[str, ...],
     user_name: str | None,
@@ -499,9 +732,7 @@ def scim_event_export(
 
 @scim_event.command("list")
 @_list_options
-@click.option("--method", "methods", multiple=True, metavar="M")
-@click.option("--user-name", metavar="U")
-@click.option("--status-code", "status_codes", multiple=True, type=int, metavar="N")
+@_scim_filter_options
 def scim_event_list(
     org: str,
     first: int,
@@ -513,7 +744,11 @@ def scim_event_list(
 ) -> None:
     """SCIM events, newest first."""
     chosen = _filter(methods=methods, user_name=user_name, status_codes=status_codes)
-    page = _run(lambda client: client.list_scim_events(org, first, after, chosen))
+    page = _run(
+        lambda client: client.list_scim_events(org, first, after, chosen),
+        flags=_LIST_FLAGS,
+        about=f"--org {org}",
+    )
     if as_json:
         _print_json(page)
         return
@@ -536,31 +771,57 @@ def export_group() -> None:
     """Show, list, cancel and download exports."""
 
 
+def _about_export(export_id: str) -> dict[str, Any]:
+    """``_run``'s arguments for a command on one export: errors name ``export ID``."""
+    subject = f"export {export_id}"
+    return {"flags": {"id": subject}, "about": subject}
+
+
 @export_group.command("show")
 @click.argument("export_id", metavar="ID")
 @_export_json_option
 def export_show(export_id: str, as_json: bool) -> None:
     """One export's status and result."""
-    _print_export(_run(lambda client: client.get_export(export_id)), as_json)
+    export = _run(lambda client: client.get_export(export_id), **_about_export(export_id))
+    _print_export(export, as_json)
+
+
+EXPORT_LIST_HEADERS = ("ID", "KIND", "STATUS", "FORMAT", "FROM", "TO", "ROWS", "SIZE", "CREATED")
+
+
+def _export_row(export: dict[str, Any]) -> tuple[str, ...]:
+    rows = export.get("rowCount") or export.get("rowsWritten")
+    return (
+        str(export["id"]),
+        str(export.get("kind")),
+        str(export.get("status")),
+        _file_format(export),
+        _when(export.get("fromTime")),
+        _when(export.get("toTime")),
+        _number(rows) if export.get("status") != "PENDING" else "-",
+        human_size(export.get("byteSize")),
+        _when(export.get("createdAt")),
+    )
 
 
 @export_group.command("list")
 @_list_options
 def export_list(org: str, first: int, after: str | None, as_json: bool) -> None:
-    """The organization's exports, newest first."""
-    page = _run(lambda client: client.list_exports(org, first, after))
+    """The organization's exports, newest first (TO is exclusive)."""
+    page = _run(
+        lambda client: client.list_exports(org, first, after),
+        flags=_LIST_FLAGS,
+        about=f"--org {org}",
+    )
     if as_json:
         _print_json(page)
         return
-
-    def line(node: dict[str, Any]) -> str:
-        rows = _number(node.get("rowCount") or node.get("rowsWritten"))
-        return (
-            f"{node['id']}  {node.get('kind'):<10} {node.get('status'):<10} "
-            f"{_when(node.get('fromTime'))} to {_when(node.get('toTime'))}  {rows} rows"
-        )
-
-    _print_page(page, line)
+    exports = [edge["node"] for edge in page.get("edges") or []]
+    if not exports:
+        click.echo("(none)")
+    else:
+        _print_table(EXPORT_LIST_HEADERS, [_export_row(export) for export in exports])
+    _print_more(page)
 
 
 @export_group.command("cancel")
@@ -568,7 +829,8 @@ def export_list(org: str, first: int, after: str | None, as_json: bool) -> None:
 @_export_json_option
 def export_cancel(export_id: str, as_json: bool) -> None:
     """Cancel an export (a pending or running one stops; a completed one's file is revoked)."""
-    _print_export(_run(lambda client: client.cancel_export(export_id)), as_json)
+    export = _run(lambda client: client.cancel_export(export_id), **_about_export(export_id))
+    _print_export(export, as_json)
 
 
 @export_group.command("download")
@@ -578,20 +840,49 @@ def export_cancel(export_id: str, as_json: bool) -> None:
     "--output",
     "output",
     required=True,
-    type=click.Path(dir_okay=False, writable=True, path_type=Path),
-    help="Where to save the file.",
+    type=_TARGET,
+    callback=_writable_target,
+    metavar="PATH",
+    help="Where to save the file; the directory must exist and be writable.",
 )
 @_export_json_option
 def export_download(export_id: str, output: Path, as_json: bool) -> None:
     """Save a completed export's file, verified against its SHA-256."""
-    export = _run(lambda client: client.download_export(export_id, output))
+    export = _run(
+        lambda client: client.download_export(export_id, output), **_about_export(export_id)
+    )
     if as_json:
         _print_json(export)
     else:
-        click.echo(f"saved {output} ({_number(export.get('byteSize'))} bytes, SHA-256 verified)")
+        click.echo(f"saved {output} ({human_size(export.get('byteSize'))}, SHA-256 verified)")
 
 
-# ---------------------------------------------------------------------------- login, mcp
+# ---------------------------------------------------------------------------- whoami, login
+
+
+def _print_viewer(viewer: dict[str, Any]) -> None:
+    """The user, then each organization's id, name and the user's role in it."""
+    click.echo(f"{viewer.get('fullName')} <{viewer.get('email')}>  user {viewer.get('id')}")
+    organizations = viewer.get("organizations") or []
+    if not organizations:
+        click.echo("(no organizations)")
+        return
+    rows = [
+        (str(org.get("id")), str(org.get("name")), str(org.get("viewerRole")))
+        for org in organizations
+    ]
+    _print_table(("ORGANIZATION", "NAME", "ROLE"), rows)
+
+
+@click.command("whoami")
+@click.option("--json", "as_json", is_flag=True, help="Print the user and organizations as JSON.")
+def whoami(as_json: bool) -> None:
+    """The user the token belongs to, and each organization's id, name and role."""
+    viewer = _run(lambda client: client.viewer())
+    if as_json:
+        _print_json(viewer)
+    else:
+        _print_viewer(viewer)
 
 
 @click.command("login")
@@ -617,9 +908,10 @@ def login(api_url: str | None, token: str) -> None:
     try:
         viewer = asyncio.run(check())
     except ApiError as exc:
-        _fail(str(exc))
+        _fail(flag_message(exc, {"token": "--token"}))
     path = save_login(url, token)
-    click.echo(f"logged in to {url} as {viewer.get('email')}; saved to {path}")
+    click.echo(f"logged in to {url}; saved to {path}")
+    _print_viewer(viewer)
 
 
 @click.command("mcp")
@@ -632,6 +924,7 @@ def mcp_command() -> None:
 
 
 COMMANDS: tuple[click.Command, ...] = (
+    whoami,
     audit_log,
     scim_event,
     export_group,

@@ -11,7 +11,10 @@ from __future__ import annotations
 import time
 from typing import Any, TextIO
 
-TERMINAL_STATUSES = frozenset({"COMPLETED", "FAILED", "CANCELED", "EXPIRED"})
+from logexport.client import TERMINAL_STATUSES
+
+__all__ = ["PLAIN_INTERVAL", "TERMINAL_STATUSES", "ProgressReporter"]
+
 PLAIN_INTERVAL = 5.0
 
 
@@ -59,6 +62,11 @@ class ProgressReporter:
         else:
             self._plain(status, rows, now)
         self._status = status
+
+    def tick(self) -> None:
+        """Redraw the terminal line with the time elapsed since the last change."""
+        if self.interactive and self._status is not None:
+            self._draw(self._status, self._last_rows, time.monotonic())
 
     def finish(self) -> None:
         if self.interactive and self._drawn:

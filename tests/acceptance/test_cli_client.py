@@ -3,131 +3,33 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import os
 import signal
 import stat
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, fields
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import click
 import graphql
-import httpx
 
 from logexport import devservices
+from logexport.cli import main
+from logexport.cli.client import human_size
 from logexport.client import DOCUMENTS
-from logexport.config import Settings
-from logexport.entries import AuditLogEntryInput, record_audit_log_entries
-from tests.support.cli import REPO, Result, logexport_command, run_logexport
-from tests.support.world import World, build_world, wait_for_status
+from tests.support.cli import REPO, Result, api, logexport_command, run_logexport
+from tests.support.world import wait_for_status
 
-START = datetime(2026, 1, 1, tzinfo=UTC)
 COMMAND_TIMEOUT = 60
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    env = {}
-    for f in fields(Settings):
-        value = getattr(settings, f.name)
-        if value is None or f.name in ("api_url", "token"):
-            continue
-        env[f.metadata["env"]] = ("1" if value else "0") if isinstance(value, bool) else str(value)
-    return env
-
-
-@dataclass
-class Api:
-    url: str
-    world: World
-    home: Path
-
-    def env(self, token: str | None = None, **extra: str) -> dict[str, str]:
-        env = {
-            "PATH": os.environ.get("PATH", ""),
-            "NO_PROXY": "127.0.0.1,localhost",
-            "XDG_CONFIG_HOME": str(self.home),
-            "LOGEXPORT_API_URL": self.url,
-            "LOGEXPORT_TOKEN": token if token is not None else self.world.admin.token,
-        }
-        env.update(extra)
-        return {k: v for k, v in env.items() if v != ""}
 
 
 async def cli(*args: str, env: dict[str, str], timeout: float = COMMAND_TIMEOUT) -> Result:
     return await run_logexport(*args, env=env, timeout=timeout)
 
 
-@contextlib.asynccontextmanager
-async def serving(settings: Settings, tmp_path: Path, *extra: str) -> AsyncIterator[str]:
-    """``logexport serve`` on a free port until the block ends; yields its base URL."""
-    port = devservices.free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, **settings_env(settings.derive(base_url=url))}
-    log = (tmp_path / "serve.log").open("wb")
-    process = await asyncio.create_subprocess_exec(
-        *logexport_command(),
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        *extra,
-        env=env,
-        cwd=REPO,
-        stdout=log,
-        stderr=log,
-    )
-    try:
-        deadline = asyncio.get_running_loop().time() + 60
-        async with httpx.AsyncClient() as http:
-            while True:
-                if process.returncode is not None:
-                    raise AssertionError(
-                        f"logexport serve exited: {(tmp_path / 'serve.log').read_text()[-2000:]}"
-                    )
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await http.get(f"{url}/healthz", timeout=2)).status_code == 200:
-                        break
-                if asyncio.get_running_loop().time() > deadline:
-                    raise AssertionError("logexport serve did not answer /healthz within 60s")
-                await asyncio.sleep(0.2)
-        yield url
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), 30)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-        log.close()
-
-
-async def seed(pool, world: World, count: int = 90) -> None:
-    entries = [
-        AuditLogEntryInput(
-            organization_id=world.organization_id,
-            action="user.login" if i % 3 else "user.logout",
-            actor_type="USER",
-            actor_id=f"u{i}",
-            actor_email=f"user{i}@acme.test",
-            created_at=START + timedelta(minutes=30 * i),
-        )
-        for i in range(count)
-    ]
+async def export_count(pool) -> int:
     async with pool.acquire() as conn:
-        await record_audit_log_entries(conn, entries)
-
-
-@contextlib.asynccontextmanager
-async def api(pool, settings, tmp_path, *serve_args: str) -> AsyncIterator[Api]:
-    world = await build_world(pool)
-    await seed(pool, world)
-    async with serving(settings, tmp_path, *serve_args) as url:
-        yield Api(url, world, tmp_path / "config")
+        return int(await conn.fetchval("SELECT count(*) FROM log_exports"))
 
 
 def one_error_line(result: Result) -> str:
@@ -162,7 +64,10 @@ async def test_export_wait_download_show_list_and_checksum(pool, settings, s3, t
         assert export["status"] == "COMPLETED"
         assert export["fromTime"] == "2026-01-01T00:00:00.000000Z"
         assert export["toTime"] == "2026-01-02T00:00:00.000000Z"
-        assert export["rowCount"] == "32"
+        # BigInt counts are strings in GraphQL; --json prints them as numbers.
+        assert export["rowCount"] == 32
+        assert export["rowsWritten"] == 32
+        assert isinstance(export["byteSize"], int) and export["byteSize"] > 0
         assert "COMPLETED" in done.stderr  # plain progress lines: stderr is not a terminal
         body = target.read_bytes()
         assert hashlib.sha256(body).hexdigest() == export["sha256"]
@@ -179,7 +84,21 @@ async def test_export_wait_download_show_list_and_checksum(pool, settings, s3, t
 
         listed = await cli("export", "list", "--org", org, env=env)
         assert listed.code == 0, listed.stderr
-        assert export["id"] in listed.stdout
+        header, row = listed.stdout.splitlines()
+        assert header.split() == [
+            "ID", "KIND", "STATUS", "FORMAT", "FROM", "TO", "ROWS", "SIZE", "CREATED",
+        ]  # fmt: skip
+        assert row.startswith(export["id"])
+        assert "jsonl" in row.split()
+        assert human_size(export["byteSize"]) in row
+        assert human_size(export["byteSize"]).endswith((" B", " KiB"))
+        # Columns line up under their headers.
+        assert row.index(human_size(export["byteSize"])) == header.index("SIZE")
+
+        listed_json = await cli("export", "list", "--org", org, "--json", env=env)
+        assert listed_json.code == 0, listed_json.stderr
+        node = listed_json.json()["edges"][0]["node"]
+        assert (node["rowCount"], node["byteSize"]) == (32, export["byteSize"])
 
         again = tmp_path / "again.jsonl"
         downloaded = await cli("export", "download", export["id"], "-o", str(again), env=env)
@@ -239,23 +158,53 @@ async def test_idempotency_filters_and_rejections(pool, settings, s3, tmp_path):
         assert "PENDING" in human.stdout
         assert "logexport export show" in human.stdout
 
-        backwards, viewer, missing = await asyncio.gather(
-            cli(
-                "audit-log", "export", "--org", org, "--from", "2026-02-01", "--to", "2026-01-01",
-                env=env,
-            ),
-            cli(
-                "audit-log", "export", "--org", org, "--from", "2026-01-01", "--to", "2026-01-02",
-                env=server.env(server.world.viewer.token),
-            ),
-            cli("export", "show", "00000000-0000-0000-0000-000000000000", env=env),
+        missing_id = "00000000-0000-0000-0000-000000000000"
+        backwards, too_long, bad_org, bad_list_org, bad_key, viewer, missing = (
+            await asyncio.gather(
+                cli(
+                    "audit-log", "export", "--org", org, "--from", "2026-02-01",
+                    "--to", "2026-01-01", env=env,
+                ),
+                cli(
+                    "audit-log", "export", "--org", org, "--from", "2020-01-01",
+                    "--to", "2026-01-01", env=env,
+                ),
+                cli(
+                    "audit-log", "export", "--org", "acme", "--from", "2026-01-01",
+                    "--to", "2026-01-02", env=env,
+                ),
+                cli("export", "list", "--org", "acme", env=env),
+                cli(
+                    "audit-log", "export", "--org", org, "--from", "2026-01-01",
+                    "--to", "2026-01-02", "--idempotency-key", "clé", env=env,
+                ),
+                cli(
+                    "audit-log", "export", "--org", org, "--from", "2026-01-01",
+                    "--to", "2026-01-02", env=server.env(server.world.viewer.token),
+                ),
+                cli("export", "show", missing_id, env=env),
+            )
         )  # fmt: skip
-        assert backwards.code == 1
-        assert one_error_line(backwards).startswith("error: toTime: ")
+        # Errors name the flags the user typed, never the API's input fields.
+        api_fields = ("fromTime", "toTime", "organizationId", "idempotencyKey", "input.")
+        for result, flags in [
+            (backwards, ("--from", "--to")),
+            (too_long, ("--to", "366 days")),
+            (bad_org, ("--org",)),
+            (bad_list_org, ("--org",)),
+            (bad_key, ("--idempotency-key",)),
+        ]:
+            assert result.code == 1, result
+            line = one_error_line(result)
+            for flag in flags:
+                assert flag in line, line
+            for field in api_fields:
+                assert field not in line, line
+        assert one_error_line(backwards) == "error: --from must be earlier than --to"
         assert viewer.code == 1
         assert "permission" in one_error_line(viewer)
         assert missing.code == 1
-        one_error_line(missing)
+        assert missing_id in one_error_line(missing)
 
         canceled = await cli("export", "cancel", export["id"], "--json", env=env)
         assert canceled.code == 0, canceled.stderr
@@ -354,3 +303,111 @@ async def test_help_needs_no_settings():
     result = await cli("export", "download", "--help", env={"PATH": os.environ.get("PATH", "")})
     assert result.code == 0
     assert "Usage" in result.stdout
+
+
+async def test_whoami_and_login_show_each_organization_with_its_role(pool, settings, s3, tmp_path):
+    async with api(pool, settings, tmp_path, "--no-worker") as server:
+        world = server.world
+        acme, globex = str(world.organization_id), str(world.other_organization_id)
+        admin, outsider, admin_json = await asyncio.gather(
+            cli("whoami", env=server.env()),
+            cli("whoami", env=server.env(world.outsider.token)),
+            cli("whoami", "--json", env=server.env()),
+        )
+        assert admin.code == 0, admin.stderr
+        lines = admin.stdout.splitlines()
+        assert lines[0] == (f"Adam Admin <adam.admin@acme.test>  user {world.admin.user_id}")
+        assert lines[1].split() == ["ORGANIZATION", "NAME", "ROLE"]
+        assert lines[2].split() == [acme, "Acme", "Corp", "ADMIN"]
+        assert len(lines) == 3  # Globex is not his
+        assert outsider.code == 0, outsider.stderr
+        assert outsider.stdout.splitlines()[2].split() == [globex, "Globex", "OWNER"]
+        assert acme not in outsider.stdout
+        viewer = admin_json.json()
+        assert viewer["email"] == "adam.admin@acme.test"
+        assert [(o["id"], o["name"], o["viewerRole"]) for o in viewer["organizations"]] == [
+            (acme, "Acme Corp", "ADMIN")
+        ]
+
+        logged_in = await cli(
+            "login", "--api-url", server.url, "--token", world.owner.token,
+            env={"PATH": os.environ.get("PATH", ""), "XDG_CONFIG_HOME": str(server.home)},
+        )  # fmt: skip
+        assert logged_in.code == 0, logged_in.stderr
+        lines = logged_in.stdout.splitlines()
+        assert lines[0].startswith(f"logged in to {server.url}; saved to ")
+        assert lines[1] == f"Olivia Owner <olivia.owner@acme.test>  user {world.owner.user_id}"
+        assert lines[3].split() == [acme, "Acme", "Corp", "OWNER"]
+
+
+async def test_download_target_that_cannot_be_written_is_refused_before_requesting(
+    pool, settings, s3, tmp_path
+):
+    async with api(pool, settings, tmp_path, "--no-worker") as server:
+        org = str(server.world.organization_id)
+        a_file = tmp_path / "a-file"
+        a_file.write_text("")
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        # root writes into a 0500 directory regardless; /proc takes no new files from anyone.
+        unwritable = Path("/proc") if os.geteuid() == 0 else locked
+        targets = {
+            "missing directory": (tmp_path / "no-such-dir" / "out.jsonl", "does not exist"),
+            "parent is a file": (a_file / "out.jsonl", "not a directory"),
+            "target is a directory": (tmp_path, "is a directory"),
+            "unwritable directory": (unwritable / "out.jsonl", "cannot write"),
+        }
+        results = await asyncio.gather(
+            *(
+                cli(
+                    "audit-log", "export", "--org", org, "--from", "2026-01-01",
+                    "--to", "2026-01-02", "--download", str(target), env=server.env(),
+                )
+                for target, _ in targets.values()
+            ),
+            cli(
+                "export", "download", "00000000-0000-0000-0000-000000000000",
+                "-o", str(tmp_path / "no-such-dir" / "out.jsonl"), env=server.env(),
+            ),
+        )  # fmt: skip
+        for (case, (_, reason)), result in zip(targets.items(), results, strict=False):
+            assert result.code == 2, (case, result)
+            line = one_error_line(result)
+            assert "--download" in line and reason in line, (case, line)
+            assert "Traceback" not in result.stderr
+        assert results[-1].code == 2
+        assert "--output" in one_error_line(results[-1])
+        # Refused before the request: no export was created.
+        assert await export_count(pool) == 0
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+            ["a-file", "locked", "serve.log"]
+        )
+
+
+def _commands(command: click.Command, path: str):
+    yield path, command
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            yield from _commands(sub, f"{path} {name}")
+
+
+def test_every_option_has_help_and_repeatable_ones_say_so():
+    missing, unmarked = [], []
+    for path, command in _commands(main, "logexport"):
+        for param in command.params:
+            if not isinstance(param, click.Option):
+                continue
+            if not (param.help or "").strip():
+                missing.append(f"{path} {param.opts[0]}")
+            elif param.multiple and "repeatable" not in param.help:
+                unmarked.append(f"{path} {param.opts[0]}")
+    assert missing == []
+    assert unmarked == []
+
+
+async def test_help_shows_repeatable_options_as_a_user_sees_them():
+    result = await cli("scim-event", "export", "--help", env={"PATH": os.environ.get("PATH", "")})
+    assert result.code == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    assert "--method M Only events with this HTTP method, e.g. POST; repeatable." in text
+    assert "--status-code N Only events answered with this HTTP status code; repeatable." in text
