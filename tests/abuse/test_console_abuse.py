@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -315,3 +316,25 @@ async def test_a_signed_cookie_naming_no_stored_session_is_refused(stack: Stack)
         stack.settings, sessions.Session(id="A" * 43, csrf_token="unused")
     )
     assert not await _session_works(stack, forged)
+
+
+async def test_purging_removes_only_rows_that_ended_long_enough_ago(stack: Stack):
+    live = await _signed_in(stack, stack.world.owner.token)
+    ended = await _signed_in(stack, stack.world.owner.token)
+    cookies = [c.cookies[sessions.COOKIE_NAME] for c in (live, ended)]
+    await _sign_out(ended, stack)
+    for client in (live, ended):
+        await client.aclose()
+    ids = [sessions.decode_session(stack.settings, cookie) for cookie in cookies]
+    hashes = "SELECT id_hash FROM console_sessions WHERE id_hash = sha256(convert_to($1, 'UTF8'))"
+    async with stack.pool.acquire() as conn:
+        await sessions.purge_sessions(conn, timedelta(hours=1))
+        assert [await conn.fetchval(hashes, s.id) is not None for s in ids if s] == [True, True]
+        await conn.execute(
+            "UPDATE console_sessions SET revoked_at = now() - interval '2 hours'"
+            " WHERE revoked_at IS NOT NULL"
+        )
+        assert await sessions.purge_sessions(conn, timedelta(hours=1)) >= 1
+        left = [await conn.fetchval(hashes, s.id) for s in ids if s is not None]
+    assert left[0] is not None and left[1] is None
+    assert await _session_works(stack, cookies[0])
