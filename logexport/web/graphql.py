@@ -12,24 +12,36 @@ Responses are ``200`` with a GraphQL body, except: ``401`` without usable creden
 ``403`` for a cookie-authenticated request without its CSRF token, ``400`` for a body that
 is not a GraphQL request, ``413`` for a body over ``MAX_BODY_BYTES``. Each still carries
 ``{"errors": [...]}``.
+
+A query whose estimated cost is over ``graphql_limits.MAX_COST`` is refused with
+``QUERY_TOO_COMPLEX`` before anything executes, and so is an answer that would exceed
+``MAX_RESPONSE_BYTES`` once encoded. Parsing, pricing and validating a request, executing
+a query that only introspects, and encoding the answer are CPU work with no I/O: they run
+in worker threads, a few at a time, so that one large request does not hold up the event
+loop (health checks, other requests, the worker's heartbeats) while it is worked on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import json
 import logging
+import weakref
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ariadne import load_schema_from_path, make_executable_schema
 from ariadne.explorer import ExplorerGraphiQL
 from graphql import (
     DocumentNode,
     ExecutionResult,
+    FieldNode,
     GraphQLError,
     GraphQLSchema,
+    OperationDefinitionNode,
     execute,
     parse,
     recommended_rules,
@@ -42,15 +54,29 @@ from starlette.routing import Route
 
 from logexport.errors import LogExportError, Unauthenticated
 from logexport.web import auth
-from logexport.web.graphql_limits import QueryLimits, input_field_of
+from logexport.web.graphql_limits import (
+    MAX_COST,
+    QueryLimits,
+    input_field_of,
+    query_cost,
+    too_complex,
+)
 from logexport.web.graphql_resolvers import BINDABLES, Context
 
 log = logging.getLogger("logexport.graphql")
 
 MAX_BODY_BYTES = 64 * 1024
+MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+# Worker threads one event loop gives to GraphQL's CPU work at a time: more would only
+# compete with the loop's own thread for the interpreter.
+_CPU_THREADS = 2
+# Containers nested deeper than this are encoded in one piece; above it, piece by piece, so
+# that the encoding thread lets go of the interpreter between pieces and can stop early.
+_SPLIT_DEPTH = 8
 INTERNAL_MESSAGE = "Something went wrong on our side; please try again later"
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 _RULES = (*specified_rules, *recommended_rules, QueryLimits)
+_TOO_COMPLEX = {"code": "QUERY_TOO_COMPLEX"}
 # GraphiQL loads its scripts and styles from a CDN; only the debug explorer page gets this.
 _EXPLORER_CSP = (
     "default-src 'self'; script-src 'self' 'unsafe-inline' 'unsafe-eval' https://unpkg.com; "
@@ -113,7 +139,15 @@ async def graphql_endpoint(request: Request, *, debug: bool = False) -> Response
         principal=principal,
     )
     result = await run_query(executable_schema(), payload, context)
-    return JSONResponse(result)
+    encoded = await _off_loop(encode_json, result, MAX_RESPONSE_BYTES)
+    if encoded is None:
+        message = (
+            f"The answer would be larger than {MAX_RESPONSE_BYTES:,} bytes. "
+            "Select fewer fields or smaller pages (first)."
+        )
+        encoded = encode_json({"errors": [{"message": message, "extensions": _TOO_COMPLEX}]})
+        assert encoded is not None
+    return Response(encoded, media_type="application/json")
 
 
 async def _read_body(request: Request) -> bytes:
@@ -152,19 +186,23 @@ def _parse_payload(body: bytes) -> dict[str, Any]:
 
 async def run_query(schema: GraphQLSchema, payload: dict[str, Any], context: Any) -> dict[str, Any]:
     """Execute one GraphQL request and return its JSON-ready response body."""
-    try:
-        document = parse(payload["query"])
-    except GraphQLError as error:
-        return {"errors": [format_error(error, None)]}
-    problems = validate(schema, document, _RULES)
-    if problems:
-        return {"errors": [format_error(e, document) for e in problems]}
-    outcome = execute(
+    prepared = await _off_loop(_prepare, schema, payload)
+    if not isinstance(prepared, DocumentNode):
+        return prepared
+    document = prepared
+    run = functools.partial(
+        execute,
         schema,
         document,
         context_value=context,
         variable_values=payload.get("variables"),
         operation_name=payload.get("operationName"),
+    )
+    # Introspection resolvers are plain functions over the schema: no I/O, no event loop.
+    outcome = (
+        await _off_loop(run)
+        if _introspection_only(document, payload.get("operationName"))
+        else run()
     )
     result = await outcome if inspect.isawaitable(outcome) else outcome
     assert isinstance(result, ExecutionResult)
@@ -177,6 +215,88 @@ async def run_query(schema: GraphQLSchema, payload: dict[str, Any], context: Any
     if executed or any(e.path is not None for e in result.errors or ()):
         body["data"] = result.data
     return body
+
+
+def _prepare(schema: GraphQLSchema, payload: dict[str, Any]) -> DocumentNode | dict[str, Any]:
+    """The parsed document, priced and validated; or the response body refusing it."""
+    try:
+        document = parse(payload["query"])
+    except GraphQLError as error:
+        return {"errors": [format_error(error, None)]}
+    # Priced before validation: validating an enormous document is itself expensive.
+    cost = query_cost(schema, document, payload.get("operationName"), payload.get("variables"))
+    if cost is None or cost > MAX_COST:
+        refusal = too_complex(cost)
+        return {"errors": [{"message": refusal.message, "extensions": _TOO_COMPLEX}]}
+    problems = validate(schema, document, _RULES)
+    if problems:
+        return {"errors": [format_error(e, document) for e in problems]}
+    return document
+
+
+def _introspection_only(document: DocumentNode, operation_name: str | None) -> bool:
+    operations = [
+        d
+        for d in document.definitions
+        if isinstance(d, OperationDefinitionNode)
+        and (operation_name is None or (d.name is not None and d.name.value == operation_name))
+    ]
+    return len(operations) == 1 and all(
+        isinstance(s, FieldNode) and s.name.value.startswith("__")
+        for s in operations[0].selection_set.selections
+    )
+
+
+_T = TypeVar("_T")
+_cpu_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _off_loop(function: Callable[..., _T], *args: Any) -> _T:
+    """``function(*args)`` in a worker thread, at most ``_CPU_THREADS`` at once per loop."""
+    loop = asyncio.get_running_loop()
+    slots = _cpu_slots.get(loop)
+    if slots is None:
+        slots = _cpu_slots[loop] = asyncio.Semaphore(_CPU_THREADS)
+    async with slots:
+        return await asyncio.to_thread(function, *args)
+
+
+def encode_json(value: Any, limit: int = MAX_RESPONSE_BYTES) -> bytes | None:
+    """``value`` as compact UTF-8 JSON, or None once it grows past ``limit`` bytes."""
+    parts: list[bytes] = []
+    size = 0
+    for part in _json_parts(value, 0):
+        size += len(part)
+        if size > limit:
+            return None
+        parts.append(part)
+    return b"".join(parts)
+
+
+def _json_parts(value: Any, depth: int) -> Iterator[bytes]:
+    if depth < _SPLIT_DEPTH and isinstance(value, dict) and value:
+        separator = b"{"
+        for key, item in value.items():
+            yield separator + _dumps(str(key)) + b":"
+            yield from _json_parts(item, depth + 1)
+            separator = b","
+        yield b"}"
+    elif depth < _SPLIT_DEPTH and isinstance(value, list) and value:
+        separator = b"["
+        for item in value:
+            yield separator
+            yield from _json_parts(item, depth + 1)
+            separator = b","
+        yield b"]"
+    else:
+        yield _dumps(value)
+
+
+def _dumps(value: Any) -> bytes:
+    # The same text Starlette's JSONResponse writes.
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
 def _cause(error: GraphQLError) -> BaseException | None:
