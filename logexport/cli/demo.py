@@ -45,7 +45,7 @@ import click
 import httpx
 
 from logexport import db, devservices, identity
-from logexport.cli import EXIT_USAGE, fail, load_settings, run
+from logexport.cli import EXIT_USAGE, browser_headers, fail, load_settings, run
 from logexport.cli.client import wait_for_export
 from logexport.cli.progress import ProgressReporter
 from logexport.client import LogExportClient
@@ -359,18 +359,21 @@ async def wait_for_email(mail_dir: Path, export_id: str, timeout: float) -> Rece
 
 
 class _FormParser(HTMLParser):
-    """The first form of a page: its action and its fields."""
+    """The first form of a page: its action and its fields; and the page's referrer policy."""
 
     def __init__(self) -> None:
         super().__init__()
         self.action: str | None = None
         self.method = "get"
         self.fields: dict[str, str] = {}
+        self.referrer_policy: str | None = None
         self._in_form = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         values = {name: value or "" for name, value in attrs}
-        if tag == "form" and self.action is None:
+        if tag == "meta" and values.get("name", "").lower() == "referrer":
+            self.referrer_policy = values.get("content")
+        elif tag == "form" and self.action is None:
             self.action = values.get("action", "")
             self.method = values.get("method", "get").lower()
             self._in_form = True
@@ -399,7 +402,15 @@ class Downloaded:
 async def download_like_a_person(
     link: str, base_url: str, file_name: str, target_dir: Path
 ) -> Downloaded:
-    async with httpx.AsyncClient(timeout=60, trust_env=False) as http:
+    """Open the link, then press the page's Download button, sending what a browser would.
+
+    The POST's ``Origin``, ``Referer`` and ``Sec-Fetch-*`` follow the page's referrer policy
+    (see ``browser_headers``), so this passes only where a browser's click would; the
+    redirect to the bucket is followed the same way, so the link's token goes nowhere else.
+    """
+    async with httpx.AsyncClient(
+        timeout=60, trust_env=False, headers={"User-Agent": "logexport-demo"}
+    ) as http:
         page = await http.get(link)
         if page.status_code != 200:
             fail(f"the download page answered HTTP {page.status_code}")
@@ -411,28 +422,53 @@ async def download_like_a_person(
         if form.action is None or form.method != "post":
             fail("the download page has no Download form")
         action = urljoin(link, form.action)
+        if browser_headers.origin_of(action) != browser_headers.origin_of(base_url):
+            fail(f"the Download form posts to another origin: {_without_query(action)}")
+        policy = browser_headers.page_policy(
+            page.headers.get("referrer-policy"), form.referrer_policy
+        )
+        headers = browser_headers.form_post_headers(link, policy, action)
+        sent = ", ".join(
+            f"{name}: {headers[name]}" for name in ("Origin", "Sec-Fetch-Site") if name in headers
+        )
+        _detail(f"the page's referrer policy is {policy}, so the button's POST carries {sent}")
         target = target_dir / file_name
-        digest = hashlib.sha256()
-        size = 0
-        # A browser sends its Origin with a form POST; the server checks it.
-        headers = {"Origin": base_url.rstrip("/"), "User-Agent": "logexport-demo"}
-        async with http.stream(
-            "POST", action, data=form.fields, headers=headers, follow_redirects=True
-        ) as response:
-            if response.status_code != 200:
-                fail(f"the Download button led to HTTP {response.status_code}")
-            with target.open("wb") as out:
-                async for chunk in response.aiter_bytes(64 * 1024):
-                    digest.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
-            redirect = response.history[0].status_code if response.history else None
-            landed_on = _without_query(str(response.url))
+        redirect: int | None = None
+        async with http.stream("POST", action, data=form.fields, headers=headers) as response:
+            if response.is_redirect:
+                redirect = response.status_code
+                landed_on = urljoin(action, response.headers["location"])
+                hop = browser_headers.redirect_headers(
+                    link, policy, response.headers.get("referrer-policy"), landed_on
+                )
+            else:
+                landed_on = action
+                size, digest = await _save(response, target, "the Download button")
+        if redirect is not None:
+            async with http.stream("GET", landed_on, headers=hop) as response:
+                size, digest = await _save(response, target, "the presigned URL")
     _detail(
         f"POST {_without_query(action)}  ->  "
-        + (f"{redirect} redirect to a presigned URL: {landed_on}" if redirect else "200")
+        + (
+            f"{redirect} redirect to a presigned URL: {_without_query(landed_on)}"
+            if redirect
+            else "200"
+        )
     )
-    return Downloaded(target, size, digest.hexdigest(), landed_on, redirect)
+    return Downloaded(target, size, digest, _without_query(landed_on), redirect)
+
+
+async def _save(response: httpx.Response, target: Path, what: str) -> tuple[int, str]:
+    if response.status_code != 200:
+        fail(f"{what} led to HTTP {response.status_code}")
+    digest = hashlib.sha256()
+    size = 0
+    with target.open("wb") as out:
+        async for chunk in response.aiter_bytes(64 * 1024):
+            digest.update(chunk)
+            out.write(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
 
 
 def _preview(line: bytes) -> str:

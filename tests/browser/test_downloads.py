@@ -20,6 +20,7 @@ import pytest
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import expect
 
+from logexport.cli import browser_headers
 from logexport.entries import AuditLogEntryInput, record_audit_log_entries
 from tests.browser.conftest import LiveServer
 from tests.support.world import Person, World, build_world, eventually
@@ -175,6 +176,15 @@ async def test_emailed_link_downloads_in_a_fresh_browser(
     path = f"/exports/{export['id']}/download"
     posted = await watch.headers_of("POST", path)
     assert posted["origin"] == live_server.base_url
+    # The demo sends what Chromium sent, so it cannot pass where a browser fails.
+    assert_same_navigation_headers(
+        posted, browser_headers.form_post_headers(link, "same-origin", live_server.url(path))
+    )
+    [to_bucket] = [r for r in watch.requests if not r.url.startswith(live_server.base_url)]
+    assert_same_navigation_headers(
+        await to_bucket.all_headers(),
+        browser_headers.redirect_headers(link, "same-origin", "no-referrer", to_bucket.url),
+    )
     # The token went to this origin only: not to the bucket the download came from.
     assert await watch.origins_that_saw(token_of(link)) == {live_server.base_url}
     assert len(watch.origins()) == 2, watch.origins()
@@ -190,6 +200,68 @@ async def test_emailed_link_downloads_in_a_fresh_browser(
     assert entry["actor_id"] == str(world.admin.user_id)
     assert str(entry["ip_address"]) == "127.0.0.1"
     assert "Chrome" in entry["user_agent"]
+
+
+NAVIGATION_HEADERS = (
+    "origin",
+    "referer",
+    "sec-fetch-site",
+    "sec-fetch-mode",
+    "sec-fetch-dest",
+    "sec-fetch-user",
+)
+
+
+def assert_same_navigation_headers(sent: dict[str, str], modeled: dict[str, str]) -> None:
+    modeled = {name.lower(): value for name, value in modeled.items()}
+    assert {n: sent.get(n) for n in NAVIGATION_HEADERS} == {
+        n: modeled.get(n) for n in NAVIGATION_HEADERS
+    }
+
+
+async def test_button_under_no_referrer_sends_what_the_demo_expects(
+    new_page, pool, live_server, smtp_sink
+):
+    """Serve the page as it used to be (``no-referrer``): Chromium then sends ``Origin: null``.
+
+    The demo's model of the browser must say the same, and the server must still accept the
+    click because Chromium marks it ``Sec-Fetch-Site: same-origin``.
+    """
+    world = await build_world(pool)
+    export = await completed_export(pool, live_server, world)
+    message = await smtp_sink.wait_for(
+        lambda m: emailed_link(m, export["id"]) is not None, timeout=30
+    )
+    link = emailed_link(message, export["id"])
+    assert link is not None
+    page = await new_page()
+    watch = TokenWatch(page)
+
+    async def as_it_used_to_be(route: Any) -> None:
+        response = await route.fetch()
+        body = (await response.text()).replace(
+            '<meta name="referrer" content="same-origin">',
+            '<meta name="referrer" content="no-referrer">',
+        )
+        headers = {**response.headers, "referrer-policy": "no-referrer"}
+        await route.fulfill(response=response, body=body, headers=headers)
+
+    page_url = re.compile(re.escape(link.split("?")[0]) + r"\?token=")
+    await page.route(page_url, as_it_used_to_be)
+    await page.goto(link)
+    await page.unroute(page_url)
+    async with page.expect_download() as download_info:
+        await page.get_by_role("button", name="Download").click()
+    download = await download_info.value
+    assert await download.failure() is None
+
+    path = f"/exports/{export['id']}/download"
+    posted = await watch.headers_of("POST", path)
+    assert posted["origin"] == "null"
+    assert "referer" not in posted
+    assert_same_navigation_headers(
+        posted, browser_headers.form_post_headers(link, "no-referrer", live_server.url(path))
+    )
 
 
 async def test_console_exports_page_downloads_the_file(

@@ -19,6 +19,7 @@ import pytest
 import pytest_asyncio
 from starlette.applications import Starlette
 
+from logexport.cli import browser_headers
 from logexport.config import Settings
 from logexport.exports import delivery
 from logexport.exports.storage import LocalStorage, Storage, storage_from_settings
@@ -500,3 +501,37 @@ async def test_recorded_ip_believes_forwarded_for_only_from_trusted_proxies(
     assert response.status_code == 303
     [entry] = await world.downloads()
     assert str(entry["ip_address"]) == recorded
+
+
+@pytest.mark.parametrize("base_url", ["http://127.0.0.1:1", "https://downloads.example"])
+async def test_what_a_browser_sends_from_the_page_is_accepted(world: World, base_url: str) -> None:
+    settings = world.settings.derive(base_url=base_url)
+    transport = httpx.ASGITransport(app=app_for(settings, world.pool, world.storage))
+    async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
+        link = delivery.download_link(base_url, world.export_id, world.token)
+        page = await client.get(link)
+        form = re.search(r'<form method="post" action="([^"]+)">', page.text)
+        meta = re.search(r'<meta name="referrer" content="([^"]+)">', page.text)
+        assert form is not None and meta is not None
+        policy = browser_headers.page_policy(page.headers["referrer-policy"], meta.group(1))
+        headers = browser_headers.form_post_headers(link, policy, form.group(1))
+        response = await client.post(form.group(1), data={"token": world.token}, headers=headers)
+    assert response.status_code == 303
+
+
+async def test_what_a_browser_sends_under_no_referrer_over_plain_http_is_refused(
+    world: World,
+) -> None:
+    # Why the page is not served under no-referrer: where browsers send no Sec-Fetch-*
+    # (plain HTTP off loopback), its POST would carry only Origin: null.
+    base_url = "http://downloads.example"
+    settings = world.settings.derive(base_url=base_url)
+    transport = httpx.ASGITransport(app=app_for(settings, world.pool, world.storage))
+    link = delivery.download_link(base_url, world.export_id, world.token)
+    action = delivery.download_path(base_url, world.export_id)
+    headers = browser_headers.form_post_headers(link, "no-referrer", action)
+    assert headers["Origin"] == "null" and "Sec-Fetch-Site" not in headers
+    async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
+        response = await client.post(action, data={"token": world.token}, headers=headers)
+    assert response.status_code == 403
+    assert await world.downloads() == []
