@@ -200,19 +200,50 @@ async def add_member(
 async def set_role(
     conn: asyncpg.Connection, organization_id: UUID, user_id: UUID, role: Role | str
 ) -> Membership:
-    row = await conn.fetchrow(q("set_member_role"), organization_id, user_id, _role(role).value)
-    if row is None:
-        raise NotFound("the user is not a member of this organization")
+    """Change a member's role; demoting the organization's last OWNER is refused."""
+    checked = _role(role)
+    async with conn.transaction():
+        previous = await _lock_membership(conn, organization_id, user_id)
+        if previous is Role.OWNER and checked is not Role.OWNER:
+            await _keep_an_owner(conn, organization_id, user_id, "demote")
+        row = await conn.fetchrow(q("set_member_role"), organization_id, user_id, checked.value)
     return _membership(row)
 
 
 async def remove_member(
     conn: asyncpg.Connection, organization_id: UUID, user_id: UUID
 ) -> Membership:
-    row = await conn.fetchrow(q("remove_member"), organization_id, user_id)
-    if row is None:
-        raise NotFound("the user is not a member of this organization")
+    """Remove a member; removing the organization's last OWNER is refused."""
+    async with conn.transaction():
+        previous = await _lock_membership(conn, organization_id, user_id)
+        if previous is Role.OWNER:
+            await _keep_an_owner(conn, organization_id, user_id, "remove")
+        row = await conn.fetchrow(q("remove_member"), organization_id, user_id)
     return _membership(row)
+
+
+async def _lock_membership(conn: asyncpg.Connection, organization_id: UUID, user_id: UUID) -> Role:
+    """The member's role, read under the organization's lock (held until the transaction ends).
+
+    Without the lock, two owners demoting each other at once would each see the other still
+    OWNER and both succeed, leaving none.
+    """
+    await conn.fetchval(q("lock_organization"), organization_id)
+    role = await conn.fetchval(q("membership_role"), organization_id, user_id)
+    if role is None:
+        raise NotFound("the user is not a member of this organization")
+    return Role(role)
+
+
+async def _keep_an_owner(
+    conn: asyncpg.Connection, organization_id: UUID, user_id: UUID, verb: str
+) -> None:
+    if await conn.fetchval(q("count_other_owners"), organization_id, user_id) == 0:
+        raise BadUserInput(
+            f"cannot {verb} the organization's last OWNER: "
+            "give another member the OWNER role first",
+            field="role" if verb == "demote" else None,
+        )
 
 
 # ---------------------------------------------------------------------------- API keys

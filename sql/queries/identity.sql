@@ -26,6 +26,16 @@ INSERT INTO memberships (organization_id, user_id, role) VALUES ($1, $2, $3)
 ON CONFLICT (organization_id, user_id) DO NOTHING
 RETURNING organization_id, user_id, role, created_at;
 
+-- Every change that can take the OWNER role away first locks the organization's row, so two
+-- such changes run one after the other and the second sees what the first committed.
+-- NO KEY UPDATE leaves the row free for the foreign-key checks of rows that reference it.
+-- name: lock_organization
+SELECT id FROM organizations WHERE id = $1 FOR NO KEY UPDATE;
+
+-- name: count_other_owners
+SELECT count(*) FROM memberships
+WHERE organization_id = $1 AND role = 'OWNER' AND user_id <> $2;
+
 -- name: set_member_role
 UPDATE memberships SET role = $3
 WHERE organization_id = $1 AND user_id = $2

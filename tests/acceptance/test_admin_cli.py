@@ -243,3 +243,49 @@ async def test_duplicate_membership_is_refused(database_url, pool):
             "SELECT role FROM memberships WHERE organization_id = $1", org.id
         )
     assert role == "OWNER"
+
+
+async def test_the_last_owner_is_neither_demoted_nor_removed(database_url, pool):
+    async with pool.acquire() as conn:
+        org = await identity.create_organization(conn, "Acme")
+        for email in ("ada@example.com", "grace@example.com"):
+            await identity.create_user(conn, email, email.split("@")[0].title())
+    org_id = str(org.id)
+    await ok("admin", "add-member", org_id, "ada@example.com", "--role", "owner",
+             database_url=database_url)
+
+    for args, verb in (
+        (("set-role", org_id, "ada@example.com", "--role", "admin"), "demote"),
+        (("set-role", org_id, "ada@example.com", "--role", "VIEWER"), "demote"),
+        (("remove-member", org_id, "ada@example.com"), "remove"),
+    ):
+        refused = await logexport("admin", *args, database_url=database_url)
+        assert refused.code == 1, refused.stderr
+        assert refused.stderr == (
+            f"error: cannot {verb} the organization's last OWNER: "
+            "give another member the OWNER role first\n"
+        )
+        assert refused.stdout == ""
+
+    async def owners() -> list[str]:
+        async with pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT u.email FROM memberships m JOIN users u ON u.id = m.user_id"
+                " WHERE m.organization_id = $1 AND m.role = 'OWNER' ORDER BY u.email",
+                org.id,
+            )
+        return [row["email"] for row in rows]
+
+    assert await owners() == ["ada@example.com"]
+
+    # Once someone else is OWNER, the first one may step down and leave.
+    await ok("admin", "add-member", org_id, "grace@example.com", "--role", "owner",
+             database_url=database_url)
+    demoted = await ok("admin", "set-role", org_id, "ada@example.com", "--role", "viewer",
+                       database_url=database_url)
+    assert "ada@example.com is now VIEWER" in demoted.stderr
+    await ok("admin", "remove-member", org_id, "ada@example.com", database_url=database_url)
+    assert await owners() == ["grace@example.com"]
+    last = await logexport("admin", "remove-member", org_id, "grace@example.com",
+                           database_url=database_url)
+    assert last.code == 1 and "last OWNER" in last.stderr

@@ -1,3 +1,4 @@
+import asyncio
 import hashlib
 import uuid
 from datetime import timedelta
@@ -155,6 +156,7 @@ async def test_memberships_add_change_and_remove(conn):
     assert await policy.role_of(conn, org.id, user.id) is Role.OWNER
     assert [o.id for o in await identity.list_organizations_for(conn, user.id)] == [org.id]
 
+    await _member(conn, org, "grace@example.com", Role.OWNER)
     await identity.remove_member(conn, org.id, user.id)
     assert await policy.role_of(conn, org.id, user.id) is None
     assert await identity.list_organizations_for(conn, user.id) == []
@@ -162,6 +164,92 @@ async def test_memberships_add_change_and_remove(conn):
         await identity.remove_member(conn, org.id, user.id)
     with pytest.raises(NotFound):
         await identity.set_role(conn, org.id, user.id, Role.ADMIN)
+
+
+async def _owners(conn, org):
+    rows = await conn.fetch(
+        "SELECT user_id FROM memberships WHERE organization_id = $1 AND role = 'OWNER'", org.id
+    )
+    return {row["user_id"] for row in rows}
+
+
+async def test_the_last_owner_can_be_neither_demoted_nor_removed(conn):
+    org = await identity.create_organization(conn, "Acme")
+    ada = await _member(conn, org, "ada@example.com", Role.OWNER)
+    viewer = await _member(conn, org, "vic@example.com", Role.VIEWER)
+    for role in (Role.ADMIN, Role.VIEWER, "viewer"):
+        with pytest.raises(BadUserInput, match="last OWNER") as info:
+            await identity.set_role(conn, org.id, ada.id, role)
+        assert info.value.field == "role"
+    with pytest.raises(BadUserInput, match="cannot remove the organization's last OWNER"):
+        await identity.remove_member(conn, org.id, ada.id)
+    assert await _owners(conn, org) == {ada.id}
+    # Keeping OWNER, and changes to other members, are not in the way.
+    assert (await identity.set_role(conn, org.id, ada.id, Role.OWNER)).role is Role.OWNER
+    await identity.set_role(conn, org.id, viewer.id, Role.ADMIN)
+    await identity.remove_member(conn, org.id, viewer.id)
+
+    # With a second owner, either may go.
+    grace = await _member(conn, org, "grace@example.com", Role.OWNER)
+    assert (await identity.set_role(conn, org.id, ada.id, Role.VIEWER)).role is Role.VIEWER
+    with pytest.raises(BadUserInput, match="last OWNER"):
+        await identity.remove_member(conn, org.id, grace.id)
+    assert await _owners(conn, org) == {grace.id}
+
+
+async def test_an_organization_without_any_owner_still_allows_other_changes(conn):
+    org = await identity.create_organization(conn, "Acme")
+    admin = await _member(conn, org, "ada@example.com", Role.ADMIN)
+    await identity.set_role(conn, org.id, admin.id, Role.VIEWER)
+    await identity.remove_member(conn, org.id, admin.id)
+
+
+async def _wait_for_lock_waiters(pool, count, deadline_seconds=30.0):
+    # Polled outside any transaction: inside one, pg_stat_activity stays the snapshot taken
+    # at its first read.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + deadline_seconds
+    while True:
+        waiting = await pool.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        if waiting >= count:
+            return
+        assert loop.time() < deadline, f"only {waiting} of {count} sessions reached the lock"
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("change", ["demote", "remove"])
+async def test_two_owners_removing_each_other_at_once_leave_one_owner(pool, change):
+    async with pool.acquire() as conn:
+        org = await identity.create_organization(conn, "Acme")
+        ada = await _member(conn, org, "ada@example.com", Role.OWNER)
+        grace = await _member(conn, org, "grace@example.com", Role.OWNER)
+
+    async def take_away(user):
+        async with pool.acquire() as conn:
+            if change == "demote":
+                await identity.set_role(conn, org.id, user.id, Role.VIEWER)
+            else:
+                await identity.remove_member(conn, org.id, user.id)
+
+    # Hold the organization's row so both changes are in flight at the same moment, then
+    # let them go: each must see what the other committed.
+    async with pool.acquire() as blocker:
+        async with blocker.transaction():
+            await blocker.execute(
+                "SELECT 1 FROM organizations WHERE id = $1 FOR UPDATE", org.id
+            )
+            tasks = [asyncio.create_task(take_away(user)) for user in (ada, grace)]
+            await _wait_for_lock_waiters(pool, 2)
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+
+    refused = [r for r in results if isinstance(r, BadUserInput)]
+    assert len(refused) == 1, results
+    assert [r for r in results if r is not None and r not in refused] == []
+    async with pool.acquire() as conn:
+        assert len(await _owners(conn, org)) == 1
 
 
 async def test_non_member_gets_the_same_answer_for_existing_and_missing_organizations(conn):
