@@ -1,5 +1,5 @@
 """Hostile requests to ``/exports/{id}/download``: path tricks and guessed tokens get the
-same 404 page, redirect nowhere and record no download (SPEC §6)."""
+same 404 page, posts from other sites get 403; none redirects or records a download."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import secrets
 
 import pytest
 
-from tests.abuse.conftest import Stack, assert_no_internals
+from tests.abuse.conftest import BASE_URL, Stack, assert_no_internals
 
 
 def _parts(url: str) -> tuple[str, str]:
@@ -86,20 +86,43 @@ async def test_guessed_and_altered_download_tokens_get_one_404_page(stack: Stack
     assert real.status_code == 303
 
 
+def _navigation(site: str) -> dict[str, str]:
+    return {"Sec-Fetch-Site": site, "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"}
+
+
 async def test_download_posts_from_another_site_or_with_huge_forms_are_refused(stack: Stack):
     export_id, token = _parts(stack.own_download_url)
     url = f"/exports/{export_id}/download"
+    refused = [
+        {"Origin": "https://evil.example"},
+        {"Origin": "null"},
+        {"Origin": "http://testserver.evil.example"},
+        {"Origin": "http://testserver:8080"},
+        {"Origin": "https://testserver"},
+        {"Origin": "not a url"},
+        # A browser on another site submitting a copy of the form, as Chromium sends it.
+        {"Origin": "https://evil.example", **_navigation("cross-site")},
+        {"Origin": "null", **_navigation("cross-site")},
+        {**_navigation("cross-site")},
+        # A sibling subdomain, or a link opened from the address bar then replayed as POST.
+        {"Origin": "http://other.testserver", **_navigation("same-site")},
+        {**_navigation("none")},
+        # A forged Origin does not outweigh what the browser itself says, nor the reverse.
+        {"Origin": BASE_URL, **_navigation("cross-site")},
+        {"Origin": "https://evil.example", **_navigation("same-origin")},
+    ]
     async with stack.unchanged():
-        cross = await stack.client.post(
-            url, data={"token": token}, headers={"Origin": "https://evil.example"}
-        )
-        null_origin = await stack.client.post(
-            url, data={"token": token}, headers={"Origin": "null"}
-        )
+        answers = [
+            await stack.client.post(url, data={"token": token}, headers=headers)
+            for headers in refused
+        ]
         huge = await stack.client.post(url, data={"token": "x" * 2_000_000})
         many = await stack.client.post(url, data={f"f{i}": "x" for i in range(50)})
         upload = await stack.client.post(url, files={"token": ("t.txt", b"x" * 1000)})
-    assert cross.status_code == 403 and null_origin.status_code == 403
+    for headers, answer in zip(refused, answers, strict=True):
+        assert answer.status_code == 403, headers
+        assert "location" not in answer.headers
+        assert "Downloads must be started from the download page itself." in answer.text
     for response in (huge, many, upload):
         assert response.status_code in (400, 404), response.status_code
         assert_no_internals(response.text)
