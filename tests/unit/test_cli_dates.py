@@ -1,14 +1,18 @@
-"""--from / --to of the client commands: UTC days, or exact RFC 3339 timestamps."""
+"""--from / --to of the client commands: UTC days, or exact RFC 3339 timestamps; and the
+library client's from_time / to_time, read by the same parser."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import click
 import pytest
 from click.testing import CliRunner
 
+from logexport import client as client_module
+from logexport import timeutil
 from logexport.cli.client import TimeBound, parse_time_bound
+from logexport.errors import BadUserInput
 
 
 def test_from_date_starts_at_utc_midnight():
@@ -64,3 +68,54 @@ def test_a_bad_value_is_a_usage_error_naming_the_option():
     assert bad.exit_code == 2
     assert "--to" in bad.output
     assert "no UTC offset" in bad.output
+
+
+# ---------------------------------------------------------------------------- one parser
+
+
+def test_the_library_reads_bounds_with_the_same_parser():
+    # The CLI's --from/--to and LogExportClient's from_time/to_time share one parser.
+    text = "2026-01-31"
+    assert timeutil.parse_time_bound(text, "toTime", end=True) == parse_time_bound(text, end=True)
+    assert client_module._bound(text, "toTime", end=True) == "2026-02-01T00:00:00.000000Z"
+    assert client_module._bound(text, "fromTime", end=False) == "2026-01-31T00:00:00.000000Z"
+
+
+@pytest.mark.parametrize(
+    ("value", "end", "expected"),
+    [
+        (date(2026, 1, 31), False, datetime(2026, 1, 31, tzinfo=UTC)),
+        (date(2026, 1, 31), True, datetime(2026, 2, 1, tzinfo=UTC)),
+        # A datetime is an instant: exact at either end, whatever its zone.
+        (datetime(2026, 1, 31, tzinfo=UTC), True, datetime(2026, 1, 31, tzinfo=UTC)),
+        (
+            datetime(2026, 1, 31, 1, tzinfo=timezone(timedelta(hours=2))),
+            False,
+            datetime(2026, 1, 30, 23, tzinfo=UTC),
+        ),
+        (" 2026-01-31 ", True, datetime(2026, 2, 1, tzinfo=UTC)),
+    ],
+)
+def test_dates_and_datetimes_are_bounds_too(value, end, expected):
+    parsed = timeutil.parse_time_bound(value, "fromTime", end=end)
+    assert parsed == expected
+    assert parsed.utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (datetime(2026, 1, 31), "the datetime has no UTC offset"),
+        (20260131, "not a date or timestamp"),
+        (None, "not a date or timestamp"),
+        ("2026-13-01", "not a calendar date"),
+        (date(9999, 12, 31), "last representable day"),
+    ],
+)
+def test_unreadable_bounds_name_the_field(value, reason):
+    with pytest.raises(BadUserInput) as info:
+        timeutil.parse_time_bound(value, "toTime", end=True)
+    assert info.value.field == "toTime"
+    assert info.value.message.startswith("toTime: ")
+    assert reason in info.value.message
+    assert "2026-01-31" in info.value.message  # the example of a date that works
