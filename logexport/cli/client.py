@@ -350,6 +350,10 @@ def check_writable_target(path: Path) -> None:
     """
     if path.is_dir():
         raise ValueError(f"{path} is a directory; give a file name")
+    if path.exists() and not path.is_file():
+        # The finished file is renamed over the target: that would replace a device or a
+        # pipe (/dev/null, /dev/stdout) with a regular file.
+        raise ValueError(f"{path} is not a regular file")
     directory = path.parent
     if not directory.exists():
         raise ValueError(f"the directory {directory} does not exist")

@@ -124,3 +124,38 @@ def test_client_refuses_bad_time_bounds_before_contacting_the_api(option: str, v
     assert result.exit_code == 2, result.output
     assert option in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["audit-log", "export", "--org", "x", "--from", "2026-01-01", "--to", "2026-01-02"],
+        ["export", "download", "00000000-0000-0000-0000-000000000000"],
+    ],
+)
+@pytest.mark.parametrize(
+    ("target", "reason"),
+    [
+        # Renaming a file over a device would replace the device (as root, /dev/null).
+        ("/dev/null", "not a regular file"),
+        ("/dev", "is a directory"),
+        ("/proc/self/status/x", "not a directory"),
+        ("/no/such/dir/out.jsonl", "does not exist"),
+        ("", "is a directory"),
+    ],
+)
+def test_download_targets_that_cannot_be_written_are_refused_before_contacting_the_api(
+    args: list[str], target: str, reason: str
+):
+    option = "--download" if args[0] == "audit-log" else "--output"
+    result = CliRunner().invoke(
+        main,
+        [*args, option, target],
+        # Nothing listens there: a request that got this far would fail differently.
+        env={"LOGEXPORT_API_URL": "http://127.0.0.1:1", "LOGEXPORT_TOKEN": "lex_x"},
+    )
+    assert result.exit_code == 2, result.output
+    line = result.output.strip()
+    assert "\n" not in line and line.startswith("error: "), result.output
+    assert option in line and reason in line, line
+    assert Path("/dev/null").is_char_device()
