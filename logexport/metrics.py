@@ -106,13 +106,24 @@ class OpenSnapshots:
         return time.monotonic() - min(self._opened.values())
 
 
+# How an export attempt ends in a worker: its file committed, failed (to be retried or for
+# good), canceled by a person while it ran, taken over after its lease ran out, or handed
+# back to the queue at shutdown.
+EXPORT_OUTCOMES = ("completed", "failed", "canceled", "lease_lost", "handed_back")
+
+
 class WorkerMetrics:
     """What a worker process counts. Database-wide figures are read at scrape time."""
 
     def __init__(self) -> None:
         self.exports_finished = Counter(
-            "logexport_exports_finished_total", "Export attempts finished, by outcome"
+            "logexport_exports_finished_total",
+            "Export attempts finished, by outcome (" + ", ".join(EXPORT_OUTCOMES) + ")",
         )
+        # Every outcome is shown from the start, so that a rate over it exists before the
+        # first occurrence.
+        for outcome in EXPORT_OUTCOMES:
+            self.exports_finished.inc(0, outcome=outcome)
         self.failures = Counter("logexport_export_failures_total", "Failed export attempts")
         self.rows_written = Counter("logexport_rows_written_total", "Rows written to export files")
         self.bytes_written = Counter(

@@ -322,6 +322,17 @@ class _LocalWriter(_AbortingContext):
 # S3
 
 
+def _error_code(exc: StorageError) -> str | None:
+    """The S3 error code behind a failed call (``NoSuchKey``, ``NoSuchUpload``, …), if any."""
+    from botocore.exceptions import ClientError
+
+    cause = exc.__cause__
+    if isinstance(cause, ClientError):
+        code = cause.response.get("Error", {}).get("Code")
+        return str(code) if code is not None else None
+    return None
+
+
 def _describe(exc: BaseException) -> str:
     """A log-safe description: botocore messages name the operation and error code only."""
     if isinstance(exc, TimeoutError):
@@ -501,37 +512,24 @@ class S3Storage(_ClosingContext):
 
     async def exists(self, key: str) -> bool:
         full = self.full_key(key)
-        from botocore.exceptions import ClientError
-
         try:
             await self.call(
                 "HeadObject", full, lambda c: c.head_object(Bucket=self.bucket, Key=full)
             )
         except StorageError as exc:
-            cause = exc.__cause__
-            if isinstance(cause, ClientError) and cause.response.get("Error", {}).get("Code") in (
-                "404",
-                "NoSuchKey",
-                "NotFound",
-            ):
+            if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
                 return False
             raise
         return True
 
     async def read(self, key: str, chunk_size: int = MiB) -> AsyncIterator[bytes]:
-        from botocore.exceptions import ClientError
-
         full = self.full_key(key)
         try:
             response = await self.call(
                 "GetObject", full, lambda c: c.get_object(Bucket=self.bucket, Key=full)
             )
         except StorageError as exc:
-            cause = exc.__cause__
-            if isinstance(cause, ClientError) and cause.response.get("Error", {}).get("Code") in (
-                "404",
-                "NoSuchKey",
-            ):
+            if _error_code(exc) in ("404", "NoSuchKey"):
                 raise ObjectNotFound(f"no stored object at {key}") from None
             raise
         body = response["Body"]
@@ -593,13 +591,21 @@ class S3Storage(_ClosingContext):
         return sorted(key[len(prefix) :] for key in keys)
 
     async def abort_upload(self, full_key: str, upload_id: str) -> None:
-        await self.call(
-            "AbortMultipartUpload",
-            full_key,
-            lambda c: c.abort_multipart_upload(
-                Bucket=self.bucket, Key=full_key, UploadId=upload_id
-            ),
-        )
+        """Abort one multipart upload. An upload the store no longer knows counts as aborted:
+        another abort (the sweeper's, or an earlier try whose answer was lost) got there
+        first, and retrying could never succeed."""
+        try:
+            await self.call(
+                "AbortMultipartUpload",
+                full_key,
+                lambda c: c.abort_multipart_upload(
+                    Bucket=self.bucket, Key=full_key, UploadId=upload_id
+                ),
+            )
+        except StorageError as exc:
+            if _error_code(exc) != "NoSuchUpload":
+                raise
+            log.debug("upload of %s was already gone", full_key)
 
     def abort_upload_soon(self, full_key: str, upload_id: str) -> None:
         """Keep trying to abort an upload in the background after a failed attempt.

@@ -4,7 +4,8 @@ One ``Worker`` runs inside any asyncio program (``async with Worker(settings):``
 what ``logexport worker`` and ``logexport serve`` start. Its side tasks:
 
     listener   a dedicated ``LISTEN`` connection that wakes the claim loop, health-checked
-               and reconnected with backoff (a reconnect claims at once);
+               and reconnected with backoff (a reconnect claims at once); it also holds the
+               worker's liveness lock and looks every second for exports of dead workers;
     claimer    claims jobs while slots are free, on a wake-up or every poll interval;
     jobs       one task per running export, each with a heartbeat on another connection;
     mailer     sends due ready/failure emails (at least once, retried on its own);
@@ -12,6 +13,13 @@ what ``logexport worker`` and ``logexport serve`` start. Its side tasks:
 
 Every write about a job is fenced by ``(lease_owner, attempts)``: a worker that lost its
 lease can no longer change anything, it only aborts its upload.
+
+Liveness: while its listener connection is up, a worker holds a session-level advisory lock
+on a 64-bit key of its own, and every export it runs records that key. PostgreSQL drops the
+lock the moment the connection closes, so when a worker dies its exports are claimable at
+once instead of when their lease runs out. The lease stays the fence and the fallback: for a
+worker whose connection hangs instead of closing, and for poll-only workers (a PgBouncer in
+transaction mode cannot keep a session lock), whose exports record no key.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import logging
 import os
 import random
@@ -61,6 +70,10 @@ _EMAIL_RETRY_CAP = 600.0
 _EMAIL_MAX_ATTEMPTS = 50
 _PROGRESS_INTERVAL = 2.0
 _SWEEP_SETTLE = 600.0  # an unadopted key is deleted again until this long after the job ends
+# How often the listener connection looks for exports whose worker died: the bound on how
+# long such an export waits before it is claimed again.
+_LIVENESS_PROBE = 1.0
+_LIVENESS_KEY_TRIES = 8
 
 SendMail = Callable[[Settings, EmailMessage], Awaitable[None]]
 
@@ -78,8 +91,16 @@ class Fence:
         return (self.export_id, self.owner, self.attempt)
 
 
-class _LeaseLost(Exception):
-    """The heartbeat found the job no longer ours (lease expired, or canceled)."""
+class _JobGone(Exception):
+    """A fenced write found the job no longer this attempt's."""
+
+
+class _LeaseLost(_JobGone):
+    """The lease ran out and the job went back to the queue or to another worker."""
+
+
+class _Canceled(_JobGone):
+    """Someone canceled the export while it ran."""
 
 
 class _Failure(Exception):
@@ -95,6 +116,12 @@ def retry_delay(attempt: int, base: float, cap: float = 300.0) -> float:
     """Capped exponential backoff with jitter (between half and the whole step)."""
     step = min(cap, base * 2 ** max(0, attempt - 1))
     return float(step * random.uniform(0.5, 1.0))
+
+
+def liveness_key(owner: str, salt: int = 0) -> int:
+    """A signed 64-bit advisory lock key for a worker id (``salt`` draws another one)."""
+    digest = hashlib.blake2b(f"{owner}#{salt}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def _classify(exc: BaseException) -> _Failure:
@@ -140,6 +167,8 @@ class Worker:
         self._jobs: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._side_tasks: list[asyncio.Task[None]] = []
         self.listener_connected = False
+        # The liveness lock key held right now by the listener connection, if any.
+        self.lock_key: int | None = None
         self.started = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -241,18 +270,26 @@ class Worker:
                 )
                 assert conn is not None
                 conn.add_termination_listener(_setter(lost))
+                await conn.fetchval(q("keep_connection_alive"))
                 await conn.add_listener(CHANNEL, self._on_notify)
+                self.lock_key = await self._take_liveness_lock(conn)
                 self.listener_connected = True
                 delay = _LISTENER_BACKOFF[0]
                 # Anything notified while we were away is claimable now.
                 self._wake.set()
-                log.info("listener connected")
+                log.info("listener connected", extra={"liveness_lock": self.lock_key is not None})
+                probe_every = min(self.settings.worker_poll_interval, _LIVENESS_PROBE)
                 while not self._stopping:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(lost.wait(), self.settings.worker_poll_interval)
+                        await asyncio.wait_for(lost.wait(), probe_every)
                     if lost.is_set():
                         raise ConnectionError("listener connection closed")
-                    await asyncio.wait_for(conn.fetchval("SELECT 1"), timeout=5)
+                    # Doubles as the connection's health check.
+                    abandoned = await asyncio.wait_for(
+                        conn.fetchval(q("abandoned_export_exists")), timeout=5
+                    )
+                    if abandoned and len(self._jobs) < self.concurrency:
+                        self._wake.set()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -261,12 +298,29 @@ class Worker:
                 )
             finally:
                 self.listener_connected = False
+                # Whatever runs now records no key (the lease alone speaks for it) until
+                # the next connection holds a lock again.
+                self.lock_key = None
                 if conn is not None:
                     conn.terminate()
             if self._stopping:
                 return
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, _LISTENER_BACKOFF[1])
+
+    async def _take_liveness_lock(self, conn: asyncpg.Connection) -> int | None:
+        """Lock this worker's key on ``conn`` for the connection's lifetime.
+
+        A key is busy when another worker's id hashes to it, or when this worker's previous
+        connection is not yet gone on the server's side: then another key is drawn. Running
+        exports pick up the new key at their next heartbeat.
+        """
+        for salt in range(_LIVENESS_KEY_TRIES):
+            key = liveness_key(self.worker_id, salt)
+            if await conn.fetchval(q("take_liveness_lock"), key):
+                return key
+        log.warning("no free liveness lock key; running exports rely on their lease alone")
+        return None
 
     # ------------------------------------------------------------------ claiming
 
@@ -303,6 +357,7 @@ class Worker:
                 self.worker_id,
                 self.settings.worker_lease,
                 self.settings.max_running_exports_per_org,
+                self.lock_key,
             )
         if record is None:
             return None
@@ -346,10 +401,16 @@ class Worker:
             if self._handing_back:
                 await self._shielded(self._hand_back(fence))
             raise
-        except _LeaseLost:
-            self.metrics.exports_finished.inc(outcome="lease_lost")
-            log.warning("lease lost; upload aborted", extra=ids)
+        except _JobGone as gone:
+            self._note_gone(gone, ids)
         except Exception as exc:
+            # An error may only be the consequence of a cancel or a lost lease (the sweeper
+            # aborts the upload of a canceled export under the writer's feet): then the job
+            # is not ours to fail or retry.
+            why = await self._why_gone(fence)
+            if why is not None:
+                self._note_gone(why, ids)
+                return
             failure = _classify(exc)
             self.metrics.failures.inc()
             log.warning(
@@ -363,6 +424,29 @@ class Worker:
                 exc_info=not isinstance(exc, (_Failure, StorageError)),
             )
             await self._shielded(self._after_failure(export, fence, failure))
+
+    def _note_gone(self, gone: _JobGone, ids: dict[str, str]) -> None:
+        if isinstance(gone, _Canceled):
+            self.metrics.exports_finished.inc(outcome="canceled")
+            log.info("export canceled; upload aborted", extra=ids)
+        else:
+            self.metrics.exports_finished.inc(outcome="lease_lost")
+            log.warning("lease lost; upload aborted", extra=ids)
+
+    async def _why_gone(self, fence: Fence) -> _JobGone | None:
+        """Why this attempt may no longer write the job, or None while it still may."""
+        try:
+            async with self.pool.acquire() as conn:
+                fate = await conn.fetchrow(q("export_fate"), *fence.args)
+        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
+            return None
+        if fate["ours"]:
+            return None
+        return _Canceled() if fate["status"] == ExportStatus.CANCELED.value else _LeaseLost()
+
+    async def _not_ours(self, fence: Fence) -> _JobGone:
+        """The reason to give up after a fenced write found no row."""
+        return await self._why_gone(fence) or _LeaseLost()
 
     async def _shielded(self, coro: Awaitable[Any]) -> None:
         """Bookkeeping that must not be cut short by a cancellation."""
@@ -379,7 +463,7 @@ class Worker:
         key = object_key(export.id, export.attempts, file_name, claim=uuid.uuid4().hex[:8])
         async with self.pool.acquire() as conn:
             if await conn.fetchval(q("record_object_key"), *fence.args, key) is None:
-                raise _LeaseLost()
+                raise await self._not_ours(fence)
 
         progress = Progress()
         spec = ExportSpec.of(export)
@@ -407,9 +491,9 @@ class Worker:
                 heartbeat.cancel()
         except BaseException as exc:
             await asyncio.shield(writer.abort())
-            lost = _lease_lost_in(exc)
-            if lost is not None:
-                raise lost from None
+            gone = _gone_in(exc)
+            if gone is not None:
+                raise gone from None
             if isinstance(exc, BaseExceptionGroup):
                 raise _first_leaf(exc) from None
             raise
@@ -437,7 +521,7 @@ class Worker:
         if record is None:
             # Not ours any more: the object is not adopted, so it must not stay.
             await self._shielded(self.storage.delete(key))
-            raise _LeaseLost()
+            raise await self._not_ours(fence)
         self.metrics.exports_finished.inc(outcome="completed")
         log.info(
             "export completed",
@@ -477,14 +561,18 @@ class Worker:
             try:
                 async with self.pool.acquire() as conn:
                     alive = await conn.fetchval(
-                        q("heartbeat"), *fence.args, self.settings.worker_lease, progress.rows
+                        q("heartbeat"),
+                        *fence.args,
+                        self.settings.worker_lease,
+                        progress.rows,
+                        self.lock_key,
                     )
             except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
                 # The lease runs on; the next beat may get through before it ends.
                 log.warning("heartbeat failed", extra={"error": type(exc).__name__})
                 continue
             if alive is None:
-                raise _LeaseLost()
+                raise await self._not_ours(fence)
 
     async def _after_failure(self, export: LogExport, fence: Fence, failure: _Failure) -> None:
         async with self.pool.acquire() as conn:
@@ -609,7 +697,16 @@ class Worker:
             orphans = await conn.fetch(q("unadopted_objects"), 100, settle)
             await purge_expired_download_tokens(conn)
         for record in orphans:
-            await self.storage.delete(record["storage_key"])
+            try:
+                await self.storage.delete(record["storage_key"])
+            except StorageError as exc:
+                # One key the store refuses must not hold up the others; it is tried again
+                # at the next sweep.
+                log.warning(
+                    "sweep could not delete an object",
+                    extra={"export_id": str(record["export_id"]), "error": str(exc)},
+                )
+                continue
             if record["settled"]:
                 async with self.pool.acquire() as conn:
                     await conn.execute(q("mark_object_deleted"), record["storage_key"])
@@ -633,12 +730,12 @@ def _first_leaf(exc: BaseException) -> BaseException:
     return exc
 
 
-def _lease_lost_in(exc: BaseException) -> _LeaseLost | None:
-    if isinstance(exc, _LeaseLost):
+def _gone_in(exc: BaseException) -> _JobGone | None:
+    if isinstance(exc, _JobGone):
         return exc
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:
-            found = _lease_lost_in(inner)
+            found = _gone_in(inner)
             if found is not None:
                 return found
     return None

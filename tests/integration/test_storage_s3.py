@@ -2,6 +2,7 @@
 
 import asyncio
 import hashlib
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -367,6 +368,44 @@ async def test_failed_abort_is_retried_until_the_store_answers(s3: Any) -> None:
                 await writer.complete()
         await wait_until(lambda: open_uploads(s3) == [], 15, "the upload to be aborted")
         assert failures["abort_multipart_upload"] == 0
+
+
+async def test_abort_of_an_upload_already_gone_is_done_without_retries(
+    s3: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The sweeper may abort an upload (its export was canceled) before the writer does: the
+    store then answers NoSuchUpload, which means the upload is gone, not that the abort failed."""
+    aborts: list[str] = []
+
+    async def count(kwargs: dict[str, Any]) -> None:
+        aborts.append(kwargs["UploadId"])
+
+    session = FaultySession({"abort_multipart_upload": count})
+    async with make_storage(s3, part_size=5 * MiB, session=session) as storage:
+        writer = await storage.open_writer(KEY, content_type=CONTENT_TYPE, file_name=FILE_NAME)
+        await write_in_chunks(writer, payload(12 * MiB))
+        [upload] = open_uploads(s3)
+        s3.client().abort_multipart_upload(
+            Bucket=s3.bucket, Key=FULL_KEY, UploadId=upload["UploadId"]
+        )
+
+        await writer.abort()
+        await storage.abort_upload(FULL_KEY, upload["UploadId"])
+        await storage.delete(KEY)
+
+        assert aborts == [upload["UploadId"]] * 2
+        assert open_uploads(s3) == []
+    assert s3.keys() == []
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+
+
+async def test_abort_failing_for_another_reason_still_raises(s3: Any) -> None:
+    storage = S3Storage(
+        "no-such-bucket-here", endpoint_url=s3.endpoint_url, addressing_style="path"
+    )
+    async with storage:
+        with pytest.raises(StorageError, match="NoSuchBucket"):
+            await storage.abort_upload("x", "u")
 
 
 @pytest.mark.faults

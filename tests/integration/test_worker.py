@@ -17,14 +17,15 @@ import httpx
 import pytest_asyncio
 from starlette.applications import Starlette
 
-from logexport import identity
+from logexport import db, identity
 from logexport.config import Settings
+from logexport.db import q
 from logexport.entries import AuditLogEntryInput, record_audit_log_entries
 from logexport.exports import delivery
 from logexport.exports.models import ExportKind, LogExport
 from logexport.exports.requests import cancel_export, request_export
 from logexport.exports.storage import storage_from_settings
-from logexport.exports.worker import Worker
+from logexport.exports.worker import Worker, liveness_key
 from logexport.policy import Role
 from logexport.web.download import download_routes
 from tests.support.world import (
@@ -171,10 +172,12 @@ async def test_two_workers_never_process_one_job_and_respect_the_running_cap(
 
 
 async def listener_pids(pool: asyncpg.Pool) -> list[int]:
+    """Listener sessions: each holds its worker's liveness lock (an advisory lock on one
+    bigint key) for as long as it is connected."""
     rows = await fetch(
         pool,
-        "SELECT pid FROM pg_stat_activity "
-        "WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND granted"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
     )
     return [r["pid"] for r in rows]
 
@@ -218,6 +221,108 @@ async def test_poll_only_mode_claims_without_a_listener(pool, settings, s3, worl
         assert done["status"] == "COMPLETED"
         assert not worker.listener_connected
         assert await listener_pids(pool) == []
+
+
+# ------------------------------------------------------------------------------ liveness
+
+
+async def claim_for(
+    pool: asyncpg.Pool, settings: Settings, worker_id: str, lock_key: int | None
+) -> LogExport | None:
+    """One claim by a worker that holds the liveness lock ``lock_key`` (None: holds none)."""
+    worker = Worker(settings, pool=pool, worker_id=worker_id)
+    worker.lock_key = lock_key
+    return await worker.claim_once()
+
+
+async def test_export_is_claimable_at_once_when_its_worker_lets_go_of_its_lock(
+    pool, settings, s3, world
+):
+    settings = settings.derive(worker_lease=60.0)
+    export = await request(pool, settings, world.admin, world.organization_id)
+    key = liveness_key("worker-a")
+    lock_connection = await db.connect(settings.database_url)
+    try:
+        assert await lock_connection.fetchval(q("take_liveness_lock"), key)
+        claimed = await claim_for(pool, settings, "worker-a", key)
+        assert claimed is not None and claimed.id == export.id
+        # Alive (its lock is held) and within its lease: nobody else may take it.
+        assert await claim_for(pool, settings, "worker-b", liveness_key("worker-b")) is None
+        # Another session cannot take the same key either: a colliding key is refused.
+        other = await db.connect(settings.database_url)
+        try:
+            assert not await other.fetchval(q("take_liveness_lock"), key)
+        finally:
+            await other.close()
+    finally:
+        await lock_connection.close()
+    closed_at = time.monotonic()
+
+    # The server dropped the lock with the connection: claimable long before the lease ends.
+    reclaimed = await eventually(
+        lambda: claim_for(pool, settings, "worker-b", None), timeout=5, what="the reclaim"
+    )
+    assert time.monotonic() - closed_at < 5
+    assert reclaimed.id == export.id
+    row = await export_status(pool, export.id)
+    assert (row["lease_owner"], row["attempts"], row["lease_lock_key"]) == ("worker-b", 2, None)
+    assert row["lease_expires_at"] > datetime.now(UTC) + timedelta(seconds=50)
+
+
+async def test_without_a_liveness_lock_only_the_lease_frees_an_export(pool, settings, s3, world):
+    """Poll-only workers (behind a transaction-pooling PgBouncer) record no lock key."""
+    settings = settings.derive(worker_lease=60.0)
+    export = await request(pool, settings, world.admin, world.organization_id)
+    assert await claim_for(pool, settings, "poll-only", None) is not None
+    assert await claim_for(pool, settings, "worker-b", None) is None
+    await fetch(pool, "UPDATE log_exports SET lease_expires_at = now() - interval '1 second'")
+    reclaimed = await claim_for(pool, settings, "worker-b", None)
+    assert reclaimed is not None and reclaimed.id == export.id
+    assert reclaimed.attempts == 2
+
+
+async def test_a_hung_worker_still_holding_its_lock_loses_the_export_when_the_lease_ends(
+    pool, settings, s3, world
+):
+    settings = settings.derive(worker_lease=60.0)
+    export = await request(pool, settings, world.admin, world.organization_id)
+    key = liveness_key("hung")
+    lock_connection = await db.connect(settings.database_url)
+    try:
+        assert await lock_connection.fetchval(q("take_liveness_lock"), key)
+        assert await claim_for(pool, settings, "hung", key) is not None
+        assert await claim_for(pool, settings, "worker-b", None) is None
+        await fetch(pool, "UPDATE log_exports SET lease_expires_at = now() - interval '1 second'")
+        reclaimed = await claim_for(pool, settings, "worker-b", None)
+        assert reclaimed is not None and reclaimed.id == export.id
+    finally:
+        await lock_connection.close()
+
+
+async def test_a_running_worker_holds_its_liveness_lock_and_records_it_on_its_export(
+    pool, settings, s3, world
+):
+    await seed(pool, world.organization_id, 20)
+    async with Worker(settings, worker_id="worker-a", retry_base=0.1) as worker:
+        await eventually(
+            lambda: asyncio.sleep(0, worker.lock_key is not None), what="the liveness lock"
+        )
+        assert worker.lock_key == liveness_key("worker-a")
+        [holder] = await listener_pids(pool)
+        export = await request(pool, settings, world.admin, world.organization_id)
+        done = await wait_for_status(pool, export.id, "COMPLETED")
+        assert done["lease_lock_key"] is None
+        # The listener reconnects and takes its lock again.
+        await fetch(pool, "SELECT pg_terminate_backend($1)", holder)
+        await eventually(
+            lambda: asyncio.sleep(0, worker.lock_key is not None and worker.listener_connected),
+            what="the lock to be taken again",
+        )
+
+        async def new_holder() -> list[int]:
+            return [pid for pid in await listener_pids(pool) if pid != holder]
+
+        await eventually(new_holder, what="the new lock holder")
 
 
 # ------------------------------------------------------------------------------ requester

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -12,6 +13,7 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
+import pytest
 import pytest_asyncio
 
 from logexport.config import Settings
@@ -20,6 +22,7 @@ from logexport.exports.models import ExportKind, LogExport
 from logexport.exports.requests import cancel_export, request_export
 from logexport.exports.storage import MiB, S3Storage, StorageError
 from logexport.exports.worker import Worker
+from tests.support.throttle import ThrottledRelay
 from tests.support.world import World, build_world, eventually, export_status, wait_for_status
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -368,6 +371,86 @@ async def test_canceling_a_running_export_stops_it_at_the_next_heartbeat(
     assert await open_uploads(s3) == []
     assert await bucket_keys(s3) == []
     assert emails_about(smtp_sink, export.id) == []
+
+
+class GatedHeartbeatWorker(Worker):
+    """A worker whose heartbeats wait for ``beat`` (the lease is long enough meanwhile)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.beat = asyncio.Event()
+
+    async def _heartbeat(self, fence: Any, progress: Any) -> None:
+        await self.beat.wait()
+        await super()._heartbeat(fence, progress)
+
+
+def finished(worker: Worker, outcome: str) -> float:
+    prefix = f'logexport_exports_finished_total{{outcome="{outcome}"}} '
+    [line] = [line for line in worker.metrics.render() if line.startswith(prefix)]
+    return float(line.removeprefix(prefix))
+
+
+@pytest.fixture(params=["heartbeat first", "sweeper first"])
+def cancel_race(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+async def test_canceling_a_slow_running_export_ends_cleanly_with_one_abort(
+    pool, settings, s3, smtp_sink, world, caplog, cancel_race
+):
+    """At the default lease, a cancel during a slow upload ends the attempt as canceled: the
+    upload is gone and nothing keeps trying to abort it, whichever of the worker's heartbeat
+    and the sweeper (which deletes what a canceled export left) reaches the upload first."""
+    caplog.set_level(logging.INFO, logger="logexport")
+    await seed(pool, world, LARGE, padded=True)
+    export = await request(pool, settings, world)
+    aborts: list[str] = []
+
+    async def count_abort() -> None:
+        aborts.append("AbortMultipartUpload")
+
+    relay = ThrottledRelay(s3.server.port, 2_000_000).start()  # 12 MB take about 6 s
+    slow = settings.derive(s3_endpoint_url=relay.endpoint_url, worker_lease=60.0)
+    try:
+        async with HookedS3Storage.from_settings(slow, part_size=5 * MiB) as storage:
+            assert isinstance(storage, HookedS3Storage)
+            storage.hooks["AbortMultipartUpload"] = count_abort
+            async with GatedHeartbeatWorker(slow, storage=storage, sweep_interval=3600) as worker:
+                if cancel_race == "heartbeat first":
+                    worker.beat.set()
+                await eventually(lambda: open_uploads(s3), timeout=30, what="the upload")
+                canceled = await cancel_export(pool, world.admin.principal, export.id)
+                assert canceled.status.value == "CANCELED"
+                if cancel_race == "sweeper first":
+                    assert await worker.sweep() == 1
+                    worker.beat.set()
+                await eventually(
+                    lambda: asyncio.sleep(0, not worker.running_exports),
+                    timeout=10,
+                    what="the worker to drop the canceled export",
+                )
+                assert finished(worker, "canceled") == 1
+                assert finished(worker, "lease_lost") == 0
+                assert finished(worker, "failed") == 0
+                assert await open_uploads(s3) == []
+                # The sweeper finds nothing left to abort.
+                await worker.sweep(settle=0)
+                row = await export_status(pool, export.id)
+    finally:
+        relay.stop()
+    assert row["status"] == "CANCELED"
+    assert row["storage_key"] is None and row["lease_owner"] is None
+    assert await bucket_keys(s3) == []
+    assert emails_about(smtp_sink, export.id) == []
+    # One abort reached the store (the worker's or the sweeper's, or both when they raced),
+    # and no retry of it was ever scheduled.
+    assert 1 <= len(aborts) <= 2, aborts
+    ours = [r for r in caplog.records if r.name.startswith("logexport")]
+    messages = [r.getMessage() for r in ours]
+    assert "export canceled; upload aborted" in messages
+    assert not [m for m in messages if "lease lost" in m or "retrying" in m], messages
+    assert not [r for r in ours if r.levelno >= logging.WARNING], messages
 
 
 async def test_shutdown_without_grace_hands_the_running_export_back(

@@ -10,10 +10,12 @@ import pytest
 from logexport.exports.storage import StorageError
 from logexport.exports.worker import (
     Fence,
+    _Canceled,
     _classify,
     _Failure,
-    _lease_lost_in,
+    _gone_in,
     _LeaseLost,
+    liveness_key,
     retry_delay,
 )
 
@@ -57,13 +59,21 @@ def test_a_failure_keeps_its_own_code() -> None:
     assert _classify(failure) is failure
 
 
-def test_lost_lease_is_found_inside_nested_exception_groups() -> None:
-    lost = _LeaseLost()
-    nested = BaseExceptionGroup("outer", [ValueError(), ExceptionGroup("inner", [lost])])
-    assert _lease_lost_in(nested) is lost
-    assert _lease_lost_in(lost) is lost
-    assert _lease_lost_in(ExceptionGroup("g", [ValueError()])) is None
-    assert _lease_lost_in(ValueError()) is None
+@pytest.mark.parametrize("gone", [_LeaseLost(), _Canceled()], ids=["lease lost", "canceled"])
+def test_a_job_gone_is_found_inside_nested_exception_groups(gone: Exception) -> None:
+    nested = BaseExceptionGroup("outer", [ValueError(), ExceptionGroup("inner", [gone])])
+    assert _gone_in(nested) is gone
+    assert _gone_in(gone) is gone
+    assert _gone_in(ExceptionGroup("g", [ValueError()])) is None
+    assert _gone_in(ValueError()) is None
+
+
+def test_liveness_keys_are_signed_64_bit_stable_and_differ_by_owner_and_salt() -> None:
+    keys = {liveness_key(f"host:{pid}:abcd1234", salt) for pid in range(500) for salt in range(4)}
+    assert len(keys) == 2000
+    assert all(-(2**63) <= key < 2**63 for key in keys)
+    assert any(key < 0 for key in keys)  # the whole signed range is used, as bigint needs
+    assert liveness_key("host:1:abcd1234") == liveness_key("host:1:abcd1234", 0)
 
 
 def test_fence_arguments_are_id_owner_and_attempt() -> None:
