@@ -24,6 +24,7 @@ from urllib.parse import quote, urlsplit
 from uuid import UUID
 
 import jinja2
+import markupsafe
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -77,6 +78,18 @@ def _asset_version() -> str:
 
 
 _env.globals["asset_version"] = _asset_version()
+
+
+def _breakable(address: str) -> markupsafe.Markup:
+    """An e-mail address (escaped) that may wrap only before its ``@`` or after a ``.``,
+    never inside a word: its parts are kept whole, as ``breakable`` in api.js does."""
+    parts = re.split(r"(?=@)|(?<=\.)", address)
+    return markupsafe.Markup("<wbr>").join(
+        markupsafe.Markup('<span class="whole">{}</span>').format(part) for part in parts
+    )
+
+
+_env.filters["breakable"] = _breakable
 
 _PAGES = {
     "audit-log": ("Audit Log", "audit_log.html.j2"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -19,6 +20,7 @@ from logexport.entries import (
     record_audit_log_entries,
     record_scim_events,
 )
+from logexport.policy import Role
 from logexport.web.console import CONSOLE_CSP
 from tests.support.world import World, build_world
 
@@ -690,3 +692,81 @@ async def test_root_redirects_to_the_console(page, live_server):
     assert response.headers["location"] == "/console"
     await page.goto("/")
     await expect(page).to_have_url(re.compile(r"/console/sign-in"))
+
+
+# Run in the page: off-screen elements and e-mail addresses split mid-word.
+LAYOUT_PROBLEMS = (Path(__file__).parent / "layout_problems.js").read_text()
+
+
+async def screenshots(page: Any, stem: Path) -> None:
+    """The whole page, and its first 1400 px on their own (a long page shrinks to a blur)."""
+    await page.screenshot(path=stem.with_suffix(".png"), full_page=True)
+    size = page.viewport_size
+    clip = {"x": 0, "y": 0, "width": size["width"], "height": 1400}
+    await page.screenshot(path=f"{stem}-top.png", full_page=True, clip=clip)
+
+
+async def assert_fits(page: Any, what: str) -> None:
+    problems = await page.evaluate(LAYOUT_PROBLEMS)
+    assert problems == [], f"{what}: {problems}"
+
+
+@pytest.mark.parametrize(("width", "height"), [(1366, 900), (390, 844)], ids=["1366px", "390px"])
+async def test_pages_fit_the_screen_without_splitting_addresses(
+    new_page, pool, live_server, artifacts_dir, width, height
+):
+    world = await build_world(pool)
+    await seed(pool, world)
+    async with pool.acquire() as conn:
+        user = await identity.create_user(conn, LONG_EMAIL, "Maximilian Hohenzollern")
+        await identity.add_member(conn, world.organization_id, user.id, Role.ADMIN)
+        _key, token = await identity.create_api_key(conn, user.id, "layout", None)
+    await api(
+        live_server,
+        token,
+        REQUEST_QUERY,
+        input={
+            "organizationId": str(world.organization_id),
+            "fromTime": "2026-01-02T00:00:00Z",
+            "toTime": "2026-01-04T00:00:00Z",
+            "filter": {"actions": ["role.changed", "user.login"], "actorIds": ["u6"]},
+        },
+    )
+    page = await new_page(viewport={"width": width, "height": height})
+    await sign_in(page, token)
+    org = world.organization_id
+
+    await page.goto(
+        f"/console/orgs/{org}/audit-log?from=2026-01-01&to=2026-01-05&action=role.changed"
+        f"&actorId=u6&resourceType=User"
+    )
+    rows = page.locator(ENTRY_ROWS)
+    await expect(page.locator("#count")).to_have_text("Showing 5 entries.")
+    await rows.first.get_by_role("button", name=re.compile("show all fields")).click()
+    await expect(page.locator("#entries tr.detail")).to_contain_text(LONG_EMAIL)
+    await settled(page)
+    await screenshots(page, artifacts_dir / f"audit-log-{width}")
+    await assert_fits(page, "Audit Log")
+
+    await page.get_by_role("button", name="Export", exact=True).click()
+    dialog = page.get_by_role("dialog", name="Export audit log entries")
+    await expect(dialog.locator("#export-filters li")).to_have_count(3)
+    await page.screenshot(path=artifacts_dir / f"export-dialog-{width}.png")
+    await assert_fits(page, "Export dialog")
+    await dialog.get_by_role("button", name="Cancel").click()
+
+    await page.goto(f"/console/orgs/{org}/scim-events?statusCode=409&statusCode=201")
+    await expect(page.locator("#count")).to_have_text("Showing 8 events.")
+    await page.locator(EVENT_ROWS).first.get_by_role("button").click()
+    await expect(page.locator("#events tr.detail")).to_contain_text(LONG_EMAIL)
+    await settled(page)
+    await screenshots(page, artifacts_dir / f"scim-events-{width}")
+    await assert_fits(page, "SCIM Events")
+
+    await page.get_by_role("link", name="Exports").click()
+    await expect(page.locator("#exports tbody tr.item")).to_have_count(1)
+    await expect(page.locator("#exports tbody tr.item")).to_contain_text(LONG_EMAIL)
+    await settled(page)
+    await screenshots(page, artifacts_dir / f"exports-{width}")
+    await assert_fits(page, "Exports")
+    page.problems.assert_none()

@@ -162,3 +162,21 @@ export function element(tag, text, className) {
   if (className) node.className = className;
   return node;
 }
+
+// Like element(), but an e-mail address in the text may wrap only before its "@" or after
+// a "." (<wbr>), never inside a word: its parts are kept whole (not even split after a
+// hyphen, which would read as hyphenation).
+export function breakable(tag, text, className) {
+  const node = element(tag, null, className);
+  for (const token of String(text ?? "").split(/(\s+)/)) {
+    if (!token.includes("@")) {
+      node.appendChild(document.createTextNode(token));
+      continue;
+    }
+    token.split(/(?=@)|(?<=\.)/).forEach((part, index) => {
+      if (index > 0) node.appendChild(document.createElement("wbr"));
+      node.appendChild(element("span", part, "whole"));
+    });
+  }
+  return node;
+}

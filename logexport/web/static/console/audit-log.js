@@ -1,7 +1,7 @@
 // The Audit Log page: entries newest first, filtered by the URL, each opening to show
 // every field.
 
-import { cell, element, formatTime, prettyJson } from "./api.js";
+import { breakable, cell, element, formatTime, prettyJson } from "./api.js";
 import { startLogPage } from "./log-page.js";
 
 startLogPage({
@@ -30,9 +30,9 @@ startLogPage({
   title: (entry) => formatTime(entry.createdAt),
   renderCells(row, entry) {
     const actor = cell(row, "", "wrap");
-    actor.appendChild(element("span", entry.actorName || entry.actorEmail || entry.actorId || "—"));
+    actor.appendChild(breakable("span", entry.actorName || entry.actorEmail || entry.actorId || "—"));
     if (entry.actorName && entry.actorEmail) {
-      actor.appendChild(element("span", entry.actorEmail, "secondary"));
+      actor.appendChild(breakable("span", entry.actorEmail, "secondary"));
     }
     actor.appendChild(element("span", entry.actorType, "badge"));
     cell(row, entry.action, "mono wrap");

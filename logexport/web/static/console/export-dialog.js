@@ -4,7 +4,7 @@
 // [From 00:00Z, To + 1 day 00:00Z). One idempotency key per opening of the dialog means a
 // double click, or a retry after a lost response, never exports twice.
 
-import { announce, element, gql, organizationId, viewerEmail } from "./api.js";
+import { announce, breakable, element, gql, organizationId, viewerEmail } from "./api.js";
 import { isoDay, utcDay } from "./filters.js";
 
 const DAY_MS = 86400000;
@@ -128,7 +128,7 @@ export function setUpExportDialog({ kind, maxRangeDays, current }) {
     filterList.replaceChildren();
     const lines = page.lines.length > 0 ? page.lines : [`None: every ${page.noun} in the range.`];
     for (const line of lines) {
-      filterList.appendChild(element("li", line));
+      filterList.appendChild(breakable("li", line));
     }
     form.querySelector('input[name="format"][value="JSONL"]').checked = true;
     gzip.checked = false;
@@ -195,7 +195,11 @@ export function setUpExportDialog({ kind, maxRangeDays, current }) {
       done.hidden = false;
       submit.hidden = true;
       close.textContent = "Close";
-      confirmation.textContent = message;
+      confirmation.replaceChildren(
+        "Export requested — an email with a download link is on its way to ",
+        breakable("span", viewerEmail),
+        ".",
+      );
       announce(message);
       confirmation.focus();
     } catch (error) {

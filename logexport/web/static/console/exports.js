@@ -3,6 +3,7 @@
 
 import {
   announce,
+  breakable,
   cell,
   element,
   formatCount,
@@ -55,6 +56,14 @@ let after = null;
 let timer = null;
 
 const isMidnight = (value) => /T00:00:00(\.0+)?Z$/.test(value);
+
+// Text whose dates and times wrap only between them, never at a date's hyphens.
+function wholeWords(td, text) {
+  text.split(/(\s+)/).forEach((part) => {
+    td.appendChild(/\s/.test(part) ? document.createTextNode(part) : element("span", part, "whole"));
+  });
+  return td;
+}
 
 function rangeText(exp) {
   if (isMidnight(exp.fromTime) && isMidnight(exp.toTime)) {
@@ -162,19 +171,19 @@ function renderRow(exp) {
   row.dataset.id = exp.id;
   row.dataset.signature = JSON.stringify(exp);
   cell(row, KINDS[exp.kind] ?? exp.kind, "nowrap");
-  cell(row, rangeText(exp));
+  wholeWords(cell(row, ""), rangeText(exp));
   const filters = cell(row, "", "wrap");
   const lines = describeFilter(exp.kind, exp.filter);
   if (lines.length === 0) {
     filters.textContent = "None";
   } else {
-    for (const line of lines) filters.appendChild(element("span", line, "line"));
+    for (const line of lines) filters.appendChild(breakable("span", line, "line"));
   }
   cell(row, formatText(exp));
   const requester = cell(row, "", "wrap");
   const who = exp.requestedBy;
-  requester.appendChild(element("span", who?.fullName || who?.email || "—"));
-  if (who?.fullName && who.email) requester.appendChild(element("span", who.email, "secondary"));
+  requester.appendChild(breakable("span", who?.fullName || who?.email || "—"));
+  if (who?.fullName && who.email) requester.appendChild(breakable("span", who.email, "secondary"));
   const status = cell(row, "", `status status-${exp.status.toLowerCase()}`);
   status.appendChild(element("span", STATUSES[exp.status] ?? exp.status));
   if (exp.status === "PROCESSING" && Number(exp.rowsWritten) > 0) {
@@ -183,8 +192,8 @@ function renderRow(exp) {
   if (exp.error) status.appendChild(element("span", exp.error.message, "secondary"));
   cell(row, formatCount(exp.rowCount), "number");
   cell(row, formatSize(exp.byteSize), "number nowrap");
-  cell(row, formatTime(exp.createdAt), "nowrap");
-  cell(row, expiryText(exp), "nowrap expires");
+  wholeWords(cell(row, ""), formatTime(exp.createdAt));
+  wholeWords(cell(row, "", "expires"), expiryText(exp));
   const actions = cell(row, "", "actions");
   if (downloadable(exp)) {
     const button = element("button", "Download");

@@ -1,7 +1,7 @@
 // A log page (Audit Log, SCIM Events): filters kept in the URL, a paged table whose rows
 // open to show every field, and the Export dialog, which exports what the page shows.
 
-import { element, gql, labelCells, organizationId, showPageError } from "./api.js";
+import { breakable, element, gql, labelCells, organizationId, showPageError } from "./api.js";
 import { setUpExportDialog } from "./export-dialog.js";
 import {
   FILTER_FIELDS,
@@ -49,15 +49,7 @@ export function startLogPage(config) {
     input.autocomplete = "off";
     input.spellcheck = false;
     input.placeholder = `e.g. ${field.example}`;
-    const hint = element(
-      "p",
-      field.many
-        ? `Exact. Apply adds it; ${config.noun[1]} matching any value are shown.`
-        : "Apply sets it.",
-      "hint",
-    );
-    hint.id = `${id}-hint`;
-    input.setAttribute("aria-describedby", hint.id);
+    input.setAttribute("aria-describedby", "filter-hint");
     if (field.suggestions) {
       const list = document.createElement("datalist");
       list.id = `${id}-suggestions`;
@@ -69,7 +61,7 @@ export function startLogPage(config) {
       input.setAttribute("list", list.id);
       box.appendChild(list);
     }
-    box.append(label, input, hint);
+    box.append(label, input);
     fieldBox.appendChild(box);
     inputs.set(field.key, input);
   }
@@ -95,7 +87,7 @@ export function startLogPage(config) {
     list.setAttribute("aria-label", "Active filters");
     const chip = (text, remove) => {
       const item = element("li", null, "chip");
-      item.appendChild(element("span", text));
+      item.appendChild(breakable("span", text));
       const button = element("button", "×", "chip-remove");
       button.type = "button";
       button.setAttribute("aria-label", `Remove filter ${text}`);
@@ -191,14 +183,12 @@ export function startLogPage(config) {
     const list = element("dl", null, "fields");
     for (const [label, value, type] of config.fields(node)) {
       list.appendChild(element("dt", label));
-      const dd = document.createElement("dd");
+      const empty = value === null || value === undefined || value === "";
       if (type === "json") {
-        dd.appendChild(element("pre", value, "json"));
+        list.appendChild(element("dd")).appendChild(element("pre", value, "json"));
       } else {
-        dd.textContent = value === null || value === undefined || value === "" ? "—" : String(value);
-        if (type === "mono") dd.className = "mono";
+        list.appendChild(breakable("dd", empty ? "—" : String(value), type === "mono" ? "mono" : ""));
       }
-      list.appendChild(dd);
     }
     td.appendChild(list);
     row.appendChild(td);
@@ -216,7 +206,8 @@ export function startLogPage(config) {
     toggle.type = "button";
     toggle.setAttribute("aria-expanded", "false");
     toggle.setAttribute("aria-controls", detailId);
-    toggle.appendChild(element("span", "▸", "disclosure-icon")).setAttribute("aria-hidden", "true");
+    const icon = toggle.appendChild(element("span", "▸", "disclosure-icon"));
+    icon.setAttribute("aria-hidden", "true");
     toggle.appendChild(element("span", config.title(node)));
     toggle.appendChild(element("span", " (show all fields)", "visually-hidden"));
     first.appendChild(toggle);
@@ -228,6 +219,7 @@ export function startLogPage(config) {
       const open = toggle.getAttribute("aria-expanded") !== "true";
       toggle.setAttribute("aria-expanded", String(open));
       row.classList.toggle("open", open);
+      icon.textContent = open ? "▾" : "▸";
       if (open) {
         row.after(detailRow(node, detailId));
       } else {

@@ -1,7 +1,7 @@
 // The SCIM Events page: requests newest first, failures marked, filtered by the URL, each
 // opening to show every field and both bodies.
 
-import { cell, element, formatTime, prettyJson } from "./api.js";
+import { breakable, cell, element, formatTime, prettyJson } from "./api.js";
 import { startLogPage } from "./log-page.js";
 
 function statusText(code) {
@@ -40,7 +40,7 @@ startLogPage({
     if (failed) row.classList.add("failed");
     cell(row, event.method, "mono");
     cell(row, event.path, "mono wrap");
-    cell(row, event.userName || "—", "wrap");
+    cell(row, "", "wrap").appendChild(breakable("span", event.userName || "—"));
     const status = cell(row, "", failed ? "status status-error" : "status status-ok");
     // Text and an icon carry the meaning as well as the colour.
     status.appendChild(element("span", failed ? "✕ " : "✓ ", "icon")).setAttribute("aria-hidden", "true");
