@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
 
 class ConfigError(Exception):
@@ -59,16 +59,60 @@ def _bool(text: str) -> bool:
 
 def _url(*schemes: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
-        parts = urlsplit(text)
-        if parts.scheme not in schemes:
-            raise ValueError(
-                "expected a URL starting with " + " or ".join(f"{s}://" for s in schemes)
-            )
-        if parts.scheme not in ("file",) and not parts.netloc:
-            raise ValueError("the URL has no host")
+        parts = _split(text, schemes)
+        try:
+            port = parts.port
+        except ValueError:
+            port = 0
+        if port == 0:
+            raise ValueError(_BAD_PORT)
         return text
 
     return parse
+
+
+_BAD_PORT = "the port must be a number from 1 to 65535"
+_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def _split(text: str, schemes: tuple[str, ...]) -> SplitResult:
+    # urlsplit's own messages may quote the network location, password included.
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        raise ValueError("not a valid URL") from None
+    if parts.scheme not in schemes:
+        raise ValueError("expected a URL starting with " + " or ".join(f"{s}://" for s in schemes))
+    if parts.scheme not in ("file",) and not parts.netloc:
+        raise ValueError("the URL has no host")
+    return parts
+
+
+def _postgres_url(text: str) -> str:
+    """A PostgreSQL URL the driver will accept: checked here, where a mistake can be named,
+    rather than at the first connection, where it ends in a traceback."""
+    parts = _split(text, ("postgres", "postgresql"))
+    # libpq's multi-host form: host1:5432,host2:5433, each host possibly an [IPv6] literal.
+    for host in parts.netloc.rpartition("@")[2].split(","):
+        port = host.rpartition("]")[2] if host.startswith("[") else host
+        port = port.partition(":")[2]
+        if port and not _is_port(unquote(port)):
+            raise ValueError(_BAD_PORT)
+    try:
+        query = parse_qs(parts.query, strict_parsing=True) if parts.query else {}
+    except ValueError:
+        raise ValueError("the query string is not name=value pairs joined by &") from None
+    for value in query.get("port", []):
+        if not all(_is_port(port) for port in value.split(",")):
+            raise ValueError(_BAD_PORT)
+    for value in query.get("sslmode", []):
+        if value not in _SSLMODES:
+            raise ValueError("sslmode must be one of " + ", ".join(_SSLMODES))
+    return text
+
+
+def _is_port(text: str) -> bool:
+    return text.isascii() and text.isdigit() and 1 <= int(text) <= 65535
 
 
 def _secret_key(text: str) -> str:
@@ -114,10 +158,8 @@ def _setting(env: str, parse: Callable[[str], Any], default: str | None = None) 
 
 @dataclass(frozen=True)
 class Settings:
-    database_url: str = _setting("LOGEXPORT_DATABASE_URL", _url("postgres", "postgresql"))
-    export_database_url: str | None = _setting(
-        "LOGEXPORT_EXPORT_DATABASE_URL", _url("postgres", "postgresql")
-    )
+    database_url: str = _setting("LOGEXPORT_DATABASE_URL", _postgres_url)
+    export_database_url: str | None = _setting("LOGEXPORT_EXPORT_DATABASE_URL", _postgres_url)
     base_url: str = _setting("LOGEXPORT_BASE_URL", _url("http", "https"))
     storage_url: str = _setting("LOGEXPORT_STORAGE_URL", _url("s3", "file"))
     s3_endpoint_url: str | None = _setting("LOGEXPORT_S3_ENDPOINT_URL", _url("http", "https"))

@@ -45,6 +45,10 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coroutine)
     except LogExportError as exc:
         fail(exc.message)
+    except asyncpg.ClientConfigurationError as exc:
+        # Settings only the driver checks (a missing sslrootcert file, say); its messages
+        # name files and parameters, never the password.
+        fail(f"the database settings were refused: {str(exc).splitlines()[0]}", EXIT_USAGE)
     except asyncpg.PostgresError as exc:
         # Server messages name objects, never connection secrets.
         fail(f"database error: {exc}")

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from logexport.config import ConfigError, Settings, parse_duration
@@ -116,3 +121,110 @@ def test_durations(text: str, seconds: float) -> None:
 def test_unknown_setting_name_in_needs_is_a_programming_error() -> None:
     with pytest.raises(ValueError, match="unknown settings"):
         Settings.from_env(needs=["datbase_url"], env=VALID)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "reason"),
+    [
+        ("LOGEXPORT_DATABASE_URL", "postgresql://u:hunter2@h:abc/db", "port"),
+        ("LOGEXPORT_DATABASE_URL", "postgresql://u:hunter2@h:0/db", "port"),
+        ("LOGEXPORT_DATABASE_URL", "postgresql://u:hunter2@h:65536/db", "port"),
+        ("LOGEXPORT_DATABASE_URL", "postgres://u:hunter2@h1:5432,h2:x5433/db", "port"),
+        ("LOGEXPORT_DATABASE_URL", "postgresql://u:hunter2@[2001:db8::1]:pg/db", "port"),
+        ("LOGEXPORT_DATABASE_URL", "postgresql://u:hunter2@h/db?port=five", "port"),
+        ("LOGEXPORT_DATABASE_URL", "postgresql://u:hunter2@h/db?sslmode=required", "sslmode"),
+        ("LOGEXPORT_DATABASE_URL", "postgresql://u:hunter2@h/db?sslmode", "query string"),
+        ("LOGEXPORT_DATABASE_URL", "postgresql://u:hunter2@[2001:db8::1/db", "not a valid URL"),
+        ("LOGEXPORT_EXPORT_DATABASE_URL", "postgresql://u:hunter2@h:5o32/db", "port"),
+        ("LOGEXPORT_EXPORT_DATABASE_URL", "postgresql://u:hunter2@h/db?sslmode=on", "sslmode"),
+        ("LOGEXPORT_SMTP_URL", "smtp://mailer:hunter2@smtp.example.test:smtp", "port"),
+        ("LOGEXPORT_SMTP_URL", "smtps://mailer:hunter2@smtp.example.test:99999", "port"),
+        ("LOGEXPORT_S3_ENDPOINT_URL", "http://key:hunter2@minio:9ooo", "port"),
+        ("LOGEXPORT_S3_PUBLIC_URL", "https://minio.example.test:-1", "port"),
+        ("LOGEXPORT_BASE_URL", "https://logs.example.test:x443", "port"),
+        ("LOGEXPORT_API_URL", "http://127.0.0.1:8000:1", "port"),
+    ],
+)
+def test_url_with_a_bad_port_or_sslmode_is_named_without_echoing_it(
+    variable: str, value: str, reason: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env(env={**VALID, variable: value})
+
+    message = str(raised.value)
+    assert message.startswith(f"{variable} is malformed: ")
+    assert reason in message
+    assert "hunter2" not in message and value not in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://app:pw@db.internal:5432/logexport",
+        "postgresql://app:pw@db.internal/logexport?sslmode=verify-full",
+        "postgres://app:pw@db1:5432,db2:5433,db3/logexport?sslmode=prefer",
+        "postgresql://app:pw@[2001:db8::1]:5432/logexport?sslmode=disable",
+        "postgresql://app:pw@[2001:db8::1],db2:6543/logexport",
+        "postgresql://app:pw@db.internal/logexport?port=5433&application_name=logexport",
+        "postgresql://app:p%40ss@db.internal:65535/logexport?sslmode=require",
+    ],
+)
+def test_database_urls_the_driver_accepts_pass(url: str) -> None:
+    settings = Settings.from_env(
+        env={**VALID, "LOGEXPORT_DATABASE_URL": url, "LOGEXPORT_EXPORT_DATABASE_URL": url}
+    )
+    assert settings.database_url == url == settings.snapshot_database_url
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("LOGEXPORT_SMTP_URL", "smtp://mailer:pw@smtp.example.test:2525?starttls=1"),
+        ("LOGEXPORT_SMTP_URL", "smtps://smtp.example.test"),
+        ("LOGEXPORT_S3_ENDPOINT_URL", "http://127.0.0.1:9000"),
+        ("LOGEXPORT_S3_ENDPOINT_URL", "http://[::1]:9000"),
+        ("LOGEXPORT_STORAGE_URL", "file:///var/lib/logexport"),
+    ],
+)
+def test_other_urls_with_good_ports_pass(variable: str, value: str) -> None:
+    assert Settings.from_env(env={**VALID, variable: value}) is not None
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:hunter2@h:abc/db",
+        "postgresql://u:hunter2@127.0.0.1:1/db?sslmode=bogus",
+        "postgresql://u:hunter2@127.0.0.1:70000/db",
+    ],
+)
+def test_migrate_with_a_malformed_database_url_says_so_in_one_line(url: str) -> None:
+    # The command as a person runs it: one line naming the variable, exit 2, no traceback.
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "logexport"), "migrate"],
+        env={"PATH": os.environ.get("PATH", ""), "LOGEXPORT_DATABASE_URL": url},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("error: LOGEXPORT_DATABASE_URL is malformed: ")
+    assert "hunter2" not in result.stderr and "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_migrate_with_a_malformed_smtp_url_stops_before_anything_else() -> None:
+    # Every setting is checked at start, needed or not: a typo never waits for the first mail.
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "logexport"), "migrate"],
+        env={
+            "PATH": os.environ.get("PATH", ""),
+            "LOGEXPORT_DATABASE_URL": "postgresql://u:pw@127.0.0.1:1/db",
+            "LOGEXPORT_SMTP_URL": "smtp://mailer:hunter2@smtp.example.test:twentyfive",
+        },
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        "error: LOGEXPORT_SMTP_URL is malformed: the port must be a number from 1 to 65535\n"
+    )
