@@ -54,6 +54,9 @@ const canCancel = table.dataset.canCancel === "true";
 const known = new Map(); // id -> last rendered export
 let after = null;
 let timer = null;
+// Bumped by every change made from this page: a list read before it may predate the change
+// and must not put a canceled export back to its old status.
+let changes = 0;
 
 const isMidnight = (value) => /T00:00:00(\.0+)?Z$/.test(value);
 
@@ -139,6 +142,7 @@ async function confirmCancel(event) {
   confirm.disabled = true;
   try {
     const data = await gql(CANCEL, { id: exp.id });
+    changes += 1;
     toCancel = null;
     cancelDialog.close();
     upsert([data.cancelLogExport.logExport], false);
@@ -252,11 +256,13 @@ function schedule() {
 }
 
 async function loadMore() {
+  const seen = changes;
   more.disabled = true;
   try {
     const data = await gql(LIST, { org: organizationId, first: PAGE_SIZE, after });
     const page = data.organization.logExports;
-    upsert(page.edges.map((edge) => edge.node), true);
+    const nodes = page.edges.map((edge) => edge.node);
+    upsert(seen === changes ? nodes : nodes.filter((exp) => !known.has(exp.id)), true);
     after = page.pageInfo.endCursor;
     more.hidden = !page.pageInfo.hasNextPage;
     showCount(page.pageInfo.hasNextPage);
@@ -271,9 +277,11 @@ async function loadMore() {
 
 // Re-reads the newest exports (as many as are shown, up to 100) to pick up status changes.
 async function refresh() {
+  const seen = changes;
   try {
     const first = Math.min(100, Math.max(PAGE_SIZE, tbody.rows.length));
     const data = await gql(LIST, { org: organizationId, first, after: null });
+    if (seen !== changes) return;
     const nodes = data.organization.logExports.edges.map((edge) => edge.node);
     // New exports (requested elsewhere) go on top, newest first.
     upsert(nodes.slice().reverse(), false);
