@@ -259,9 +259,14 @@ class Worker:
     def _on_notify(self, *_: Any) -> None:
         self._wake.set()
 
+    def _listening(self) -> bool:
+        # The liveness lock must outlive the exports still finishing in a shutdown grace:
+        # without it, other workers would take them over as if this one had died.
+        return not self._stopping or bool(self._jobs)
+
     async def _listen(self) -> None:
         delay = _LISTENER_BACKOFF[0]
-        while not self._stopping:
+        while self._listening():
             conn: asyncpg.Connection | None = None
             lost = asyncio.Event()
             try:
@@ -279,7 +284,7 @@ class Worker:
                 self._wake.set()
                 log.info("listener connected", extra={"liveness_lock": self.lock_key is not None})
                 probe_every = min(self.settings.worker_poll_interval, _LIVENESS_PROBE)
-                while not self._stopping:
+                while self._listening():
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(lost.wait(), probe_every)
                     if lost.is_set():
@@ -303,7 +308,7 @@ class Worker:
                 self.lock_key = None
                 if conn is not None:
                     conn.terminate()
-            if self._stopping:
+            if not self._listening():
                 return
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, _LISTENER_BACKOFF[1])
