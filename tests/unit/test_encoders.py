@@ -6,6 +6,8 @@ import csv
 import gzip
 import io
 import json
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -259,3 +261,160 @@ def test_incremental_gzip_is_one_valid_gzip_stream() -> None:
     data = b"".join(compressor.compress(c) for c in chunks) + compressor.flush()
     assert data[:2] == b"\x1f\x8b"
     assert gzip.decompress(data) == b"".join(chunks)
+
+
+# Look-alikes of the formula characters, probed in LibreOffice Calc 7.4 (CSV import to ODS
+# and XLSX, with and without "evaluate formulas", "trim spaces" and quoted-as-text): Calc
+# ran none of them as a formula, so they are exported as stored, like any other text.
+# test_no_exported_cell_runs_as_a_formula_in_libreoffice repeats that probe on every run.
+LOOKALIKES = [
+    "\uff1d1+1",  # FULLWIDTH EQUALS SIGN
+    "\uff0b1+1",  # FULLWIDTH PLUS SIGN
+    "\uff0d1+1",  # FULLWIDTH HYPHEN-MINUS
+    "\uff20SUM(1;1)",  # FULLWIDTH COMMERCIAL AT
+    '\uff1dHYPERLINK("http://example.test";"x")',
+    "\ufe661+1",  # SMALL EQUALS SIGN
+    "\u200b=1+1",  # ZERO WIDTH SPACE
+    "\ufeff=1+1",  # ZERO WIDTH NO-BREAK SPACE (BOM)
+    "\u200b+1+1",
+    "\ufeff-1+1",
+    "\u200b@SUM(1;1)",
+    "\u200c=1+1",  # ZERO WIDTH NON-JOINER
+    "\u200d=1+1",  # ZERO WIDTH JOINER
+    "\u2060=1+1",  # WORD JOINER
+    "\u200e=1+1",  # LEFT-TO-RIGHT MARK
+    "\u00ad=1+1",  # SOFT HYPHEN
+]
+# Their ASCII counterparts, and Unicode spaces (which str.isspace knows), are guarded.
+GUARDED_CONTROLS = [
+    "=1+1",
+    "+1+1",
+    "-1+1",
+    "@SUM(1;1)",
+    '=HYPERLINK("http://example.test";"x")',
+    " =1+1",
+    "\u00a0=1+1",
+    "\u3000=1+1",
+    "\u2003=1+1",
+]
+
+
+@pytest.mark.parametrize("value", LOOKALIKES)
+def test_formula_lookalikes_are_exported_as_stored_on_every_path(value: str) -> None:
+    encoder = CsvEncoder("AUDIT_LOG", ORG)
+    # Alone, and beside a field holding the separator (the exact-fields path).
+    rows = [
+        audit_row(resource_type=value),
+        audit_row(id="00000000-0000-0000-0000-000000000002", resource_type=value,
+                  resource_id="a\x1fb"),
+    ]
+    for row in parse_csv(csv_rows(encoder, rows)):
+        assert row[AUDIT_LOG_COLUMNS.index("resource_type")] == value
+    assert guard_cell(value) == value
+
+
+@pytest.mark.parametrize("value", GUARDED_CONTROLS)
+def test_the_ascii_counterparts_are_guarded_on_every_path(value: str) -> None:
+    encoder = CsvEncoder("AUDIT_LOG", ORG)
+    rows = [
+        audit_row(actor_name=value),
+        audit_row(id="00000000-0000-0000-0000-000000000002", actor_name=value,
+                  resource_id="a\x1fb"),
+    ]
+    for row in parse_csv(csv_rows(encoder, rows)):
+        assert row[AUDIT_LOG_COLUMNS.index("actor_name")] == "'" + value
+
+
+_ODF_TABLE = "urn:oasis:names:tc:opendocument:xmlns:table:1.0"
+_ODF_OFFICE = "urn:oasis:names:tc:opendocument:xmlns:office:1.0"
+_ODF_TEXT = "urn:oasis:names:tc:opendocument:xmlns:text:1.0"
+
+
+def _odf_text(element: Any) -> str:
+    """A cell's text, with ODF's encoded spaces (``text:s``) and tabs put back."""
+    parts = [element.text or ""]
+    for child in element:
+        if child.tag == f"{{{_ODF_TEXT}}}s":
+            parts.append(" " * int(child.get(f"{{{_ODF_TEXT}}}c", "1")))
+        elif child.tag == f"{{{_ODF_TEXT}}}tab":
+            parts.append("\t")
+        else:
+            parts.append(_odf_text(child))
+        parts.append(child.tail or "")
+    return "".join(parts)
+
+
+def _calc_cells(csv_data: bytes, workdir: Path) -> list[list[tuple[str | None, str]]]:
+    """Open CSV in LibreOffice Calc (headless, UTF-8, comma-separated, quoted cells parsed as
+    a person opening the file gets them) and return each cell's (formula, text)."""
+    import subprocess
+    import zipfile
+    from xml.etree import ElementTree
+
+    soffice = shutil.which("soffice")
+    assert soffice is not None
+    workdir.mkdir()
+    source = workdir / "export.csv"
+    source.write_bytes(csv_data)
+    subprocess.run(
+        [
+            soffice,
+            f"-env:UserInstallation={(workdir / 'profile').as_uri()}",
+            "--headless",
+            "--infilter=CSV:44,34,76,1",
+            "--convert-to",
+            "ods",
+            "--outdir",
+            str(workdir),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+        env={"HOME": str(workdir), "PATH": "/usr/bin:/bin"},
+    )
+    # The file is Calc's own output for a CSV this test wrote.
+    root = ElementTree.fromstring(  # noqa: S314
+        zipfile.ZipFile(workdir / "export.ods").read("content.xml")
+    )
+    rows = []
+    for row in root.iter(f"{{{_ODF_TABLE}}}table-row"):
+        cells = []
+        for cell in row.findall(f"{{{_ODF_TABLE}}}table-cell"):
+            repeat = int(cell.get(f"{{{_ODF_TABLE}}}number-columns-repeated", "1"))
+            paragraphs = cell.findall(f"{{{_ODF_TEXT}}}p")
+            text = "\n".join(_odf_text(p) for p in paragraphs)
+            cells.extend([(cell.get(f"{{{_ODF_TABLE}}}formula"), text)] * min(repeat, 64))
+        rows.append(cells)
+    return rows
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("soffice") is None, reason="LibreOffice (soffice) not installed")
+def test_no_exported_cell_runs_as_a_formula_in_libreoffice(tmp_path: Path) -> None:
+    values = GUARDED_CONTROLS + LOOKALIKES + HOSTILE
+    name_at = AUDIT_LOG_COLUMNS.index("actor_name")
+
+    # Control: the same values written without the guard, so the probe is known to see
+    # formulas where Calc makes them.
+    raw = io.StringIO()
+    writer = csv.writer(raw, quoting=csv.QUOTE_ALL, lineterminator="\r\n")
+    writer.writerow(["value"])
+    writer.writerows([v] for v in values)
+    unguarded = _calc_cells(raw.getvalue().encode(), tmp_path / "unguarded")
+    formulas = {values[i] for i, row in enumerate(unguarded[1:]) if row and row[0][0]}
+    assert "=1+1" in formulas
+    assert formulas.isdisjoint(LOOKALIKES), formulas
+
+    encoder = CsvEncoder("AUDIT_LOG", ORG, bom=True)
+    rows = [
+        audit_row(id=f"00000000-0000-0000-0000-{i:012d}", actor_name=value, user_agent=value)
+        for i, value in enumerate(values)
+    ]
+    exported = _calc_cells(encoder.header() + csv_rows(encoder, rows), tmp_path / "exported")
+    assert [text for _, text in exported[0][: len(AUDIT_LOG_COLUMNS)]] == list(AUDIT_LOG_COLUMNS)
+    ran = [(formula, text) for row in exported for formula, text in row if formula]
+    assert ran == []
+    shown = [row[name_at][1] for row in exported[1:] if row]
+    # Calc shows a carriage return inside a cell as a line break.
+    assert shown == [guard_cell(v).replace("\r", "\n") for v in values]
