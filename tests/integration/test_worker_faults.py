@@ -35,6 +35,7 @@ class HookedS3Storage(S3Storage):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.hooks: dict[str, Hook] = {}
+        self.refused_keys: set[str] = set()
 
     async def call(
         self,
@@ -43,6 +44,8 @@ class HookedS3Storage(S3Storage):
         make_call: Callable[[Any], Awaitable[Any]],
         deadline: float | None = None,
     ) -> Any:
+        if key in self.refused_keys:
+            raise StorageError(f"S3 {operation} of {key} failed: AccessDenied")
         hook = self.hooks.get(operation)
         if hook is not None:
             await hook()
@@ -434,8 +437,9 @@ async def test_canceling_a_slow_running_export_ends_cleanly_with_one_abort(
                 assert finished(worker, "lease_lost") == 0
                 assert finished(worker, "failed") == 0
                 assert await open_uploads(s3) == []
-                # The sweeper finds nothing left to abort.
+                # The sweeper finds nothing left to abort, and is done with the key for good.
                 await worker.sweep(settle=0)
+                assert await worker.sweep(settle=0) == 0
                 row = await export_status(pool, export.id)
     finally:
         relay.stop()
@@ -451,6 +455,41 @@ async def test_canceling_a_slow_running_export_ends_cleanly_with_one_abort(
     assert "export canceled; upload aborted" in messages
     assert not [m for m in messages if "lease lost" in m or "retrying" in m], messages
     assert not [r for r in ours if r.levelno >= logging.WARNING], messages
+
+
+async def test_an_object_the_store_refuses_to_delete_does_not_hold_up_the_sweep(
+    pool, settings, s3, world, storage, caplog
+):
+    keys = []
+    for _ in range(2):
+        export = await request(pool, settings, world)
+        await cancel_export(pool, world.admin.principal, export.id)
+        key = f"{export.id}/attempt-1-abcd1234/audit.jsonl"
+        await asyncio.to_thread(
+            s3.client().put_object, Bucket=s3.bucket, Key=f"exports/{key}", Body=b"{}"
+        )
+        async with pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO log_export_objects (storage_key, export_id, attempt)"
+                " VALUES ($1, $2, 1)",
+                key,
+                export.id,
+            )
+        keys.append(key)
+    refused = keys[0]
+    storage.refused_keys.add(f"exports/{refused}")
+    worker = Worker(settings, pool=pool, storage=storage)
+
+    assert await worker.sweep(settle=0) == 2
+    assert await bucket_keys(s3) == [f"exports/{refused}"]
+    [warning] = [r for r in caplog.records if r.getMessage() == "sweep could not delete an object"]
+    assert "AccessDenied" in warning.error
+
+    # Tried again at the next sweep, and done once the store agrees.
+    storage.refused_keys.clear()
+    assert await worker.sweep(settle=0) == 1
+    assert await bucket_keys(s3) == []
+    assert await worker.sweep(settle=0) == 0
 
 
 async def test_shutdown_without_grace_hands_the_running_export_back(
