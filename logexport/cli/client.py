@@ -269,6 +269,11 @@ def _when(value: str | None) -> str:
     return value.replace("T", " ").replace(".000000Z", "Z")
 
 
+def _when_to_the_second(value: str | None) -> str:
+    """A moment for a table column (``2026-01-31 12:00:05Z``): the fraction dropped."""
+    return re.sub(r"\.\d+Z$", "Z", _when(value))
+
+
 def _number(value: Any) -> str:
     try:
         return f"{int(value):,}"
@@ -804,7 +809,7 @@ def _export_row(export: dict[str, Any]) -> tuple[str, ...]:
         _when(export.get("toTime")),
         _number(rows) if export.get("status") != "PENDING" else "-",
         human_size(export.get("byteSize")),
-        _when(export.get("createdAt")),
+        _when_to_the_second(export.get("createdAt")),
     )
 
 

@@ -1,12 +1,16 @@
-"""What the client commands print: errors in the flags' words, sizes, JSON counts."""
+"""What the client commands print: errors in the flags' words, sizes, JSON counts, progress."""
 
 from __future__ import annotations
+
+import asyncio
+import io
 
 import pytest
 from click.testing import CliRunner
 
 from logexport.cli import main
-from logexport.cli.client import flag_message, human_size, json_counts
+from logexport.cli.client import flag_message, human_size, json_counts, wait_for_export
+from logexport.cli.progress import ProgressReporter
 from logexport.client import BadUserInput, Forbidden, NotFound
 
 
@@ -103,3 +107,40 @@ def test_usage_errors_are_one_line_naming_the_option_and_the_help():
     assert len(lines) == 1, result.output
     assert lines[0].startswith("error: Invalid value for '--to': ")
     assert lines[0].endswith("(see 'logexport audit-log export --help')")
+
+
+class _SlowExport:
+    """Stands in for the API: the export sits PENDING for a while, then completes."""
+
+    def __init__(self, pending_for: float) -> None:
+        self.pending_for = pending_for
+
+    async def wait_for_export(self, export_id, *, on_progress, interval, max_interval):
+        await asyncio.sleep(self.pending_for)
+        done = {"id": export_id, "status": "COMPLETED", "rowsWritten": "7"}
+        on_progress(done)
+        return done
+
+
+async def test_a_terminal_line_keeps_counting_while_nothing_changes():
+    stream = io.StringIO()
+    reporter = ProgressReporter(stream, interactive=True)
+    export = {"id": "e1", "status": "PENDING", "rowsWritten": "0"}
+    done = await wait_for_export(_SlowExport(0.35), export, reporter, 0.05)  # type: ignore[arg-type]
+    assert done["status"] == "COMPLETED"
+    frames = stream.getvalue().split("\r\x1b[K")[1:]
+    pending = [frame for frame in frames if frame.startswith("PENDING")]
+    # Redrawn between changes (elapsed time moves on), then the final line and a newline.
+    assert len(pending) >= 3, frames
+    assert frames[-1].startswith("COMPLETED") and frames[-1].endswith("\n")
+    assert "7 rows" in frames[-1]
+
+
+async def test_plain_output_has_one_line_per_change_and_no_redraws():
+    stream = io.StringIO()
+    reporter = ProgressReporter(stream, interactive=False)
+    export = {"id": "e1", "status": "PENDING", "rowsWritten": "0"}
+    await wait_for_export(_SlowExport(0.2), export, reporter, 0.05)  # type: ignore[arg-type]
+    lines = stream.getvalue().splitlines()
+    assert [line.split()[0] for line in lines] == ["PENDING", "COMPLETED"]
+    assert "\r" not in stream.getvalue()
