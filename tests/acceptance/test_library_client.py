@@ -13,7 +13,7 @@ import pytest
 import logexport
 from logexport import client as client_module
 from tests.support.cli import api
-from tests.support.world import wait_for_status
+from tests.support.world import build_world, wait_for_status
 
 MISSING = "00000000-0000-0000-0000-000000000000"
 
@@ -76,7 +76,7 @@ async def test_each_error_code_raises_its_own_exported_class(pool, settings, s3,
 
 
 async def test_in_process_and_remote_errors_share_the_exported_classes(pool, settings):
-    world = await logexport_world(pool)
+    world = await build_world(pool)
     with pytest.raises(logexport.NotFound) as in_process:
         await logexport.get_export(pool, world.admin.principal, MISSING)
     assert not isinstance(in_process.value, logexport.ApiError)
@@ -88,12 +88,6 @@ async def test_in_process_and_remote_errors_share_the_exported_classes(pool, set
         assert type(error) is cls and error.code == code and error.field == "field"
     unknown = client_module.api_error("SOMETHING_NEW", "message")
     assert type(unknown) is logexport.ApiError and unknown.code == "SOMETHING_NEW"
-
-
-async def logexport_world(pool):
-    from tests.support.world import build_world
-
-    return await build_world(pool)
 
 
 async def test_range_bounds_take_the_same_forms_as_the_cli(pool, settings, s3, tmp_path):
