@@ -441,10 +441,14 @@ class Worker:
     async def _why_gone(self, fence: Fence) -> _JobGone | None:
         """Why this attempt may no longer write the job, or None while it still may."""
         try:
-            async with self.pool.acquire() as conn:
+            # Bounded: when the database itself is what failed, the failure path must not
+            # wait for it here as well.
+            async with asyncio.timeout(5), self.pool.acquire() as conn:
                 fate = await conn.fetchrow(q("export_fate"), *fence.args)
-        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
+        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, TimeoutError):
             return None
+        if fate is None:
+            return _LeaseLost()
         if fate["ours"]:
             return None
         return _Canceled() if fate["status"] == ExportStatus.CANCELED.value else _LeaseLost()
