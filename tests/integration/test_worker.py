@@ -299,6 +299,25 @@ async def test_a_hung_worker_still_holding_its_lock_loses_the_export_when_the_le
         await lock_connection.close()
 
 
+async def test_a_worker_whose_key_is_taken_draws_another_and_never_shares_a_lock(
+    pool, settings, s3, world
+):
+    squatter = await db.connect(settings.database_url)
+    try:
+        assert await squatter.fetchval(q("take_liveness_lock"), liveness_key("worker-a"))
+        async with Worker(settings, worker_id="worker-a", retry_base=0.1) as worker:
+            await eventually(
+                lambda: asyncio.sleep(0, worker.lock_key is not None), what="the liveness lock"
+            )
+            assert worker.lock_key == liveness_key("worker-a", 1)
+            assert len(await listener_pids(pool)) == 2
+            export = await request(pool, settings, world.admin, world.organization_id)
+            done = await wait_for_status(pool, export.id, "COMPLETED", "FAILED")
+            assert (done["status"], done["attempts"]) == ("COMPLETED", 1)
+    finally:
+        await squatter.close()
+
+
 async def test_a_running_worker_holds_its_liveness_lock_and_records_it_on_its_export(
     pool, settings, s3, world
 ):
