@@ -159,11 +159,13 @@ SELECT status, (lease_owner = $2 AND attempts = $3 AND status = 'PROCESSING') IS
 FROM log_exports WHERE id = $1;
 
 -- name: keep_connection_alive
--- The server notices a vanished peer of this connection in about 25 s (keepalive probes),
--- so the liveness lock the connection holds does not outlive the worker by hours.
+-- The server notices a vanished peer of this connection within about 25 s (keepalive probes
+-- when idle, a bound on unacknowledged data otherwise), so the liveness lock the connection
+-- holds does not outlive a worker whose machine disappeared by the system's default hours.
 SELECT set_config('tcp_keepalives_idle', '10', false),
        set_config('tcp_keepalives_interval', '5', false),
-       set_config('tcp_keepalives_count', '3', false);
+       set_config('tcp_keepalives_count', '3', false),
+       set_config('tcp_user_timeout', '25000', false);
 
 -- name: set_snapshot_time
 UPDATE log_exports SET snapshot_at = $4, updated_at = now()
