@@ -36,7 +36,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.message import EmailMessage
 from types import TracebackType
 from typing import Any, Self
@@ -70,6 +70,8 @@ _EMAIL_RETRY_CAP = 600.0
 _EMAIL_MAX_ATTEMPTS = 50
 _PROGRESS_INTERVAL = 2.0
 _SWEEP_SETTLE = 600.0  # an unadopted key is deleted again until this long after the job ends
+# Ended console sessions are kept a day, so a sign-in page can still tell "signed out".
+_ENDED_SESSIONS_KEPT = timedelta(days=1)
 # How often the listener connection looks for exports whose worker died: the bound on how
 # long such an export waits before it is claimed again.
 _LIVENESS_PROBE = 1.0
@@ -692,8 +694,8 @@ class Worker:
             await asyncio.sleep(self.sweep_interval)
 
     async def sweep(self, *, settle: float = _SWEEP_SETTLE) -> int:
-        """Expire exports past their link TTL; delete objects no commit adopted and
-        download tokens long expired."""
+        """Expire exports past their link TTL; delete objects no commit adopted, download
+        tokens long expired and console sessions long ended."""
         async with self.pool.acquire() as conn:
             for record in await conn.fetch(q("expire_exports")):
                 log.info(
@@ -705,6 +707,7 @@ class Worker:
                 )
             orphans = await conn.fetch(q("unadopted_objects"), 100, settle)
             await purge_expired_download_tokens(conn)
+            await conn.fetchval(q("purge_console_sessions"), _ENDED_SESSIONS_KEPT)
         for record in orphans:
             try:
                 await self.storage.delete(record["storage_key"])

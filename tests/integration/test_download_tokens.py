@@ -182,3 +182,29 @@ async def test_sweep_purges_tokens_long_expired_and_keeps_the_rest(settings, poo
             if await delivery.resolve_download_token(conn, export_id, token) is not None
         }
     assert kept == {key for key in tokens if key[1] != "long expired"}
+
+
+async def test_sweep_purges_console_sessions_ended_long_ago(settings, pool, world) -> None:
+    import hashlib
+
+    from logexport.web import sessions
+
+    async with pool.acquire() as conn:
+        old = await sessions.start_session(conn, settings, world.admin.principal)
+        await sessions.start_session(conn, settings, world.admin.principal)  # live
+        recent = await sessions.start_session(conn, settings, world.admin.principal)
+        await sessions.end_session(conn, old)
+        await sessions.end_session(conn, recent)
+        await conn.execute(
+            "UPDATE console_sessions SET revoked_at = now() - interval '2 days' WHERE id_hash = $1",
+            hashlib.sha256(old.id.encode()).digest(),
+        )
+    async with Worker(settings, pool=pool, sweep_interval=3600) as worker:
+        await worker.sweep(settle=0)
+    async with pool.acquire() as conn:
+        left = await conn.fetchval("SELECT count(*) FROM console_sessions")
+        old_left = await conn.fetchval(
+            "SELECT count(*) FROM console_sessions WHERE id_hash = $1",
+            hashlib.sha256(old.id.encode()).digest(),
+        )
+    assert (left, old_left) == (2, 0)
