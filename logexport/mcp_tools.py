@@ -313,11 +313,11 @@ TOOLS: tuple[ToolSpec, ...] = (
         "already CANCELED changes nothing; a FAILED or EXPIRED export cannot be canceled. "
         "Needs the organization's OWNER or ADMIN role; an export you may not cancel answers "
         "NOT_FOUND, like a missing one.",
-        _object({"export_id": _EXPORT_ID}, ["export_id"]),
+        _object({"id": _EXPORT_ID}, ["id"]),
         read_only=False,
         destructive=True,
         idempotent=True,
-        subject="export_id",
+        subject="id",
     ),
     ToolSpec(
         "list_log_exports",
@@ -401,7 +401,7 @@ async def _dispatch(backend: ToolBackend, name: str, args: Mapping[str, Any]) ->
     if name == "get_log_export":
         return await backend.get_export(str(args["id"]))
     if name == "cancel_log_export":
-        return await backend.cancel_export(str(args["export_id"]))
+        return await backend.cancel_export(str(args["id"]))
     if name == "list_log_exports":
         return await backend.list_exports(str(args["organization_id"]), first, after)
     if name in _ENTRY_KINDS:
@@ -443,7 +443,7 @@ def _snake_message(message: str) -> str:
 def error_text(code: str, message: str, field: str | None, subject: str | None = None) -> str:
     """``BAD_USER_INPUT (from_time): …`` in the caller's argument names.
 
-    ``subject`` is the tool's argument that names the object (``export_id``): the service
+    ``subject`` is the tool's argument that names the object (``id``): the service
     speaks of it as ``id``, and a ``NOT_FOUND`` without a field is about it.
     """
     text = _snake_message(message)

@@ -246,12 +246,12 @@ async def test_get_with_a_foreign_origin_is_refused_as_a_post_would_be(stack: St
 @pytest.mark.parametrize(
     ("tool", "arguments", "field"),
     [
-        ("cancel_log_export", {}, "export_id"),
-        ("cancel_log_export", {"export_id": 5}, "export_id"),
-        ("cancel_log_export", {"export_id": None}, "export_id"),
-        ("cancel_log_export", {"export_id": ["a"]}, "export_id"),
-        ("cancel_log_export", {"id": "00000000-0000-0000-0000-000000000000"}, "export_id"),
-        ("cancel_log_export", {"export_id": "x", "organization_id": "y"}, "organization_id"),
+        ("cancel_log_export", {}, "id"),
+        ("cancel_log_export", {"id": 5}, "id"),
+        ("cancel_log_export", {"id": None}, "id"),
+        ("cancel_log_export", {"id": ["a"]}, "id"),
+        ("cancel_log_export", {"export_id": "00000000-0000-0000-0000-000000000000"}, "id"),
+        ("cancel_log_export", {"id": "x", "organization_id": "y"}, "organization_id"),
         ("list_organizations", {"organization_id": "x"}, "organization_id"),
     ],
     ids=lambda v: json.dumps(v)[:40] if isinstance(v, dict) else v,
@@ -278,12 +278,12 @@ async def test_cancel_refuses_viewers_and_foreign_or_malformed_ids_alike(stack: 
     ]
     async with stack.unchanged():
         results = [
-            await stack.call_tool(token, "cancel_log_export", {"export_id": export_id})
+            await stack.call_tool(token, "cancel_log_export", {"id": export_id})
             for token, export_id in attempts
         ]
     texts = {result["content"][0]["text"] for result in results}
     assert all(result["isError"] for result in results), results
-    assert texts == {"NOT_FOUND (export_id): No such export"}
+    assert texts == {"NOT_FOUND (id): No such export"}
     assert not any(result.get("structuredContent") for result in results)
     statuses = await stack.pool.fetch(
         "SELECT status FROM log_exports WHERE id = ANY($1::uuid[])",

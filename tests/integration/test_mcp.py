@@ -108,8 +108,8 @@ async def test_tools_are_listed_with_schemas_and_read_only_hints(pool, settings)
     cancel = tools["cancel_log_export"]
     assert cancel.annotations.destructive_hint is True
     assert cancel.annotations.idempotent_hint is True
-    assert cancel.input_schema["required"] == ["export_id"]
-    assert "e.g." in cancel.input_schema["properties"]["export_id"]["description"]
+    assert cancel.input_schema["required"] == ["id"]
+    assert "e.g." in cancel.input_schema["properties"]["id"]["description"]
     assert tools["list_organizations"].input_schema["properties"] == {}
     schema = tools["request_audit_log_export"].input_schema
     assert schema["required"] == ["organization_id", "from_time", "to_time"]
@@ -431,15 +431,15 @@ async def test_cancel_log_export_cancels_a_pending_export_once(pool, settings):
         async with http_client(base_url, world.admin.token) as admin:
             export_id = await request_pending_export(admin, world.organization_id)
             async with http_client(base_url, world.viewer.token) as viewer:
-                refused = await viewer.call_tool("cancel_log_export", {"export_id": export_id})
+                refused = await viewer.call_tool("cancel_log_export", {"id": export_id})
             assert (await export_status(pool, export_id))["status"] == "PENDING"
 
-            canceled = await admin.call_tool("cancel_log_export", {"export_id": export_id})
-            again = await admin.call_tool("cancel_log_export", {"export_id": export_id})
-            missing = await admin.call_tool("cancel_log_export", {"export_id": "  "})
+            canceled = await admin.call_tool("cancel_log_export", {"id": export_id})
+            again = await admin.call_tool("cancel_log_export", {"id": export_id})
+            missing = await admin.call_tool("cancel_log_export", {"id": "  "})
 
     assert refused.is_error
-    assert refused.content[0].text == "NOT_FOUND (export_id): No such export"
+    assert refused.content[0].text == "NOT_FOUND (id): No such export"
     assert not canceled.is_error, canceled.content
     assert canceled.structured_content["status"] == "CANCELED"
     assert canceled.structured_content["id"] == export_id
@@ -453,7 +453,7 @@ async def test_cancel_log_export_cancels_a_pending_export_once(pool, settings):
     assert entries[0]["resource_type"] == "LogExport"
     assert entries[0]["metadata"]["previous_status"] == "PENDING"
     assert missing.is_error
-    assert missing.content[0].text == "NOT_FOUND (export_id): No such export"
+    assert missing.content[0].text == "NOT_FOUND (id): No such export"
 
 
 async def test_cancel_log_export_answers_a_foreign_export_like_a_missing_one(pool, settings):
@@ -462,16 +462,16 @@ async def test_cancel_log_export_answers_a_foreign_export_like_a_missing_one(poo
         async with http_client(base_url, world.outsider.token) as outsider:
             foreign_id = await request_pending_export(outsider, world.other_organization_id)
         async with http_client(base_url, world.admin.token) as admin:
-            foreign = await admin.call_tool("cancel_log_export", {"export_id": foreign_id})
-            missing = await admin.call_tool("cancel_log_export", {"export_id": str(uuid.uuid4())})
+            foreign = await admin.call_tool("cancel_log_export", {"id": foreign_id})
+            missing = await admin.call_tool("cancel_log_export", {"id": str(uuid.uuid4())})
     assert foreign.is_error and missing.is_error
     assert foreign.content[0].text == missing.content[0].text
-    assert foreign.content[0].text.startswith("NOT_FOUND (export_id): ")
+    assert foreign.content[0].text.startswith("NOT_FOUND (id): ")
     assert (await export_status(pool, foreign_id))["status"] == "PENDING"
     assert await cancel_entries(pool, foreign_id) == []
 
 
-async def test_cancel_log_export_refuses_a_failed_export_naming_export_id(pool, settings):
+async def test_cancel_log_export_refuses_a_failed_export_naming_id(pool, settings):
     world = await build_world(pool)
     async with running_app(settings, pool, run_worker=False) as base_url:
         async with http_client(base_url, world.admin.token) as admin:
@@ -482,10 +482,10 @@ async def test_cancel_log_export_refuses_a_failed_export_naming_export_id(pool, 
                     " error_message = 'x' WHERE id = $1",
                     uuid.UUID(export_id),
                 )
-            result = await admin.call_tool("cancel_log_export", {"export_id": export_id})
+            result = await admin.call_tool("cancel_log_export", {"id": export_id})
     assert result.is_error
     assert result.content[0].text == (
-        "BAD_USER_INPUT (export_id): An export that is failed cannot be canceled"
+        "BAD_USER_INPUT (id): An export that is failed cannot be canceled"
     )
     assert (await export_status(pool, export_id))["status"] == "FAILED"
     assert await cancel_entries(pool, export_id) == []
@@ -622,15 +622,15 @@ async def test_stdio_server_lists_organizations_and_cancels_through_graphql(pool
             info = client.server_info
             organizations = await client.call_tool("list_organizations", {})
             export_id = await request_pending_export(client, world.organization_id)
-            canceled = await client.call_tool("cancel_log_export", {"export_id": export_id})
-            again = await client.call_tool("cancel_log_export", {"export_id": export_id})
-            foreign = await client.call_tool("cancel_log_export", {"export_id": foreign_id})
+            canceled = await client.call_tool("cancel_log_export", {"id": export_id})
+            again = await client.call_tool("cancel_log_export", {"id": export_id})
+            foreign = await client.call_tool("cancel_log_export", {"id": foreign_id})
             async with pool.acquire() as conn:
                 await conn.execute(
                     "UPDATE log_exports SET status = 'EXPIRED' WHERE id = $1",
                     uuid.UUID(export_id),
                 )
-            expired = await client.call_tool("cancel_log_export", {"export_id": export_id})
+            expired = await client.call_tool("cancel_log_export", {"id": export_id})
 
     assert info is not None and info.version == VERSION
     assert organizations.structured_content["organizations"] == [
@@ -651,9 +651,9 @@ async def test_stdio_server_lists_organizations_and_cancels_through_graphql(pool
     assert again.structured_content["status"] == "CANCELED"
     assert len(await cancel_entries(pool, export_id)) == 1
     assert foreign.is_error
-    assert foreign.content[0].text.startswith("NOT_FOUND (export_id): ")
+    assert foreign.content[0].text.startswith("NOT_FOUND (id): ")
     assert (await export_status(pool, foreign_id))["status"] == "PENDING"
     assert expired.is_error
     assert expired.content[0].text == (
-        "BAD_USER_INPUT (export_id): An export that is expired cannot be canceled"
+        "BAD_USER_INPUT (id): An export that is expired cannot be canceled"
     )
