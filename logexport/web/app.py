@@ -14,7 +14,9 @@ first, within ``LOGEXPORT_SHUTDOWN_GRACE``, then closes what it opened.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator
 
@@ -90,6 +92,22 @@ class SecurityHeaders:
             )
 
 
+def _keep_the_loop_responsive() -> None:
+    """Interpreter settings for a process whose event loop shares it with CPU-bound threads.
+
+    GraphQL parses, prices and encodes large requests and answers in worker threads. A
+    thread that wants the interpreter lock waits for its holder up to the switch interval
+    (5 ms by default) at each wake-up; the loop wakes several times per request, so 1 ms
+    keeps ``/healthz`` fast while such threads run. What is loaded by now (modules, the
+    schema, the pool) lives as long as the process: frozen, it is left out of the
+    collector's full passes, which would otherwise walk all of it while every thread waits
+    (hundreds of milliseconds on a slow machine, each time parsing fills the young
+    generations).
+    """
+    sys.setswitchinterval(0.001)
+    gc.freeze()
+
+
 def create_app(
     settings: Settings,
     *,
@@ -131,6 +149,7 @@ def create_app(
                 # need the pool and the storage while they finish or hand back.
                 stack.push_async_callback(state.worker.stop)
             await stack.enter_async_context(mcp_lifespan())
+            _keep_the_loop_responsive()
             yield
 
     app = Starlette(

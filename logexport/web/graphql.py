@@ -28,6 +28,7 @@ import functools
 import inspect
 import json
 import logging
+import re
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -67,9 +68,20 @@ log = logging.getLogger("logexport.graphql")
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+# Parsing is linear in tokens and happens before any other check; the standard
+# introspection query has under 200 tokens, the largest query the console sends about 150.
+MAX_TOKENS = 5_000
+MAX_COMMENTS = 1_000
+# GraphQL's tokens, comments included, counted by the regular-expression engine: a document
+# far over the limits is refused in a few milliseconds, before graphql-core's lexer (about
+# 5 µs a token) reads it. Strings and "..." count once, as the lexer counts them; commas,
+# white space and byte order marks are not tokens.
+_TOKEN = re.compile(
+    r'"""(?:[^"\\]|\\.|"(?!""))*"""|"(?:[^"\\\n\r]|\\.)*"|#[^\n\r]*|\.\.\.|[-+.\w]+|[^\s,\ufeff]'
+)
 # Worker threads one event loop gives to GraphQL's CPU work at a time: more would only
 # compete with the loop's own thread for the interpreter.
-_CPU_THREADS = 2
+_CPU_THREADS = 1
 # Containers nested deeper than this are encoded in one piece; above it, piece by piece, so
 # that the encoding thread lets go of the interpreter between pieces and can stop early.
 _SPLIT_DEPTH = 8
@@ -219,9 +231,18 @@ async def run_query(schema: GraphQLSchema, payload: dict[str, Any], context: Any
 
 def _prepare(schema: GraphQLSchema, payload: dict[str, Any]) -> DocumentNode | dict[str, Any]:
     """The parsed document, priced and validated; or the response body refusing it."""
+    too_large = (
+        f"The query is too large: it has more than {MAX_TOKENS:,} tokens or "
+        f"{MAX_COMMENTS:,} comments."
+    )
+    tokens = sum(1 for _ in _TOKEN.finditer(payload["query"]))
+    if tokens > MAX_TOKENS + MAX_COMMENTS:
+        return {"errors": [{"message": too_large, "extensions": _TOO_COMPLEX}]}
     try:
-        document = parse(payload["query"])
+        document = parse(payload["query"], max_lexical_tokens=MAX_TOKENS, max_comments=MAX_COMMENTS)
     except GraphQLError as error:
+        if "Document contains more than" in error.message:
+            return {"errors": [{"message": too_large, "extensions": _TOO_COMPLEX}]}
         return {"errors": [format_error(error, None)]}
     # Priced before validation: validating an enormous document is itself expensive.
     cost = query_cost(schema, document, payload.get("operationName"), payload.get("variables"))
