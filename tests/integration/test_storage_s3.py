@@ -18,14 +18,11 @@ from botocore.exceptions import EndpointConnectionError
 from logexport.config import Settings
 from logexport.exports.filenames import content_disposition
 from logexport.exports.storage import (
-    DEFAULT_PART_SIZE,
     MiB,
     ObjectNotFound,
     S3Storage,
     StorageError,
     StoredObject,
-    initial_part_size,
-    part_size_after,
     storage_from_settings,
 )
 
@@ -75,29 +72,6 @@ def payload(size: int) -> bytes:
 async def write_in_chunks(writer: Any, data: bytes, chunk: int = 256 * 1024) -> None:
     for start in range(0, len(data), chunk):
         await writer.write(data[start : start + chunk])
-
-
-# ------------------------------------------------------------------- part size arithmetic
-
-
-def test_part_size_starts_at_8_mib_and_grows_for_known_large_files() -> None:
-    assert DEFAULT_PART_SIZE == 8 * MiB
-    assert initial_part_size(8 * MiB, None) == 8 * MiB
-    assert initial_part_size(8 * MiB, 1 << 30) == 8 * MiB
-    # 1 TiB / 10,000 = 104.9 MiB, rounded up to a whole MiB.
-    assert initial_part_size(8 * MiB, 1 << 40) == 105 * MiB
-
-
-@pytest.mark.parametrize("expected_size", [None, 1 << 30, 5 << 40])
-def test_a_5_tib_file_never_needs_more_than_10000_parts(expected_size: int | None) -> None:
-    size = initial_part_size(8 * MiB, expected_size)
-    total, parts = 0, 0
-    while total < 5 << 40:
-        parts += 1
-        assert size <= 5 << 30
-        total += size
-        size = part_size_after(parts, size)
-    assert parts <= 10_000
 
 
 # ---------------------------------------------------------------------------- uploads

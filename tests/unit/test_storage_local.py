@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 
 from logexport.config import Settings
-from logexport.exports import storage as storage_module
 from logexport.exports.storage import (
     InvalidKey,
     LocalStorage,
@@ -16,6 +15,7 @@ from logexport.exports.storage import (
     StoredObject,
     storage_from_settings,
 )
+from logexport.exports.storage import local as local_storage
 
 KEY = (
     "0b6c3f0e-5d5e-4b59-9d0e-7f7f9d2a1c11/attempt-1/audit-log-export-2026-01-01-to-2026-01-31.jsonl"
@@ -133,7 +133,7 @@ async def test_tiny_writes_are_batched_into_few_thread_calls(
         calls += 1
         return await real_to_thread(func, *args, **kwargs)
 
-    monkeypatch.setattr(storage_module.asyncio, "to_thread", counting_to_thread)
+    monkeypatch.setattr(local_storage.asyncio, "to_thread", counting_to_thread)
     writer = await storage.open_writer(KEY, content_type="text/csv", file_name="f")
     line = b"2026-01-01T00:00:00.000000Z,user.login,203.0.113.5\r\n"
     count = (4 << 20) // len(line) + 1
