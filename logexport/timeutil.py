@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime, time, timedelta, timezone
+from typing import Literal
 
 from logexport.errors import BadUserInput
 
@@ -116,11 +117,26 @@ def _parse_rfc3339(text: str, field: str, expected: str) -> datetime:
         raise _reject(field, "date out of range", expected) from None
 
 
-def format_rfc3339(dt: datetime) -> str:
-    """``2026-03-01T00:00:00.000000Z``: UTC, six fractional digits, ``Z``."""
-    if dt.tzinfo is None:
+def format_rfc3339(moment: datetime, *, fraction: Literal["always", "if_any"] = "always") -> str:
+    """The instant in UTC with a ``Z``, e.g. ``2026-03-01T00:00:00.000000Z``.
+
+    ``fraction="always"`` (the API, files, the CLI) writes six fractional digits, so every
+    timestamp has the same width and sorts as text. ``fraction="if_any"`` (what people
+    read: emails, the download page) drops them when they are all zero, as in
+    ``2026-03-01T00:00:00Z``.
+    """
+    if moment.tzinfo is None:
         raise ValueError("naive datetimes have no defined instant")
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    utc = moment.astimezone(UTC)
+    if fraction == "if_any" and not utc.microsecond:
+        return utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def format_readable(moment: datetime) -> str:
+    """The instant in UTC as a person reads it: ``Monday, 2 February 2026, 09:30:15 UTC``."""
+    utc = moment.astimezone(UTC)
+    return f"{utc:%A}, {utc.day} {utc:%B %Y}, {utc:%H:%M:%S} UTC"
 
 
 def utc_now() -> datetime:

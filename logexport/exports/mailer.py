@@ -1,4 +1,4 @@
-"""The two emails an export sends, and the SMTP client that sends them (SPEC §3, §4, §6).
+"""The two emails an export sends, and the SMTP client that sends them.
 
 Rendering and sending are separate so the worker can build a message, retry sending it,
 and tests can read what a user would read without a server.
@@ -22,7 +22,9 @@ import aiosmtplib
 import jinja2
 
 from logexport.config import Settings
+from logexport.exports.describe import format_label, human_size
 from logexport.exports.models import LogExport
+from logexport.timeutil import format_readable, format_rfc3339
 
 _TEMPLATES = Path(__file__).resolve().parent.parent / "mail" / "templates"
 
@@ -118,39 +120,6 @@ class ExportFacts:
 # ---------------------------------------------------------------------------- rendering
 
 
-def rfc3339(moment: datetime) -> str:
-    """UTC with a ``Z``; fractional seconds only when there are any."""
-    utc = moment.astimezone(UTC)
-    if utc.microsecond:
-        return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return utc.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def readable_time(moment: datetime) -> str:
-    utc = moment.astimezone(UTC)
-    return f"{utc:%A}, {utc.day} {utc:%B %Y}, {utc:%H:%M:%S} UTC"
-
-
-def human_size(byte_count: int) -> str:
-    if byte_count < 1024:
-        return "1 byte" if byte_count == 1 else f"{byte_count} bytes"
-    value = float(byte_count)
-    for unit in ("KiB", "MiB", "GiB", "TiB"):
-        value /= 1024
-        if value < 1024 or unit == "TiB":
-            break
-    return f"{value:.1f} {unit}"
-
-
-def _format_label(facts: ExportFacts) -> str:
-    label = facts.format
-    if facts.format == "CSV" and facts.csv_bom:
-        label += " with UTF-8 BOM"
-    if facts.compression == "GZIP":
-        label += ", gzip-compressed"
-    return label
-
-
 def _filter_lines(filter_: Mapping[str, Any]) -> list[str]:
     lines = []
     for key in sorted(filter_):
@@ -182,13 +151,13 @@ def _context(settings: Settings, recipient: Recipient, facts: ExportFacts) -> di
         "kind_label": _KIND_LABELS[facts.kind],
         "row_noun": _ROW_NOUNS[facts.kind],
         "export_id": str(facts.export_id),
-        "from_rfc3339": rfc3339(facts.from_time),
-        "to_rfc3339": rfc3339(facts.to_time),
-        "from_readable": readable_time(facts.from_time),
-        "to_readable": readable_time(facts.to_time),
+        "from_rfc3339": format_rfc3339(facts.from_time, fraction="if_any"),
+        "to_rfc3339": format_rfc3339(facts.to_time, fraction="if_any"),
+        "from_readable": format_readable(facts.from_time),
+        "to_readable": format_readable(facts.to_time),
         "first_day": f"{facts.from_time.astimezone(UTC):%Y-%m-%d}",
         "last_day": _last_day(facts.to_time),
-        "format_label": _format_label(facts),
+        "format_label": format_label(facts.format, facts.compression, facts.csv_bom),
         "filter_lines": _filter_lines(facts.filter),
         "console_url": settings.base_url.rstrip("/") + "/console",
     }
@@ -225,8 +194,8 @@ def build_ready_message(
         "size_bytes": f"{facts.byte_size:,}",
         "sha256": facts.sha256,
         "link": link,
-        "expires_rfc3339": rfc3339(facts.expires_at),
-        "expires_readable": readable_time(facts.expires_at),
+        "expires_rfc3339": format_rfc3339(facts.expires_at, fraction="if_any"),
+        "expires_readable": format_readable(facts.expires_at),
     }
     return _message(
         settings,

@@ -38,12 +38,13 @@ from starlette.routing import Route
 from logexport.config import Settings
 from logexport.exports import delivery
 from logexport.exports.audit import record_export_event
+from logexport.exports.describe import format_label, human_size
 from logexport.exports.filenames import content_disposition
-from logexport.exports.mailer import human_size, readable_time, rfc3339
 from logexport.exports.models import ExportStatus, LogExport
 from logexport.exports.storage import Storage, StorageError
 from logexport.identity import Principal
 from logexport.policy import Action
+from logexport.timeutil import format_readable, format_rfc3339
 from logexport.web.forwarded import request_client_ip
 
 log = logging.getLogger(__name__)
@@ -253,23 +254,18 @@ def _unavailable(export: LogExport, match: delivery.TokenMatch, now: datetime) -
 
 def _ready_page(settings: Settings, export: LogExport, token: str) -> Response:
     assert export.expires_at is not None and export.file_name is not None
-    format_label = export.format.value
-    if export.csv_bom:
-        format_label += " with UTF-8 BOM"
-    if export.compression.value == "GZIP":
-        format_label += ", gzip-compressed"
     file = {
         "name": export.file_name,
         "kind_label": _KIND_LABELS[export.kind.value],
-        "from_rfc3339": rfc3339(export.from_time),
-        "to_rfc3339": rfc3339(export.to_time),
-        "format_label": format_label,
+        "from_rfc3339": format_rfc3339(export.from_time, fraction="if_any"),
+        "to_rfc3339": format_rfc3339(export.to_time, fraction="if_any"),
+        "format_label": format_label(export.format.value, export.compression.value, export.csv_bom),
         "row_count": f"{export.row_count or 0:,}",
         "size_human": human_size(export.byte_size or 0),
         "size_bytes": f"{export.byte_size or 0:,}",
         "sha256": export.sha256 or "",
-        "expires_rfc3339": rfc3339(export.expires_at),
-        "expires_readable": readable_time(export.expires_at),
+        "expires_rfc3339": format_rfc3339(export.expires_at, fraction="if_any"),
+        "expires_readable": format_readable(export.expires_at),
     }
     return _render(
         200,

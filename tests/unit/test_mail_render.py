@@ -11,6 +11,7 @@ from uuid import UUID
 import pytest
 
 from logexport.config import Settings
+from logexport.exports.describe import human_size
 from logexport.exports.mailer import (
     ExportFacts,
     MailError,
@@ -18,7 +19,6 @@ from logexport.exports.mailer import (
     SmtpTarget,
     build_failed_message,
     build_ready_message,
-    human_size,
 )
 
 SETTINGS = Settings(

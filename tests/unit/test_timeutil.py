@@ -1,9 +1,9 @@
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
 from logexport.errors import BadUserInput
-from logexport.timeutil import format_rfc3339, parse_rfc3339, utc_now
+from logexport.timeutil import format_readable, format_rfc3339, parse_rfc3339, utc_now
 
 
 def test_z_offset_parses_to_utc():
@@ -74,3 +74,16 @@ def test_format_rejects_naive_datetimes():
 
 def test_utc_now_is_aware_utc():
     assert utc_now().utcoffset().total_seconds() == 0
+
+
+def test_format_for_people_drops_an_all_zero_fraction_only():
+    whole = datetime(2026, 2, 2, 9, 30, 15, tzinfo=UTC)
+    assert format_rfc3339(whole, fraction="if_any") == "2026-02-02T09:30:15Z"
+    assert format_rfc3339(whole.replace(microsecond=250000), fraction="if_any") == (
+        "2026-02-02T09:30:15.250000Z"
+    )
+
+
+def test_readable_time_names_the_weekday_and_utc():
+    moment = datetime(2026, 2, 2, 10, 30, 15, tzinfo=timezone(timedelta(hours=1)))
+    assert format_readable(moment) == "Monday, 2 February 2026, 09:30:15 UTC"
