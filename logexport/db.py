@@ -71,9 +71,21 @@ async def init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
-async def connect(dsn: str, **kwargs: Any) -> asyncpg.Connection:
+async def connect(dsn: str, *, keepalive: bool = False, **kwargs: Any) -> asyncpg.Connection:
+    """A connection of its own, outside any pool, with logexport's session settings.
+
+    ``keepalive`` is for a long-lived connection whose session state matters (a ``LISTEN``,
+    a session advisory lock): the server then notices a vanished peer within about 25 s
+    instead of the system's default hours, and ends the session with what it holds.
+    """
     conn = await asyncpg.connect(dsn, **kwargs)
-    await init_connection(conn)
+    try:
+        await init_connection(conn)
+        if keepalive:
+            await conn.fetchval(q("keep_connection_alive"))
+    except BaseException:
+        conn.terminate()
+        raise
     return conn
 
 

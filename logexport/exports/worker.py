@@ -1,25 +1,25 @@
-"""The export worker: listen, claim, lease, run, retry, mail, sweep, shut down (SPEC §4).
+"""The export worker: listen, claim, run with a heartbeat, shut down.
 
 One ``Worker`` runs inside any asyncio program (``async with Worker(settings):``) and is
-what ``logexport worker`` and ``logexport serve`` start. Its side tasks:
+what ``logexport worker`` and ``logexport serve`` start. It decides when things happen; every
+change to a job's row is a named call on the job store (``exports/jobs.py``). Its side tasks:
 
     listener   a dedicated ``LISTEN`` connection that wakes the claim loop, health-checked
                and reconnected with backoff (a reconnect claims at once); it also holds the
                worker's liveness lock and looks every second for exports of dead workers;
     claimer    claims jobs while slots are free, on a wake-up or every poll interval;
-    jobs       one task per running export, each with a heartbeat on another connection;
-    mailer     sends due ready/failure emails (at least once, retried on its own);
+    jobs       one task per running export, each with a heartbeat that renews its lease;
+    mailer     sends due ready/failure emails (``exports/mail_loop.py``);
     sweeper    expires old exports and deletes objects that no commit adopted.
 
-Every write about a job is fenced by ``(lease_owner, attempts)``: a worker that lost its
-lease can no longer change anything, it only aborts its upload.
+A worker that lost its lease, or whose export was canceled, can no longer change the job
+(the store's writes are fenced): it only aborts its upload.
 
 Liveness: while its listener connection is up, a worker holds a session-level advisory lock
-on a 64-bit key of its own, and every export it runs records that key. PostgreSQL drops the
-lock the moment the connection closes, so when a worker dies its exports are claimable at
-once instead of when their lease runs out. The lease stays the fence and the fallback: for a
-worker whose connection hangs instead of closing, and for poll-only workers (a PgBouncer in
-transaction mode cannot keep a session lock), whose exports record no key.
+on a 64-bit key of its own, and every export it runs records that key, so its exports are
+claimable the moment it dies. The lease stays the fence and the fallback: for a worker whose
+connection hangs instead of closing, and for poll-only workers (a PgBouncer in transaction
+mode cannot keep a session lock), whose exports record no key.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hashlib
 import logging
 import os
 import random
@@ -35,74 +34,58 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.message import EmailMessage
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 import asyncpg
 
 from logexport import db
 from logexport.config import Settings
-from logexport.db import q
-from logexport.exports.audit import FAIL_ACTION, record_export_event
-from logexport.exports.delivery import (
-    compose_failed_email,
-    compose_ready_email,
-    purge_expired_download_tokens,
-)
+from logexport.exports.delivery import purge_expired_download_tokens
 from logexport.exports.filenames import content_type, export_file_name, object_key
-from logexport.exports.mailer import MailError, send_message
-from logexport.exports.models import ExportStatus, LogExport
+from logexport.exports.jobs import (
+    CHANNEL,
+    Fence,
+    GoneReason,
+    JobGone,
+    JobStore,
+    StoredFile,
+    abandoned_export_exists,
+    liveness_key,
+    requester_may_export,
+    retry_delay,
+    take_liveness_lock,
+)
+from logexport.exports.mail_loop import MailLoop, SendMail
+from logexport.exports.mailer import send_message
+from logexport.exports.models import LogExport
 from logexport.exports.pipeline import ExportResult, ExportSpec, Progress, run_export
-from logexport.exports.storage import Storage, StorageError, StoredObject, storage_from_settings
+from logexport.exports.storage import (
+    ObjectWriter,
+    Storage,
+    StorageError,
+    StoredObject,
+    storage_from_settings,
+)
 from logexport.metrics import WorkerMetrics
-from logexport.policy import allows, role_of
+from logexport.web.sessions import purge_sessions
 
 log = logging.getLogger("logexport.worker")
 
-CHANNEL = "logexport_jobs"
 REQUESTER_NOT_AUTHORIZED = "REQUESTER_NOT_AUTHORIZED"
 _LISTENER_BACKOFF = (0.1, 10.0)
-_EMAIL_LEASE = 120.0
-_EMAIL_RETRY_CAP = 600.0
-_EMAIL_MAX_ATTEMPTS = 50
+_LISTENER_CONNECT_TIMEOUT = 10.0
 _PROGRESS_INTERVAL = 2.0
 _SWEEP_SETTLE = 600.0  # an unadopted key is deleted again until this long after the job ends
+_SWEEP_BATCH = 100
 # Ended console sessions are kept a day, so a sign-in page can still tell "signed out".
 _ENDED_SESSIONS_KEPT = timedelta(days=1)
 # How often the listener connection looks for exports whose worker died: the bound on how
 # long such an export waits before it is claimed again.
 _LIVENESS_PROBE = 1.0
+_LIVENESS_PROBE_TIMEOUT = 5.0
 _LIVENESS_KEY_TRIES = 8
-
-SendMail = Callable[[Settings, EmailMessage], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class Fence:
-    """Who may write a job's row: this worker, for this attempt."""
-
-    export_id: uuid.UUID
-    owner: str
-    attempt: int
-
-    @property
-    def args(self) -> tuple[uuid.UUID, str, int]:
-        return (self.export_id, self.owner, self.attempt)
-
-
-class _JobGone(Exception):
-    """A fenced write found the job no longer this attempt's."""
-
-
-class _LeaseLost(_JobGone):
-    """The lease ran out and the job went back to the queue or to another worker."""
-
-
-class _Canceled(_JobGone):
-    """Someone canceled the export while it ran."""
 
 
 class _Failure(Exception):
@@ -112,18 +95,6 @@ class _Failure(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-def retry_delay(attempt: int, base: float, cap: float = 300.0) -> float:
-    """Capped exponential backoff with jitter (between half and the whole step)."""
-    step = min(cap, base * 2 ** max(0, attempt - 1))
-    return float(step * random.uniform(0.5, 1.0))
-
-
-def liveness_key(owner: str, salt: int = 0) -> int:
-    """A signed 64-bit advisory lock key for a worker id (``salt`` draws another one)."""
-    digest = hashlib.blake2b(f"{owner}#{salt}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
 
 
 def _classify(exc: BaseException) -> _Failure:
@@ -159,11 +130,14 @@ class Worker:
         self._send_mail = send_mail
         self._pool = pool
         self._owns_pool = pool is None
+        self._store: JobStore | None = None
+        self._mail: MailLoop | None = None
+        if pool is not None:
+            self._use_pool(pool)
         self._export_pool: asyncpg.Pool | None = None
         self._storage = storage
         self._owns_storage = storage is None
         self._wake = asyncio.Event()
-        self._mail_wake = asyncio.Event()
         self._stopping = False
         self._handing_back = False
         self._jobs: dict[uuid.UUID, asyncio.Task[None]] = {}
@@ -181,6 +155,16 @@ class Worker:
         return self._pool
 
     @property
+    def store(self) -> JobStore:
+        assert self._store is not None, "the worker is not started"
+        return self._store
+
+    @property
+    def mail(self) -> MailLoop:
+        assert self._mail is not None, "the worker is not started"
+        return self._mail
+
+    @property
     def storage(self) -> Storage:
         assert self._storage is not None, "the worker is not started"
         return self._storage
@@ -189,11 +173,22 @@ class Worker:
     def running_exports(self) -> list[uuid.UUID]:
         return list(self._jobs)
 
+    def _use_pool(self, pool: asyncpg.Pool) -> None:
+        self._store = JobStore(pool)
+        self._mail = MailLoop(
+            self.settings,
+            pool,
+            send_mail=self._send_mail,
+            metrics=self.metrics,
+            retry_base=self.retry_base,
+        )
+
     async def start(self) -> None:
         if self._pool is None:
             self._pool = await db.create_pool(
                 self.settings.database_url, min_size=1, max_size=self.concurrency + 4
             )
+            self._use_pool(self._pool)
         self._export_pool = await db.create_pool(
             self.settings.snapshot_database_url, min_size=0, max_size=self.concurrency
         )
@@ -204,7 +199,7 @@ class Worker:
             self._side_tasks.append(spawn(self._listen(), name="logexport-listener"))
         self._side_tasks += [
             spawn(self._claim_loop(), name="logexport-claimer"),
-            spawn(self._mail_loop(), name="logexport-mailer"),
+            spawn(self.mail.run(lambda: self._stopping), name="logexport-mailer"),
             spawn(self._sweep_loop(), name="logexport-sweeper"),
         ]
         self.started = True
@@ -258,7 +253,7 @@ class Worker:
 
     # ------------------------------------------------------------------ listener
 
-    def _on_notify(self, *_: Any) -> None:
+    def _on_notify(self, *_: object) -> None:
         self._wake.set()
 
     def _listening(self) -> bool:
@@ -273,11 +268,11 @@ class Worker:
             lost = asyncio.Event()
             try:
                 conn = await asyncio.wait_for(
-                    asyncpg.connect(self.settings.database_url), timeout=10
+                    db.connect(self.settings.database_url, keepalive=True),
+                    timeout=_LISTENER_CONNECT_TIMEOUT,
                 )
                 assert conn is not None
                 conn.add_termination_listener(_setter(lost))
-                await conn.fetchval(q("keep_connection_alive"))
                 await conn.add_listener(CHANNEL, self._on_notify)
                 self.lock_key = await self._take_liveness_lock(conn)
                 self.listener_connected = True
@@ -293,7 +288,7 @@ class Worker:
                         raise ConnectionError("listener connection closed")
                     # Doubles as the connection's health check.
                     abandoned = await asyncio.wait_for(
-                        conn.fetchval(q("abandoned_export_exists")), timeout=5
+                        abandoned_export_exists(conn), timeout=_LIVENESS_PROBE_TIMEOUT
                     )
                     if abandoned and len(self._jobs) < self.concurrency:
                         self._wake.set()
@@ -324,7 +319,7 @@ class Worker:
         """
         for salt in range(_LIVENESS_KEY_TRIES):
             key = liveness_key(self.worker_id, salt)
-            if await conn.fetchval(q("take_liveness_lock"), key):
+            if await take_liveness_lock(conn, key):
                 return key
         log.warning("no free liveness lock key; running exports rely on their lease alone")
         return None
@@ -357,19 +352,16 @@ class Worker:
         self._wake.set()
 
     async def _claim(self) -> LogExport | None:
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(q("claim_lock"))
-            record = await conn.fetchrow(
-                q("claim_export"),
-                self.worker_id,
-                self.settings.worker_lease,
-                self.settings.max_running_exports_per_org,
-                self.lock_key,
-            )
-        if record is None:
+        claim = await self.store.claim(
+            self.worker_id,
+            lease=self.settings.worker_lease,
+            per_org_cap=self.settings.max_running_exports_per_org,
+            lock_key=self.lock_key,
+        )
+        if claim is None:
             return None
-        self.metrics.claim_latency.observe(max(0.0, record["claim_delay"].total_seconds()))
-        return LogExport.from_record(record)
+        self.metrics.claim_latency.observe(claim.delay)
+        return claim.export
 
     async def claim_once(self) -> LogExport | None:
         """Claim one job without running it (tests and tools)."""
@@ -378,29 +370,21 @@ class Worker:
     # ------------------------------------------------------------------ one export
 
     async def _requester_may_export(self, conn: asyncpg.Connection, export: LogExport) -> bool:
-        role = await role_of(conn, export.organization_id, export.requested_by)
-        return allows(role, export.kind.export_action)
+        return await requester_may_export(conn, export)
 
     async def _run_job(self, export: LogExport) -> None:
         fence = Fence(export.id, self.worker_id, export.attempts)
         ids = {"export_id": str(export.id), "organization_id": str(export.organization_id)}
         started = time.monotonic()
         try:
+            if export.attempts > self.settings.worker_max_attempts:
+                await self._fail(fence, _Failure("MAX_ATTEMPTS", _gave_up(export)))
+                return
             async with self.pool.acquire() as conn:
-                if export.attempts > self.settings.worker_max_attempts:
-                    await self._fail(conn, fence, _Failure("MAX_ATTEMPTS", _gave_up(export)))
-                    return
-                if not await self._requester_may_export(conn, export):
-                    await self._fail(
-                        conn,
-                        fence,
-                        _Failure(
-                            REQUESTER_NOT_AUTHORIZED,
-                            "The requester is no longer allowed to export this log",
-                        ),
-                        email=False,
-                    )
-                    return
+                allowed = await self._requester_may_export(conn, export)
+            if not allowed:
+                await self._fail(fence, _not_authorized(), email=False)
+                return
             log.info("export started", extra={**ids, "attempt": export.attempts})
             await self._attempt(export, fence)
             self.metrics.export_duration.observe(time.monotonic() - started)
@@ -408,13 +392,13 @@ class Worker:
             if self._handing_back:
                 await self._shielded(self._hand_back(fence))
             raise
-        except _JobGone as gone:
-            self._note_gone(gone, ids)
+        except JobGone as gone:
+            self._note_gone(gone.reason, ids)
         except Exception as exc:
             # An error may only be the consequence of a cancel or a lost lease (the sweeper
             # aborts the upload of a canceled export under the writer's feet): then the job
             # is not ours to fail or retry.
-            why = await self._why_gone(fence)
+            why = await self.store.why_gone(fence)
             if why is not None:
                 self._note_gone(why, ids)
                 return
@@ -432,34 +416,14 @@ class Worker:
             )
             await self._shielded(self._after_failure(export, fence, failure))
 
-    def _note_gone(self, gone: _JobGone, ids: dict[str, str]) -> None:
-        if isinstance(gone, _Canceled):
-            self.metrics.exports_finished.inc(outcome="canceled")
+    def _note_gone(self, reason: GoneReason, ids: dict[str, str]) -> None:
+        self.metrics.exports_finished.inc(outcome=reason.value)
+        if reason is GoneReason.CANCELED:
             log.info("export canceled; upload aborted", extra=ids)
         else:
-            self.metrics.exports_finished.inc(outcome="lease_lost")
             log.warning("lease lost; upload aborted", extra=ids)
 
-    async def _why_gone(self, fence: Fence) -> _JobGone | None:
-        """Why this attempt may no longer write the job, or None while it still may."""
-        try:
-            # Bounded: when the database itself is what failed, the failure path must not
-            # wait for it here as well.
-            async with asyncio.timeout(5), self.pool.acquire() as conn:
-                fate = await conn.fetchrow(q("export_fate"), *fence.args)
-        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, TimeoutError):
-            return None
-        if fate is None:
-            return _LeaseLost()
-        if fate["ours"]:
-            return None
-        return _Canceled() if fate["status"] == ExportStatus.CANCELED.value else _LeaseLost()
-
-    async def _not_ours(self, fence: Fence) -> _JobGone:
-        """The reason to give up after a fenced write found no row."""
-        return await self._why_gone(fence) or _LeaseLost()
-
-    async def _shielded(self, coro: Awaitable[Any]) -> None:
+    async def _shielded(self, coro: Awaitable[object]) -> None:
         """Bookkeeping that must not be cut short by a cancellation."""
         try:
             await asyncio.shield(coro)
@@ -472,16 +436,13 @@ class Worker:
         )
         mime = content_type(export.format, export.compression)
         key = object_key(export.id, export.attempts, file_name, claim=uuid.uuid4().hex[:8])
-        async with self.pool.acquire() as conn:
-            if await conn.fetchval(q("record_object_key"), *fence.args, key) is None:
-                raise await self._not_ours(fence)
+        await self.store.record_object_key(fence, key)
 
         progress = Progress()
         spec = ExportSpec.of(export)
 
         async def on_snapshot(snapshot_at: datetime) -> None:
-            async with self.pool.acquire() as conn:
-                await conn.execute(q("set_snapshot_time"), *fence.args, snapshot_at)
+            await self.store.set_snapshot_time(fence, snapshot_at)
 
         writer = await self.storage.open_writer(key, content_type=mime, file_name=file_name)
         snapshot_token = id(progress)
@@ -512,27 +473,21 @@ class Worker:
         self.metrics.rows_written.inc(result.row_count)
         self.metrics.bytes_written.inc(stored.byte_size)
 
-        async with self.pool.acquire() as conn, conn.transaction():
+        async def still_allowed(conn: asyncpg.Connection) -> None:
             if not await self._requester_may_export(conn, export):
-                raise _Failure(
-                    REQUESTER_NOT_AUTHORIZED,
-                    "The requester is no longer allowed to export this log",
-                )
-            record = await conn.fetchrow(
-                q("complete_export"),
-                *fence.args,
-                key,
-                file_name,
-                mime,
-                stored.byte_size,
-                result.row_count,
-                result.sha256,
-                self.settings.link_ttl,
+                raise _not_authorized()
+
+        stored_file = StoredFile(
+            key, file_name, mime, stored.byte_size, result.row_count, result.sha256
+        )
+        try:
+            await self.store.complete(
+                fence, stored_file, link_ttl=self.settings.link_ttl, before_commit=still_allowed
             )
-        if record is None:
+        except JobGone:
             # Not ours any more: the object is not adopted, so it must not stay.
             await self._shielded(self.storage.delete(key))
-            raise await self._not_ours(fence)
+            raise
         self.metrics.exports_finished.inc(outcome="completed")
         log.info(
             "export completed",
@@ -543,12 +498,12 @@ class Worker:
                 "bytes": stored.byte_size,
             },
         )
-        self._mail_wake.set()
+        self.mail.wake()
 
     async def _export_with_snapshot(
         self,
         spec: ExportSpec,
-        writer: Any,
+        writer: ObjectWriter,
         progress: Progress,
         on_snapshot: Callable[[datetime], Awaitable[None]],
         token: int,
@@ -570,116 +525,47 @@ class Worker:
         while True:
             await asyncio.sleep(interval)
             try:
-                async with self.pool.acquire() as conn:
-                    alive = await conn.fetchval(
-                        q("heartbeat"),
-                        *fence.args,
-                        self.settings.worker_lease,
-                        progress.rows,
-                        self.lock_key,
-                    )
+                await self.store.heartbeat(
+                    fence,
+                    lease=self.settings.worker_lease,
+                    rows=progress.rows,
+                    lock_key=self.lock_key,
+                )
             except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
                 # The lease runs on; the next beat may get through before it ends.
                 log.warning("heartbeat failed", extra={"error": type(exc).__name__})
-                continue
-            if alive is None:
-                raise await self._not_ours(fence)
 
     async def _after_failure(self, export: LogExport, fence: Fence, failure: _Failure) -> None:
-        async with self.pool.acquire() as conn:
-            if failure.code == REQUESTER_NOT_AUTHORIZED:
-                # Found by the re-check before the commit: final, like the one at claim.
-                await self._fail(conn, fence, failure, email=False)
-                return
-            if export.attempts >= self.settings.worker_max_attempts:
-                await self._fail(conn, fence, _Failure(failure.code, _gave_up(export, failure)))
-                return
-            delay = retry_delay(export.attempts, self.retry_base)
-            await conn.execute(q("retry_export"), *fence.args, delay, failure.code, failure.message)
+        if failure.code == REQUESTER_NOT_AUTHORIZED:
+            # Found by the re-check before the commit: final, like the one at claim.
+            await self._fail(fence, failure, email=False)
+            return
+        if export.attempts >= self.settings.worker_max_attempts:
+            await self._fail(fence, _Failure(failure.code, _gave_up(export, failure)))
+            return
+        delay = retry_delay(export.attempts, self.retry_base)
+        await self.store.retry(fence, delay=delay, code=failure.code, message=failure.message)
 
-    async def _fail(
-        self, conn: asyncpg.Connection, fence: Fence, failure: _Failure, *, email: bool = True
-    ) -> None:
-        async with conn.transaction():
-            record = await conn.fetchrow(
-                q("fail_export"), *fence.args, email, failure.code, failure.message
-            )
-            if record is None:
-                return
-            export = LogExport.from_record(record)
-            await record_export_event(
-                conn,
-                export,
-                FAIL_ACTION,
-                actor=None,
-                extra={"error_code": failure.code, "attempts": export.attempts},
-            )
+    async def _fail(self, fence: Fence, failure: _Failure, *, email: bool = True) -> None:
+        failed = await self.store.fail(
+            fence, code=failure.code, message=failure.message, email=email
+        )
+        if failed is None:
+            return
         self.metrics.exports_finished.inc(outcome="failed")
         if email:
-            self._mail_wake.set()
+            self.mail.wake()
 
     async def _hand_back(self, fence: Fence) -> None:
-        async with self.pool.acquire() as conn:
-            await conn.execute(q("hand_back_export"), *fence.args)
+        await self.store.hand_back(fence)
         self.metrics.exports_finished.inc(outcome="handed_back")
         log.info("export handed back", extra={"export_id": str(fence.export_id)})
 
     # ------------------------------------------------------------------ email
 
-    async def _mail_loop(self) -> None:
-        while not self._stopping:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._mail_wake.wait(), self.settings.worker_poll_interval)
-            self._mail_wake.clear()
-            try:
-                await self.send_due_emails()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("mail pass failed", extra={"error": type(exc).__name__})
-
     async def send_due_emails(self, limit: int = 20) -> int:
         """Send every ready/failure email that is due; returns how many went out."""
-        async with self.pool.acquire() as conn:
-            due = [
-                LogExport.from_record(r)
-                for r in await conn.fetch(q("claim_due_emails"), limit, _EMAIL_LEASE)
-            ]
-        sent = 0
-        for export in due:
-            sent += await self._send_one(export)
-        return sent
-
-    async def _send_one(self, export: LogExport) -> int:
-        ids = {"export_id": str(export.id), "organization_id": str(export.organization_id)}
-        async with self.pool.acquire() as conn:
-            if export.status is ExportStatus.COMPLETED and not await self._requester_may_export(
-                conn, export
-            ):
-                await conn.execute(q("drop_email"), export.id)
-                log.info("ready email dropped: requester lost access", extra=ids)
-                return 0
-            if export.status is ExportStatus.COMPLETED:
-                message = await compose_ready_email(conn, self.settings, export.id)
-            else:
-                message = await compose_failed_email(conn, self.settings, export.id)
-        try:
-            await self._send_mail(self.settings, message)
-        except (MailError, OSError) as exc:
-            async with self.pool.acquire() as conn:
-                if export.email_attempts >= _EMAIL_MAX_ATTEMPTS:
-                    await conn.execute(q("drop_email"), export.id)
-                    log.error("email abandoned", extra=ids)
-                else:
-                    delay = retry_delay(export.email_attempts, self.retry_base, _EMAIL_RETRY_CAP)
-                    await conn.execute(q("retry_email"), export.id, delay)
-            log.warning("email failed; will retry", extra={**ids, "error": type(exc).__name__})
-            return 0
-        async with self.pool.acquire() as conn:
-            await conn.execute(q("mark_emailed"), export.id)
-        self.metrics.emails_sent.inc(template=export.status.value.lower())
-        log.info("email sent", extra=ids)
-        return 1
+        return await self.mail.send_due(limit)
 
     # ------------------------------------------------------------------ sweeping
 
@@ -696,37 +582,39 @@ class Worker:
     async def sweep(self, *, settle: float = _SWEEP_SETTLE) -> int:
         """Expire exports past their link TTL; delete objects no commit adopted, download
         tokens long expired and console sessions long ended."""
+        for export_id, organization_id in await self.store.expire_exports():
+            log.info(
+                "export expired",
+                extra={"export_id": str(export_id), "organization_id": str(organization_id)},
+            )
+        orphans = await self.store.unadopted_objects(_SWEEP_BATCH, settle)
         async with self.pool.acquire() as conn:
-            for record in await conn.fetch(q("expire_exports")):
-                log.info(
-                    "export expired",
-                    extra={
-                        "export_id": str(record["id"]),
-                        "organization_id": str(record["organization_id"]),
-                    },
-                )
-            orphans = await conn.fetch(q("unadopted_objects"), 100, settle)
             await purge_expired_download_tokens(conn)
-            await conn.fetchval(q("purge_console_sessions"), _ENDED_SESSIONS_KEPT)
-        for record in orphans:
+            await purge_sessions(conn, _ENDED_SESSIONS_KEPT)
+        for orphan in orphans:
             try:
-                await self.storage.delete(record["storage_key"])
+                await self.storage.delete(orphan.storage_key)
             except StorageError as exc:
                 # One key the store refuses must not hold up the others; it is tried again
                 # at the next sweep.
                 log.warning(
                     "sweep could not delete an object",
-                    extra={"export_id": str(record["export_id"]), "error": str(exc)},
+                    extra={"export_id": str(orphan.export_id), "error": str(exc)},
                 )
                 continue
-            if record["settled"]:
-                async with self.pool.acquire() as conn:
-                    await conn.execute(q("mark_object_deleted"), record["storage_key"])
+            if orphan.settled:
+                await self.store.mark_object_deleted(orphan.storage_key)
         return len(orphans)
 
 
-def _setter(event: asyncio.Event) -> Callable[[Any], None]:
+def _setter(event: asyncio.Event) -> Callable[[asyncpg.Connection], None]:
     return lambda _conn: event.set()
+
+
+def _not_authorized() -> _Failure:
+    return _Failure(
+        REQUESTER_NOT_AUTHORIZED, "The requester is no longer allowed to export this log"
+    )
 
 
 def _gave_up(export: LogExport, failure: _Failure | None = None) -> str:
@@ -742,8 +630,8 @@ def _first_leaf(exc: BaseException) -> BaseException:
     return exc
 
 
-def _gone_in(exc: BaseException) -> _JobGone | None:
-    if isinstance(exc, _JobGone):
+def _gone_in(exc: BaseException) -> JobGone | None:
+    if isinstance(exc, JobGone):
         return exc
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:

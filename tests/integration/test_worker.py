@@ -1,5 +1,5 @@
 """The worker on real Postgres, S3 (moto) and SMTP: claiming, waking, the requester
-re-check, cancel and expiry (SPEC §4)."""
+re-check, cancel and expiry."""
 
 from __future__ import annotations
 
@@ -22,10 +22,11 @@ from logexport.config import Settings
 from logexport.db import q
 from logexport.entries import AuditLogEntryInput, record_audit_log_entries
 from logexport.exports import delivery
+from logexport.exports.jobs import liveness_key
 from logexport.exports.models import ExportKind, LogExport
 from logexport.exports.requests import cancel_export, request_export
 from logexport.exports.storage import storage_from_settings
-from logexport.exports.worker import Worker, liveness_key
+from logexport.exports.worker import Worker
 from logexport.policy import Role
 from logexport.web.download import download_routes
 from tests.support.world import (

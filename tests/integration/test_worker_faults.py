@@ -1,5 +1,5 @@
 """The worker when things go wrong: S3 failing mid-upload, SMTP refusing, attempts running
-out, a worker whose lease expired, cancel while running, and shutdown (SPEC §4, §5)."""
+out, a worker whose lease expired, cancel while running, and shutdown."""
 
 from __future__ import annotations
 

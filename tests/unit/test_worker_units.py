@@ -1,4 +1,4 @@
-"""Worker pieces that need no database: backoff, failure classes, fencing (SPEC §4)."""
+"""Worker and job-store pieces that need no database: backoff, failure classes, fencing."""
 
 from __future__ import annotations
 
@@ -7,17 +7,9 @@ import uuid
 import asyncpg
 import pytest
 
+from logexport.exports.jobs import Fence, GoneReason, JobGone, liveness_key, retry_delay
 from logexport.exports.storage import StorageError
-from logexport.exports.worker import (
-    Fence,
-    _Canceled,
-    _classify,
-    _Failure,
-    _gone_in,
-    _LeaseLost,
-    liveness_key,
-    retry_delay,
-)
+from logexport.exports.worker import _classify, _Failure, _gone_in
 
 
 @pytest.mark.parametrize("attempt", [1, 2, 3, 4, 5])
@@ -59,8 +51,9 @@ def test_a_failure_keeps_its_own_code() -> None:
     assert _classify(failure) is failure
 
 
-@pytest.mark.parametrize("gone", [_LeaseLost(), _Canceled()], ids=["lease lost", "canceled"])
-def test_a_job_gone_is_found_inside_nested_exception_groups(gone: Exception) -> None:
+@pytest.mark.parametrize("reason", list(GoneReason), ids=["canceled", "lease lost"])
+def test_a_job_gone_is_found_inside_nested_exception_groups(reason: GoneReason) -> None:
+    gone = JobGone(reason)
     nested = BaseExceptionGroup("outer", [ValueError(), ExceptionGroup("inner", [gone])])
     assert _gone_in(nested) is gone
     assert _gone_in(gone) is gone
