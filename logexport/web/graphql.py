@@ -17,7 +17,7 @@ A query whose estimated cost is over ``graphql_limits.MAX_COST`` is refused with
 ``QUERY_TOO_COMPLEX`` before anything executes, and so is an answer that would exceed
 ``MAX_RESPONSE_BYTES`` once encoded. Parsing, pricing and validating a request, executing
 a query that only introspects, and encoding the answer are CPU work with no I/O: they run
-in worker threads, a few at a time, so that one large request does not hold up the event
+in a worker thread, one at a time, so that one large request does not hold up the event
 loop (health checks, other requests, the worker's heartbeats) while it is worked on.
 """
 
