@@ -1,4 +1,4 @@
-"""Organizations, users, memberships and API keys (SPEC §2).
+"""Organizations, users, memberships and API keys.
 
 API tokens are ``lex_`` followed by 32 random bytes in base64url. Only their SHA-256 is
 stored, so a database leak does not leak usable tokens; the token is shown once.
@@ -6,12 +6,10 @@ stored, so a database leak does not leak usable tokens; the token is shown once.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -20,6 +18,7 @@ from logexport.db import q
 from logexport.errors import BadUserInput, NotFound
 from logexport.policy import Role
 from logexport.timeutil import utc_now
+from logexport.tokens import hash_token
 
 TOKEN_PREFIX = "lex_"  # noqa: S105 - a public prefix, not a secret
 _TOKEN_BYTES = 32
@@ -81,10 +80,6 @@ class ApiKey:
     def is_active(self, now: datetime | None = None) -> bool:
         moment = now or utc_now()
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > moment)
-
-
-def _record(cls: Any, row: asyncpg.Record) -> Any:
-    return cls(**dict(row))
 
 
 def _membership(row: asyncpg.Record) -> Membership:
@@ -247,10 +242,6 @@ async def _keep_an_owner(
 
 
 # ---------------------------------------------------------------------------- API keys
-
-
-def hash_token(token: str) -> bytes:
-    return hashlib.sha256(token.encode()).digest()
 
 
 def new_token() -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from enum import StrEnum
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import Protocol
 from uuid import UUID
 
 import asyncpg
@@ -13,8 +13,12 @@ import asyncpg
 from logexport.db import q
 from logexport.errors import Forbidden
 
-if TYPE_CHECKING:
-    from logexport.identity import Principal
+
+class Caller(Protocol):
+    """Whoever asks: policy needs only their user id (``identity.Principal`` is one)."""
+
+    @property
+    def user_id(self) -> UUID: ...
 
 
 class Role(StrEnum):
@@ -56,7 +60,7 @@ async def role_of(conn: asyncpg.Connection, organization_id: UUID, user_id: UUID
 
 
 async def authorize(
-    conn: asyncpg.Connection, principal: Principal, organization_id: UUID, action: Action
+    conn: asyncpg.Connection, principal: Caller, organization_id: UUID, action: Action
 ) -> Role:
     """The principal's role in the organization, if it grants ``action``; else ``Forbidden``."""
     role = await role_of(conn, organization_id, principal.user_id)
@@ -68,7 +72,7 @@ async def authorize(
 
 
 async def permissions(
-    conn: asyncpg.Connection, principal: Principal, organization_id: UUID
+    conn: asyncpg.Connection, principal: Caller, organization_id: UUID
 ) -> frozenset[Action]:
     """Every action the principal holds in the organization (empty for non-members)."""
     role = await role_of(conn, organization_id, principal.user_id)

@@ -3,9 +3,12 @@
 - ``GET`` with an ``EMAIL`` token shows the file and a **Download** button and changes
   nothing: mail scanners and link previews open links.
 - ``POST`` (the button; token in the form body, same origin only) and ``GET`` with a
-  ``DIRECT`` token re-check the user's permission and the export's state, record the
-  download in the organization's audit log, then redirect to a short-lived presigned URL
-  (S3) or stream the file (local directory backend).
+  ``DIRECT`` token download: they redirect to a short-lived presigned URL (S3) or stream
+  the file (local directory backend).
+
+Whether a token may download, and recording that it did, is ``exports.downloads``'s
+business; this module parses the request and maps each answer to a page, a redirect or
+the file, with their headers.
 
 The token sits in the page's URL and in its form, so it must never reach another origin:
 the page's referrer policy is ``same-origin``. That policy, not ``no-referrer``, is also
@@ -20,10 +23,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -36,20 +37,14 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response, Stream
 from starlette.routing import Route
 
 from logexport.config import Settings
-from logexport.exports import delivery
-from logexport.exports.audit import record_export_event
+from logexport.exports import downloads
 from logexport.exports.describe import format_label, human_size
+from logexport.exports.downloads import Refusal
 from logexport.exports.filenames import content_disposition
-from logexport.exports.models import ExportStatus, LogExport
-from logexport.exports.storage import Storage, StorageError
-from logexport.identity import Principal
-from logexport.policy import Action
+from logexport.exports.models import LogExport
 from logexport.timeutil import format_readable, format_rfc3339
 from logexport.web.forwarded import request_client_ip
 
-log = logging.getLogger(__name__)
-
-PRESIGNED_URL_TTL = 300  # seconds; the link in the email stays valid, this one need not
 DOWNLOAD_PATH = "/exports/{export_id}/download"
 
 _HERE = Path(__file__).resolve().parent
@@ -80,7 +75,6 @@ _COMMON_HEADERS = {
     "X-Content-Type-Options": "nosniff",
 }
 _KIND_LABELS = {"AUDIT_LOG": "Audit log entries", "SCIM_EVENT": "SCIM events"}
-_MAX_TOKEN_CHARS = 256
 
 
 @dataclass(frozen=True)
@@ -96,19 +90,47 @@ _NOT_FOUND = _Problem(
     "Link not found",
     "This download link is not valid. Check that you copied the whole link from the email.",
 )
-_FORBIDDEN = _Problem(
-    403,
-    "Access denied",
-    "You no longer have permission to download exports in this organization.",
-)
 _CROSS_ORIGIN = _Problem(
     403, "Access denied", "Downloads must be started from the download page itself."
 )
-_UNREADABLE = _Problem(
-    503,
-    "Download unavailable",
-    "The file could not be read right now. Please try again in a minute.",
-)
+_REFUSALS: dict[Refusal, _Problem] = {
+    Refusal.NOT_FOUND: _NOT_FOUND,
+    Refusal.FORBIDDEN: _Problem(
+        403,
+        "Access denied",
+        "You no longer have permission to download exports in this organization.",
+    ),
+    Refusal.CANCELED: _Problem(
+        410,
+        "Export canceled",
+        "This export was canceled, so its file is no longer available. "
+        "You can request a new export.",
+        "canceled",
+    ),
+    Refusal.FAILED: _Problem(
+        410,
+        "Export failed",
+        "This export failed and produced no file. You can request a new export.",
+        "failed",
+    ),
+    Refusal.EXPORT_EXPIRED: _Problem(
+        410,
+        "Export expired",
+        "This export has expired and its file has been deleted. You can request a new export.",
+        "expired",
+    ),
+    Refusal.LINK_EXPIRED: _Problem(
+        410,
+        "Link expired",
+        "This download link has expired. Open the export again to get a new link.",
+        "expired",
+    ),
+    Refusal.UNREADABLE: _Problem(
+        503,
+        "Download unavailable",
+        "The file could not be read right now. Please try again in a minute.",
+    ),
+}
 
 
 def download_routes() -> list[Route]:
@@ -128,128 +150,54 @@ async def download_endpoint(request: Request) -> Response:
         token = form.get("token")
     else:
         token = request.query_params.get("token")
-    if not isinstance(token, str) or not token or len(token) > _MAX_TOKEN_CHARS:
+    if not isinstance(token, str) or not token or len(token) > downloads.MAX_TOKEN_CHARS:
         return _page(_NOT_FOUND)
 
-    # HEAD never downloads: only GET with a DIRECT token and the button's POST do.
-    async with request.app.state.pool.acquire() as conn:
-        match = await delivery.resolve_download_token(conn, export_id, token)
-        if match is None:
-            return _page(_NOT_FOUND)
-        found = await delivery.load_export(conn, export_id)
-        if found is None:  # the token's foreign key makes this unreachable
-            return _page(_NOT_FOUND)
-        export = found.export
-        if not await delivery.may_download(conn, export.organization_id, match.user_id):
-            return _page(_FORBIDDEN)
-        now = datetime.now(UTC)
-        problem = _unavailable(export, match, now)
-        if problem is not None:
-            return _page(problem)
-        downloads = request.method == "POST" or (
-            request.method == "GET" and match.purpose == "DIRECT"
-        )
-        if not downloads:
-            return _ready_page(settings, export, token)
-
-        storage: Storage = request.app.state.storage
-        assert export.storage_key is not None and export.file_name is not None
-        content_type = export.content_type or "application/octet-stream"
-        try:
-            url = await storage.presigned_download_url(
-                export.storage_key,
-                file_name=export.file_name,
-                content_type=content_type,
-                expires_in=PRESIGNED_URL_TTL,
+    try:
+        async with request.app.state.pool.acquire() as conn:
+            grant = await downloads.check_download(conn, export_id, token)
+            # HEAD never downloads: only the button's POST, and GET on a one-step link.
+            if not (
+                request.method == "POST"
+                or (request.method == "GET" and grant.downloads_when_opened)
+            ):
+                return _ready_page(settings, grant.export, token)
+            download = await downloads.start_download(
+                conn,
+                request.app.state.storage,
+                grant,
+                ip_address=request_client_ip(request, settings.trusted_proxies or ()),
+                user_agent=request.headers.get("user-agent") or None,
             )
-            # Read the first chunk before recording: a file that cannot be read is not a
-            # download, and its error gets a page rather than a truncated response.
-            body = None if url is not None else await _primed(storage.read(export.storage_key))
-        except StorageError as exc:
-            log.warning(
-                "download of export %s failed: %s",
-                export.id,
-                exc,
-                extra={"export_id": str(export.id), "organization_id": str(export.organization_id)},
-            )
-            return _page(_UNREADABLE)
+    except downloads.DownloadRefused as refused:
+        return _page(_refusal_page(refused))
 
-        await record_export_event(
-            conn,
-            export,
-            Action.LOG_EXPORT_DOWNLOAD.value,
-            actor=Principal(match.user_id, match.user_email, match.user_name, None),
-            ip_address=request_client_ip(request, settings.trusted_proxies or ()),
-            user_agent=(request.headers.get("user-agent") or None),
-            extra={"link": match.purpose},
-        )
-    log.info(
-        "export %s downloaded",
-        export.id,
-        extra={"export_id": str(export.id), "organization_id": str(export.organization_id)},
-    )
-    if url is not None:
-        return RedirectResponse(url, status_code=303, headers=_COMMON_HEADERS)
-    assert body is not None
+    if download.url is not None:
+        return RedirectResponse(download.url, status_code=303, headers=_COMMON_HEADERS)
+    assert download.body is not None
+    byte_size = download.export.byte_size
     return StreamingResponse(
-        body,
-        media_type=content_type,
+        download.body,
+        media_type=download.content_type,
         headers=_COMMON_HEADERS
         | {
-            "Content-Disposition": content_disposition(export.file_name),
+            "Content-Disposition": content_disposition(download.file_name),
             "Content-Security-Policy": FILE_CSP,
-            **({"Content-Length": str(export.byte_size)} if export.byte_size is not None else {}),
+            **({"Content-Length": str(byte_size)} if byte_size is not None else {}),
         },
     )
 
 
-def _unavailable(export: LogExport, match: delivery.TokenMatch, now: datetime) -> _Problem | None:
-    status = export.status
-    if status is ExportStatus.CANCELED:
-        return _Problem(
-            410,
-            "Export canceled",
-            "This export was canceled, so its file is no longer available. "
-            "You can request a new export.",
-            "canceled",
-        )
-    if status is ExportStatus.FAILED:
-        return _Problem(
-            410,
-            "Export failed",
-            "This export failed and produced no file. You can request a new export.",
-            "failed",
-        )
-    if status in (ExportStatus.PENDING, ExportStatus.PROCESSING):
+def _refusal_page(refused: downloads.DownloadRefused) -> _Problem:
+    if refused.reason is Refusal.NOT_READY and refused.export is not None:
+        status = refused.export.status.value.lower()
         return _Problem(
             409,
             "Export not ready",
-            f"This export is still {status.value.lower()}. "
-            "You will receive an email when it is ready.",
-            status.value.lower(),
+            f"This export is still {status}. You will receive an email when it is ready.",
+            status,
         )
-    expired = (
-        status is ExportStatus.EXPIRED
-        or export.expires_at is None
-        or export.expires_at <= now
-        or export.storage_key is None
-        or export.file_name is None
-    )
-    if expired:
-        return _Problem(
-            410,
-            "Export expired",
-            "This export has expired and its file has been deleted. You can request a new export.",
-            "expired",
-        )
-    if match.expired(now):
-        return _Problem(
-            410,
-            "Link expired",
-            "This download link has expired. Open the export again to get a new link.",
-            "expired",
-        )
-    return None
+    return _REFUSALS.get(refused.reason, _NOT_FOUND)
 
 
 def _ready_page(settings: Settings, export: LogExport, token: str) -> Response:
@@ -274,7 +222,7 @@ def _ready_page(settings: Settings, export: LogExport, token: str) -> Response:
         status_label=None,
         file=file,
         token=token,
-        form_action=delivery.download_path(settings.base_url, export.id),
+        form_action=downloads.download_path(settings.base_url, export.id),
     )
 
 
@@ -302,22 +250,6 @@ def _render(status_code: int, **context: Any) -> Response:
             "X-Frame-Options": "DENY",
         },
     )
-
-
-async def _primed(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """Fetch the first chunk now (so errors surface here) and replay it before the rest."""
-    try:
-        first = await anext(chunks)
-    except StopAsyncIteration:
-        first = b""
-
-    async def replay() -> AsyncIterator[bytes]:
-        if first:
-            yield first
-        async for chunk in chunks:
-            yield chunk
-
-    return replay()
 
 
 def _origin(url: str) -> tuple[str, str, int] | None:

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from logexport import identity, policy
 from logexport.config import Settings
 from logexport.errors import Forbidden
-from logexport.exports import delivery, requests
+from logexport.exports import downloads, requests
 from logexport.exports.models import ExportKind, ExportStatus, LogExport
 from logexport.identity import Principal
 from logexport.policy import Action, Role
@@ -399,7 +399,7 @@ async def resolve_download_url(export: LogExport, info: Info) -> str | None:
         return None
     ctx = _ctx(info)
     async with ctx.pool.acquire() as conn:
-        return await delivery.direct_download_url(conn, ctx.settings, ctx.principal, export)
+        return await downloads.direct_download_url(conn, ctx.settings, ctx.principal, export)
 
 
 BINDABLES = [

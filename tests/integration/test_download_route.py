@@ -21,7 +21,7 @@ from starlette.applications import Starlette
 
 from logexport.cli import browser_headers
 from logexport.config import Settings
-from logexport.exports import delivery
+from logexport.exports import downloads
 from logexport.exports.storage import LocalStorage, Storage, storage_from_settings
 from logexport.identity import Principal
 from logexport.web.download import download_routes
@@ -135,7 +135,7 @@ async def build_world(
             SHA256,
             expires_at,
         )
-        token = await delivery.issue_download_token(
+        token = await downloads.issue_download_token(
             conn, export_id=export_id, user_id=user_id, purpose="EMAIL", expires_at=expires_at
         )
     transport = httpx.ASGITransport(app=app_for(settings, pool, storage), client=(CLIENT_IP, 50000))
@@ -373,7 +373,7 @@ async def test_user_who_lost_the_permission_gets_403(world: World, change: str) 
 async def test_direct_link_downloads_at_once(world: World) -> None:
     principal = Principal(world.user_id, "ada@example.test", "Ada Lovelace", None)
     async with world.pool.acquire() as conn:
-        url = await delivery.direct_download_url(
+        url = await downloads.direct_download_url(
             conn, world.settings, principal, _Ref(world.export_id)
         )
         expires = await conn.fetchval(
@@ -403,7 +403,7 @@ async def test_direct_link_is_refused_to_a_viewer_and_for_unfinished_exports(wor
             "UPDATE memberships SET role = 'VIEWER' WHERE user_id = $1", world.user_id
         )
         assert (
-            await delivery.direct_download_url(
+            await downloads.direct_download_url(
                 conn, world.settings, principal, _Ref(world.export_id)
             )
             is None
@@ -415,7 +415,7 @@ async def test_direct_link_is_refused_to_a_viewer_and_for_unfinished_exports(wor
             "UPDATE log_exports SET status = 'CANCELED' WHERE id = $1", world.export_id
         )
         assert (
-            await delivery.direct_download_url(
+            await downloads.direct_download_url(
                 conn, world.settings, principal, _Ref(world.export_id)
             )
             is None
@@ -424,7 +424,7 @@ async def test_direct_link_is_refused_to_a_viewer_and_for_unfinished_exports(wor
 
 async def test_expired_direct_token_answers_410(world: World) -> None:
     async with world.pool.acquire() as conn:
-        token = await delivery.issue_download_token(
+        token = await downloads.issue_download_token(
             conn,
             export_id=world.export_id,
             user_id=world.user_id,
@@ -508,7 +508,7 @@ async def test_what_a_browser_sends_from_the_page_is_accepted(world: World, base
     settings = world.settings.derive(base_url=base_url)
     transport = httpx.ASGITransport(app=app_for(settings, world.pool, world.storage))
     async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
-        link = delivery.download_link(base_url, world.export_id, world.token)
+        link = downloads.download_link(base_url, world.export_id, world.token)
         page = await client.get(link)
         form = re.search(r'<form method="post" action="([^"]+)">', page.text)
         meta = re.search(r'<meta name="referrer" content="([^"]+)">', page.text)
@@ -527,8 +527,8 @@ async def test_what_a_browser_sends_under_no_referrer_over_plain_http_is_refused
     base_url = "http://downloads.example"
     settings = world.settings.derive(base_url=base_url)
     transport = httpx.ASGITransport(app=app_for(settings, world.pool, world.storage))
-    link = delivery.download_link(base_url, world.export_id, world.token)
-    action = delivery.download_path(base_url, world.export_id)
+    link = downloads.download_link(base_url, world.export_id, world.token)
+    action = downloads.download_path(base_url, world.export_id)
     headers = browser_headers.form_post_headers(link, "no-referrer", action)
     assert headers["Origin"] == "null" and "Sec-Fetch-Site" not in headers
     async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:

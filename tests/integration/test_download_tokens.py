@@ -13,7 +13,7 @@ import httpx
 import pytest_asyncio
 from starlette.applications import Starlette
 
-from logexport.exports import delivery
+from logexport.exports import downloads
 from logexport.exports.worker import Worker
 from logexport.web.app import create_app
 from tests.support.app import asgi_client, running
@@ -123,12 +123,12 @@ async def test_reading_download_url_again_returns_a_working_link_and_stores_noth
     # The link handed out first still resolves to its export, user and purpose.
     token = first.split("?token=", 1)[1]
     async with pool.acquire() as conn:
-        match = await delivery.resolve_download_token(conn, export_id, token)
+        match = await downloads.resolve_download_token(conn, export_id, token)
     assert match is not None and not match.expired()
     assert (match.user_id, match.purpose) == (world.admin.user_id, "DIRECT")
-    assert match.expires_at <= datetime.now(UTC) + delivery.DIRECT_LINK_TTL
+    assert match.expires_at <= datetime.now(UTC) + downloads.DIRECT_LINK_TTL
     assert match.expires_at > datetime.now(UTC) + (
-        delivery.DIRECT_LINK_TTL - delivery.DIRECT_LINK_WINDOW - timedelta(seconds=5)
+        downloads.DIRECT_LINK_TTL - downloads.DIRECT_LINK_WINDOW - timedelta(seconds=5)
     )
 
 
@@ -143,7 +143,7 @@ async def test_each_caller_gets_a_link_of_their_own(client, pool, world) -> None
     assert len(set(links.values())) == 2
     async with pool.acquire() as conn:
         for user_id, link in links.items():
-            match = await delivery.resolve_download_token(
+            match = await downloads.resolve_download_token(
                 conn, export_id, link.split("?token=", 1)[1]
             )
             assert match is not None and match.user_id == user_id
@@ -163,7 +163,7 @@ async def test_sweep_purges_tokens_long_expired_and_keeps_the_rest(settings, poo
     tokens = {}
     async with pool.acquire() as conn:
         for (purpose, age), expires_at in ages.items():
-            tokens[purpose, age] = await delivery.issue_download_token(
+            tokens[purpose, age] = await downloads.issue_download_token(
                 conn,
                 export_id=export_id,
                 user_id=world.admin.user_id,
@@ -179,7 +179,7 @@ async def test_sweep_purges_tokens_long_expired_and_keeps_the_rest(settings, poo
         kept = {
             key
             for key, token in tokens.items()
-            if await delivery.resolve_download_token(conn, export_id, token) is not None
+            if await downloads.resolve_download_token(conn, export_id, token) is not None
         }
     assert kept == {key for key in tokens if key[1] != "long expired"}
 

@@ -13,7 +13,7 @@ import pytest
 
 from logexport.config import Settings
 from logexport.devservices import SmtpSink, free_port
-from logexport.exports import delivery
+from logexport.exports import delivery, downloads
 from logexport.exports.mailer import MailError, SmtpTarget, send_message, send_to
 
 BASE_URL = "https://logs.example.test"
@@ -91,7 +91,7 @@ async def test_ready_email_arrives_with_a_working_link(
     token = parse_qs(parts.query)["token"][0]
     assert len(token) >= 22  # at least 128 bits in base64url
     async with pool.acquire() as conn:
-        match = await delivery.resolve_download_token(conn, export_id, token)
+        match = await downloads.resolve_download_token(conn, export_id, token)
         stored = await conn.fetchval(
             "SELECT count(*) FROM log_export_download_tokens WHERE token_hash = $1",
             token.encode(),
