@@ -60,7 +60,7 @@ from logexport.web.graphql_limits import (
     QueryLimits,
     input_field_of,
     query_cost,
-    too_complex,
+    too_complex_message,
 )
 from logexport.web.graphql_resolvers import BINDABLES, Context
 
@@ -247,8 +247,8 @@ def _prepare(schema: GraphQLSchema, payload: dict[str, Any]) -> DocumentNode | d
     # Priced before validation: validating an enormous document is itself expensive.
     cost = query_cost(schema, document, payload.get("operationName"), payload.get("variables"))
     if cost is None or cost > MAX_COST:
-        refusal = too_complex(cost)
-        return {"errors": [{"message": refusal.message, "extensions": _TOO_COMPLEX}]}
+        message = too_complex_message(cost)
+        return {"errors": [{"message": message, "extensions": _TOO_COMPLEX}]}
     problems = validate(schema, document, _RULES)
     if problems:
         return {"errors": [format_error(e, document) for e in problems]}

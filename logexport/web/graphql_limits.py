@@ -64,7 +64,6 @@ from graphql.language import BREAK, SKIP, Visitor, visit
 from graphql.validation import ValidationRule
 
 from logexport.entries import MAX_PAGE_SIZE
-from logexport.errors import LogExportError
 
 MAX_DEPTH = 10
 MAX_FIELDS = 200
@@ -149,17 +148,13 @@ FIELD_WEIGHTS: dict[tuple[str, str], int] = {
 _SHOWN_COST_CEILING = 10**12
 
 
-class QueryTooComplex(LogExportError):
-    code = "QUERY_TOO_COMPLEX"
-
-
-def too_complex(cost: int | None, limit: int = MAX_COST) -> QueryTooComplex:
-    """The refusal of a query whose estimated cost is ``cost`` (None: more than ``limit``)."""
+def too_complex_message(cost: int | None, limit: int = MAX_COST) -> str:
+    """Why a query of estimated ``cost`` is refused (None: more than ``limit``)."""
     if cost is None or cost > _SHOWN_COST_CEILING:
         shown = f"more than {limit if cost is None else _SHOWN_COST_CEILING:,}"
     else:
         shown = f"{cost:,}"
-    return QueryTooComplex(
+    return (
         f"The query is too expensive: its cost is {shown} and the limit is {limit:,}. "
         "Select fewer fields, fewer aliases or smaller pages (first)."
     )
