@@ -14,8 +14,9 @@ rule so that schema explorers keep working; ``query_cost`` prices it like everyt
   50 when omitted, never more than the largest page a listing returns);
 - any other list of objects multiplies its selection by ``LIST_SIZE``;
 - introspection is priced exactly: the schema is fixed, so the walk follows the very lists
-  graphql-core would return (``__schema { types { fields } } }`` costs one per type and one
-  per field of each type), remembering what a fragment costs on each schema element.
+  graphql-core would return (``{ __schema { types { fields { name } } } }`` costs one per
+  type and one per field of each type), remembering what a selection costs on each schema
+  element so that a fragment spread many times is walked once.
 
 An operation over ``MAX_COST`` is refused with ``QUERY_TOO_COMPLEX``. Each step of the walk
 adds at least one to the cost, so the walk stops after ``MAX_COST`` steps: checking a query
