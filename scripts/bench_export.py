@@ -34,7 +34,8 @@ from uuid import UUID
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from logexport import db, devservices, identity
+from devtools import services
+from logexport import db, identity
 from logexport.config import Settings
 from logexport.exports.pipeline import ExportSpec, run_export
 from logexport.exports.storage import storage_from_settings
@@ -233,9 +234,9 @@ def main() -> None:
 
     n = args.rows
     print(f"== logexport export benchmark: {n:,} audit entries, {os.cpu_count()} cores")
-    cluster = devservices.PostgresCluster(name=f"bench-{os.getpid()}").start()
+    cluster = services.PostgresCluster(name=f"bench-{os.getpid()}").start()
     s3 = None
-    smtp = devservices.SmtpSink().start()
+    smtp = services.SmtpSink().start()
     workdir = Path(tempfile.mkdtemp(prefix="logexport-bench-"))
     try:
         url = asyncio.run(cluster.create_database("bench"))
@@ -268,7 +269,7 @@ def main() -> None:
                 )
             )
         if not args.skip_s3:
-            s3 = devservices.S3Server().start()
+            s3 = services.S3Server().start()
             s3.create_bucket("bench-exports")
             s3_env = {
                 "LOGEXPORT_DATABASE_URL": url,
@@ -277,9 +278,9 @@ def main() -> None:
                 "LOGEXPORT_S3_ADDRESSING_STYLE": "path",
             }
             os.environ.update(
-                AWS_ACCESS_KEY_ID=devservices.S3_ACCESS_KEY,
-                AWS_SECRET_ACCESS_KEY=devservices.S3_SECRET_KEY,
-                AWS_DEFAULT_REGION=devservices.S3_REGION,
+                AWS_ACCESS_KEY_ID=services.S3_ACCESS_KEY,
+                AWS_SECRET_ACCESS_KEY=services.S3_SECRET_KEY,
+                AWS_DEFAULT_REGION=services.S3_REGION,
             )
             runs["s3-JSONL"] = _run_child(s3_env, org, START, END, "JSONL")
             results.append(

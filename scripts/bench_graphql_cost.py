@@ -47,7 +47,8 @@ from graphql import get_introspection_query
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from logexport import db, devservices, identity
+from devtools import services
+from logexport import db, identity
 from logexport.entries import ScimEventInput, record_scim_events
 from logexport.policy import Role
 
@@ -134,15 +135,15 @@ async def prepare(url: str) -> tuple[str, str]:
     return str(org.id), token
 
 
-def serve_env(url: str, s3: devservices.S3Server, smtp: devservices.SmtpSink, port: int) -> dict:
+def serve_env(url: str, s3: services.S3Server, smtp: services.SmtpSink, port: int) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOGEXPORT_")}
     env.update(
         {
             "PYTHONPATH": str(REPO),
             "NO_PROXY": "127.0.0.1,localhost",
-            "AWS_ACCESS_KEY_ID": devservices.S3_ACCESS_KEY,
-            "AWS_SECRET_ACCESS_KEY": devservices.S3_SECRET_KEY,
-            "AWS_DEFAULT_REGION": devservices.S3_REGION,
+            "AWS_ACCESS_KEY_ID": services.S3_ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": services.S3_SECRET_KEY,
+            "AWS_DEFAULT_REGION": services.S3_REGION,
             "AWS_EC2_METADATA_DISABLED": "true",
             "LOGEXPORT_DATABASE_URL": url,
             "LOGEXPORT_STORAGE_URL": f"s3://{BUCKET}/exports",
@@ -385,9 +386,9 @@ def main() -> None:
         f"{args.scim_aliases} scimEvents aliases, {os.cpu_count()} cores",
         flush=True,
     )
-    cluster = devservices.PostgresCluster(name=f"bench-cost-{os.getpid()}")
-    s3 = devservices.S3Server()
-    smtp = devservices.SmtpSink()
+    cluster = services.PostgresCluster(name=f"bench-cost-{os.getpid()}")
+    s3 = services.S3Server()
+    smtp = services.SmtpSink()
     workdir = Path(tempfile.mkdtemp(prefix="logexport-bench-cost-"))
     try:
         cluster.start()
@@ -396,7 +397,7 @@ def main() -> None:
         smtp.start()
         url = asyncio.run(cluster.create_database("bench"))
         org, token = asyncio.run(prepare(url))
-        port = devservices.free_port()
+        port = services.free_port()
         env = serve_env(url, s3, smtp, port)
         with serving(env, port, workdir / "serve.log") as (base, pid):
             asyncio.run(scenarios(base, pid, token, org, args))

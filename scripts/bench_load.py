@@ -40,7 +40,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from logexport import db, devservices, identity
+from devtools import services
+from logexport import db, identity
 from logexport.policy import Role
 from logexport.seed import seed
 
@@ -110,16 +111,16 @@ async def prepare(url: str, entries: int) -> tuple[str, str]:
 
 
 def serve_env(
-    url: str, s3: devservices.S3Server, smtp: devservices.SmtpSink, port: int
+    url: str, s3: services.S3Server, smtp: services.SmtpSink, port: int
 ) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOGEXPORT_")}
     env.update(
         {
             "PYTHONPATH": str(REPO),
             "NO_PROXY": "127.0.0.1,localhost",
-            "AWS_ACCESS_KEY_ID": devservices.S3_ACCESS_KEY,
-            "AWS_SECRET_ACCESS_KEY": devservices.S3_SECRET_KEY,
-            "AWS_DEFAULT_REGION": devservices.S3_REGION,
+            "AWS_ACCESS_KEY_ID": services.S3_ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": services.S3_SECRET_KEY,
+            "AWS_DEFAULT_REGION": services.S3_REGION,
             "AWS_EC2_METADATA_DISABLED": "true",
             "LOGEXPORT_DATABASE_URL": url,
             "LOGEXPORT_STORAGE_URL": f"s3://{BUCKET}/exports",
@@ -338,9 +339,9 @@ def main() -> None:
         f"== logexport GraphQL load: {args.entries:,} entries, concurrency {args.concurrency}, "
         f"{args.requests} requests or {args.time_cap:.0f} s per scenario, {os.cpu_count()} cores"
     )
-    cluster = devservices.PostgresCluster(name=f"bench-load-{os.getpid()}")
-    s3 = devservices.S3Server()
-    smtp = devservices.SmtpSink()
+    cluster = services.PostgresCluster(name=f"bench-load-{os.getpid()}")
+    s3 = services.S3Server()
+    smtp = services.SmtpSink()
     workdir = Path(tempfile.mkdtemp(prefix="logexport-bench-load-"))
     try:
         cluster.start()
@@ -351,7 +352,7 @@ def main() -> None:
         started = time.perf_counter()
         org, token = asyncio.run(prepare(url, args.entries))
         print(f"seeded {args.entries:,} entries in {time.perf_counter() - started:.1f} s")
-        port = devservices.free_port()
+        port = services.free_port()
         with serving(serve_env(url, s3, smtp, port), port, workdir / "serve.log") as base:
             outcomes = asyncio.run(scenarios(base, token, org, args))
             queue = asyncio.run(queue_state(url))

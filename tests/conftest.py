@@ -22,7 +22,8 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from logexport import db, devservices
+from devtools import services
+from logexport import db
 from logexport.config import Settings
 
 # Test traffic stays on loopback: no proxy, no cloud metadata probes.
@@ -58,13 +59,13 @@ def _use_containers() -> bool:
 
 
 @pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[devservices.PostgresCluster | None]:
+def pg_cluster() -> Iterator[services.PostgresCluster | None]:
     """This session's private cluster; None when tests use an external server or container."""
     if os.environ.get("LOGEXPORT_TEST_DATABASE_URL") or _use_containers():
         yield None
         return
-    devservices.sweep_stale_clusters("pg-test-")
-    cluster = devservices.PostgresCluster(
+    services.sweep_stale_clusters("pg-test-")
+    cluster = services.PostgresCluster(
         name=f"test-{os.getpid()}-{secrets.token_hex(3)}", remove_at_exit=True
     )
     cluster.start()
@@ -75,7 +76,7 @@ def pg_cluster() -> Iterator[devservices.PostgresCluster | None]:
 
 
 @pytest.fixture(scope="session")
-def pg_admin_url(pg_cluster: devservices.PostgresCluster | None) -> Iterator[str]:
+def pg_admin_url(pg_cluster: services.PostgresCluster | None) -> Iterator[str]:
     """Superuser URL (database ``postgres``) of the server tests run against."""
     external = os.environ.get("LOGEXPORT_TEST_DATABASE_URL")
     if external:
@@ -89,7 +90,7 @@ def pg_admin_url(pg_cluster: devservices.PostgresCluster | None) -> Iterator[str
             yield container.get_connection_url()
 
 
-def _ensure_server(pg_cluster: devservices.PostgresCluster | None) -> None:
+def _ensure_server(pg_cluster: services.PostgresCluster | None) -> None:
     # A fault test may leave the server stopped; later tests still need it.
     if pg_cluster is not None and not pg_cluster.is_running():
         pg_cluster.start()
@@ -97,47 +98,47 @@ def _ensure_server(pg_cluster: devservices.PostgresCluster | None) -> None:
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def template_database(
-    pg_admin_url: str, pg_cluster: devservices.PostgresCluster | None
+    pg_admin_url: str, pg_cluster: services.PostgresCluster | None
 ) -> AsyncIterator[str]:
     """Name of a database migrated once per session, cloned for every test."""
     name = _unique("tmpl")
-    await devservices.create_database(pg_admin_url, name)
-    await db.migrate(devservices.with_database(pg_admin_url, name))
+    await services.create_database(pg_admin_url, name)
+    await db.migrate(services.with_database(pg_admin_url, name))
     try:
         yield name
     finally:
         _ensure_server(pg_cluster)
-        await devservices.drop_database(pg_admin_url, name)
+        await services.drop_database(pg_admin_url, name)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def database_url(
     pg_admin_url: str,
     template_database: str,
-    pg_cluster: devservices.PostgresCluster | None,
+    pg_cluster: services.PostgresCluster | None,
 ) -> AsyncIterator[str]:
     """A fresh, migrated database private to this test."""
     name = _unique("t")
-    await devservices.create_database(pg_admin_url, name, template=template_database)
+    await services.create_database(pg_admin_url, name, template=template_database)
     try:
-        yield devservices.with_database(pg_admin_url, name)
+        yield services.with_database(pg_admin_url, name)
     finally:
         _ensure_server(pg_cluster)
-        await devservices.drop_database(pg_admin_url, name)
+        await services.drop_database(pg_admin_url, name)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def empty_database_url(
-    pg_admin_url: str, pg_cluster: devservices.PostgresCluster | None
+    pg_admin_url: str, pg_cluster: services.PostgresCluster | None
 ) -> AsyncIterator[str]:
     """A fresh database with no migrations applied."""
     name = _unique("e")
-    await devservices.create_database(pg_admin_url, name)
+    await services.create_database(pg_admin_url, name)
     try:
-        yield devservices.with_database(pg_admin_url, name)
+        yield services.with_database(pg_admin_url, name)
     finally:
         _ensure_server(pg_cluster)
-        await devservices.drop_database(pg_admin_url, name)
+        await services.drop_database(pg_admin_url, name)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -156,16 +157,16 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 
 
 @pytest.fixture(scope="session")
-def s3_server() -> Iterator[devservices.S3Server]:
+def s3_server() -> Iterator[services.S3Server]:
     """moto in server mode; ``.stop()``/``.start()`` keep the port but forget all buckets."""
     saved = {
         k: os.environ.get(k)
         for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
     }
-    os.environ["AWS_ACCESS_KEY_ID"] = devservices.S3_ACCESS_KEY
-    os.environ["AWS_SECRET_ACCESS_KEY"] = devservices.S3_SECRET_KEY
-    os.environ["AWS_DEFAULT_REGION"] = devservices.S3_REGION
-    server = devservices.S3Server(log_file=devservices.run_dir() / f"moto-test-{os.getpid()}.log")
+    os.environ["AWS_ACCESS_KEY_ID"] = services.S3_ACCESS_KEY
+    os.environ["AWS_SECRET_ACCESS_KEY"] = services.S3_SECRET_KEY
+    os.environ["AWS_DEFAULT_REGION"] = services.S3_REGION
+    server = services.S3Server(log_file=services.run_dir() / f"moto-test-{os.getpid()}.log")
     server.start()
     try:
         yield server
@@ -182,12 +183,12 @@ def s3_server() -> Iterator[devservices.S3Server]:
 
 @dataclass
 class S3Bucket:
-    server: devservices.S3Server
+    server: services.S3Server
     bucket: str
     endpoint_url: str
-    region: str = devservices.S3_REGION
-    access_key: str = devservices.S3_ACCESS_KEY
-    secret_key: str = devservices.S3_SECRET_KEY
+    region: str = services.S3_REGION
+    access_key: str = services.S3_ACCESS_KEY
+    secret_key: str = services.S3_SECRET_KEY
 
     @property
     def storage_url(self) -> str:
@@ -211,11 +212,11 @@ class S3Bucket:
 
 
 @pytest.fixture
-def s3(s3_server: devservices.S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Bucket]:
+def s3(s3_server: services.S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Bucket]:
     """A fresh bucket on the session's moto server."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", devservices.S3_ACCESS_KEY)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", devservices.S3_SECRET_KEY)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", devservices.S3_REGION)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", services.S3_ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", services.S3_SECRET_KEY)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", services.S3_REGION)
     if not s3_server.is_running():
         s3_server.start()
     bucket = f"t-{secrets.token_hex(8)}"
@@ -229,8 +230,8 @@ def s3(s3_server: devservices.S3Server, monkeypatch: pytest.MonkeyPatch) -> Iter
 
 
 @pytest.fixture(scope="session")
-def smtp_sink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devservices.SmtpSink]:
-    sink = devservices.SmtpSink(directory=tmp_path_factory.mktemp("mail")).start()
+def smtp_sink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.SmtpSink]:
+    sink = services.SmtpSink(directory=tmp_path_factory.mktemp("mail")).start()
     try:
         yield sink
     finally:
@@ -248,7 +249,7 @@ def _smtp_failures_do_not_leak(request: pytest.FixtureRequest) -> Iterator[None]
 
 
 @pytest.fixture
-def settings(database_url: str, s3: S3Bucket, smtp_sink: devservices.SmtpSink) -> Settings:
+def settings(database_url: str, s3: S3Bucket, smtp_sink: services.SmtpSink) -> Settings:
     return Settings.from_env(
         env={
             "LOGEXPORT_DATABASE_URL": database_url,

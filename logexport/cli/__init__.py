@@ -1,8 +1,11 @@
-"""The ``logexport`` command (SPEC §9 CLI).
+"""The ``logexport`` command.
 
-``main`` is the root click group. Commands live in modules by audience, each exporting a
-``COMMANDS`` tuple that is registered at the bottom of this file: ``operator`` (database
-and administration), ``client`` (GraphQL client commands) and the process commands.
+``main`` is the root click group. Commands live in modules by audience: ``operator``
+(database and administration), ``client`` (GraphQL client commands), ``server`` (the
+processes) and ``demo``. ``SUBCOMMANDS`` names where each one is and the summary
+``logexport --help`` lists, so a module is imported only when one of its commands runs or
+shows its own help: the help of the root stays fast and needs neither the server nor the
+database driver. Shared helpers live in ``logexport.cli.common``.
 
 Exit codes: 0 success, 2 usage or configuration errors, 1 anything else, always with one
 line on stderr (a usage error too: the message, then where the command's help is).
@@ -10,50 +13,83 @@ line on stderr (a usage error too: the message, then where the command's help is
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Coroutine
-from typing import Any, NoReturn, TypeVar
+import importlib
+from dataclasses import dataclass
+from typing import Any
 
-import asyncpg
 import click
 
-from logexport.config import ConfigError, Settings
+from logexport.cli.common import EXIT_USAGE, fail
 from logexport.errors import LogExportError
 
-T = TypeVar("T")
 
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
+@dataclass(frozen=True)
+class Subcommand:
+    """A command of the root: ``module:attribute`` of its click object, and its summary.
 
+    The summary is the first paragraph of the command's docstring (a test keeps them equal).
+    """
 
-def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    raise click.exceptions.Exit(code)
-
-
-def load_settings(*needs: str) -> Settings:
-    """Settings from the environment; a missing or malformed one ends the command (exit 2)."""
-    try:
-        return Settings.from_env(needs=needs)
-    except ConfigError as exc:
-        fail(str(exc), EXIT_USAGE)
+    target: str
+    summary: str
 
 
-def run(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run a command's coroutine; domain and database errors become one line and exit 1."""
-    try:
-        return asyncio.run(coroutine)
-    except LogExportError as exc:
-        fail(exc.message)
-    except asyncpg.ClientConfigurationError as exc:
-        # Settings only the driver checks (a missing sslrootcert file, say); its messages
-        # name files and parameters, never the password.
-        fail(f"the database settings were refused: {str(exc).splitlines()[0]}", EXIT_USAGE)
-    except asyncpg.PostgresError as exc:
-        # Server messages name objects, never connection secrets.
-        fail(f"database error: {exc}")
-    except OSError as exc:
-        fail(f"cannot reach the database ({exc.strerror or type(exc).__name__})")
+# Add a new command here, with its module and the first paragraph of its docstring.
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "migrate": Subcommand(
+        "logexport.cli.operator:migrate",
+        "Apply pending database migrations (safe to run concurrently).",
+    ),
+    "admin": Subcommand(
+        "logexport.cli.operator:admin",
+        "Manage organizations, users, memberships and API keys; load synthetic data.",
+    ),
+    "whoami": Subcommand(
+        "logexport.cli.client:whoami",
+        "The user the token belongs to, and each organization's id, name and role.",
+    ),
+    "audit-log": Subcommand(
+        "logexport.cli.client:audit_log",
+        "Browse and export an organization's audit log.",
+    ),
+    "scim-event": Subcommand(
+        "logexport.cli.client:scim_event",
+        "Browse and export an organization's SCIM provisioning events.",
+    ),
+    "export": Subcommand(
+        "logexport.cli.client:export_group",
+        "Show, list, cancel and download exports.",
+    ),
+    "login": Subcommand(
+        "logexport.cli.client:login",
+        "Check an API token and save it with the API URL for the client commands.",
+    ),
+    "mcp": Subcommand(
+        "logexport.cli.client:mcp_command",
+        "Serve the MCP tools over stdio, as a client of LOGEXPORT_API_URL.",
+    ),
+    "serve": Subcommand(
+        "logexport.cli.server:serve",
+        "Serve the GraphQL API, console, MCP endpoint and download links.",
+    ),
+    "worker": Subcommand(
+        "logexport.cli.server:worker",
+        "Process exports until SIGTERM or SIGINT, then finish or hand back running ones.",
+    ),
+    "demo": Subcommand(
+        "logexport.cli.demo:demo",
+        "Run an audit log export end to end against local servers: request, email, download.",
+    ),
+}
+
+
+def load_subcommand(name: str) -> click.Command:
+    """Import the module of one of ``SUBCOMMANDS`` and return its click command."""
+    module, _, attribute = SUBCOMMANDS[name].target.partition(":")
+    command = getattr(importlib.import_module(module), attribute)
+    if not isinstance(command, click.Command):
+        raise TypeError(f"{SUBCOMMANDS[name].target} is not a click command")
+    return command
 
 
 def usage_line(error: click.UsageError) -> str:
@@ -64,6 +100,23 @@ def usage_line(error: click.UsageError) -> str:
 
 
 class _Root(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *SUBCOMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in SUBCOMMANDS:
+            self.add_command(load_subcommand(cmd_name), cmd_name)
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Lists each command from its summary, as click would from the command itself,
+        # without importing modules that were not needed yet.
+        listing = {
+            name: self.commands.get(name) or click.Command(name, help=SUBCOMMANDS[name].summary)
+            for name in self.list_commands(ctx)
+        }
+        click.Group(commands=listing).format_commands(ctx, formatter)
+
     def invoke(self, ctx: click.Context) -> Any:
         # Subcommands parse their arguments inside this call, so their usage errors land
         # here; click would print them as three lines of usage, hint and message.
@@ -79,15 +132,3 @@ class _Root(click.Group):
 @click.version_option(package_name="logexport", message="%(prog)s %(version)s")
 def main() -> None:
     """Asynchronous exports of audit logs and SCIM provisioning events."""
-
-
-# Registration: every command module defines ``COMMANDS``; add new modules to this list.
-# Imported here, after ``main`` and the helpers above exist, because the command modules
-# import those helpers from this package.
-from logexport.cli import client, demo, operator, server  # noqa: E402
-
-COMMAND_MODULES = (operator, client, server, demo)
-
-for _module in COMMAND_MODULES:
-    for _command in _module.COMMANDS:
-        main.add_command(_command)

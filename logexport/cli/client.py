@@ -1,4 +1,4 @@
-"""Client commands: talk to a logexport API over GraphQL (SPEC §9 CLI, Client).
+"""Client commands: talk to a logexport API over GraphQL.
 
 ``audit-log``, ``scim-event`` and ``export`` act through ``LogExportClient`` with
 ``LOGEXPORT_API_URL`` and ``LOGEXPORT_TOKEN`` (or what ``logexport login`` saved);
@@ -24,14 +24,14 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import click
 
 from logexport import timeutil
+from logexport.cli.common import EXIT_USAGE, fail, load_settings
 from logexport.cli.progress import ProgressReporter
 from logexport.client import ApiError, ApiUnreachable, LogExportClient
-from logexport.config import ConfigError, Settings
 from logexport.errors import BadUserInput
 
 T = TypeVar("T")
@@ -91,7 +91,7 @@ def _saved_login() -> dict[str, Any]:
     except FileNotFoundError:
         return {}
     except (OSError, ValueError):
-        _fail(f"cannot read {path}; run `logexport login` again", 2)
+        fail(f"cannot read {path}; run `logexport login` again", EXIT_USAGE)
     return data if isinstance(data, dict) else {}
 
 
@@ -116,10 +116,7 @@ class Connection:
 
 def connection() -> Connection:
     """API URL and token: the environment first, then the login file, then the default URL."""
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        _fail(str(exc), 2)
+    settings = load_settings()
     saved = _saved_login()
     api_url = (
         settings.api_url
@@ -128,7 +125,7 @@ def connection() -> Connection:
     )
     token = settings.token or saved.get("token")
     if not token:
-        _fail("LOGEXPORT_TOKEN is not set (or run `logexport login`)", 2)
+        fail("LOGEXPORT_TOKEN is not set (or run `logexport login`)", EXIT_USAGE)
     return Connection(api_url, str(token))
 
 
@@ -190,12 +187,7 @@ def flag_message(error: ApiError, flags: Mapping[str, str] | None = None) -> str
 _REFUSALS = frozenset({"FORBIDDEN", "NOT_FOUND"})
 
 
-def _fail(message: str, code: int = 1) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    raise click.exceptions.Exit(code)
-
-
-def _run(
+def _with_client(
     work: Callable[[LogExportClient], Coroutine[Any, Any, T]],
     *,
     flags: Mapping[str, str] | None = None,
@@ -218,10 +210,10 @@ def _run(
         message = flag_message(exc, flags)
         if about is not None and exc.code in _REFUSALS and not exc.field:
             message = f"{about}: {message}"
-        _fail(message)
+        fail(message)
     except OSError as exc:
         where = f" {exc.filename}" if exc.filename else ""
-        _fail(f"cannot write{where}: {exc.strerror or type(exc).__name__}")
+        fail(f"cannot write{where}: {exc.strerror or type(exc).__name__}")
 
 
 # BigInt fields travel as strings (GraphQL's Int is 32-bit); --json prints them as numbers.
@@ -484,10 +476,10 @@ def _export_command(
         return export
 
     try:
-        export = _run(work, about=f"--org {org}")
+        export = _with_client(work, about=f"--org {org}")
     except KeyboardInterrupt:
         if state.export_id is None:
-            _fail("interrupted", EXIT_INTERRUPTED)
+            fail("interrupted", EXIT_INTERRUPTED)
         click.echo(
             f"\nstopped waiting; export {state.export_id} carries on. "
             f"Check on it with: logexport export show {state.export_id}",
@@ -700,7 +692,7 @@ def audit_log_list(
 ) -> None:
     """Audit log entries, newest first."""
     chosen = _filter(actions=actions, actor_ids=actor_ids, resource_types=resource_types)
-    page = _run(
+    page = _with_client(
         lambda client: client.list_audit_log_entries(org, first, after, chosen),
         flags=_LIST_FLAGS,
         about=f"--org {org}",
@@ -753,7 +745,7 @@ def scim_event_list(
 ) -> None:
     """SCIM events, newest first."""
     chosen = _filter(methods=methods, user_name=user_name, status_codes=status_codes)
-    page = _run(
+    page = _with_client(
         lambda client: client.list_scim_events(org, first, after, chosen),
         flags=_LIST_FLAGS,
         about=f"--org {org}",
@@ -791,7 +783,7 @@ def _about_export(export_id: str) -> dict[str, Any]:
 @_export_json_option
 def export_show(export_id: str, as_json: bool) -> None:
     """One export's status and result."""
-    export = _run(lambda client: client.get_export(export_id), **_about_export(export_id))
+    export = _with_client(lambda client: client.get_export(export_id), **_about_export(export_id))
     _print_export(export, as_json)
 
 
@@ -817,7 +809,7 @@ def _export_row(export: dict[str, Any]) -> tuple[str, ...]:
 @_list_options
 def export_list(org: str, first: int, after: str | None, as_json: bool) -> None:
     """The organization's exports, newest first (TO is exclusive)."""
-    page = _run(
+    page = _with_client(
         lambda client: client.list_exports(org, first, after),
         flags=_LIST_FLAGS,
         about=f"--org {org}",
@@ -838,7 +830,9 @@ def export_list(org: str, first: int, after: str | None, as_json: bool) -> None:
 @_export_json_option
 def export_cancel(export_id: str, as_json: bool) -> None:
     """Cancel an export (a pending or running one stops; a completed one's file is revoked)."""
-    export = _run(lambda client: client.cancel_export(export_id), **_about_export(export_id))
+    export = _with_client(
+        lambda client: client.cancel_export(export_id), **_about_export(export_id)
+    )
     _print_export(export, as_json)
 
 
@@ -857,7 +851,7 @@ def export_cancel(export_id: str, as_json: bool) -> None:
 @_export_json_option
 def export_download(export_id: str, output: Path, as_json: bool) -> None:
     """Save a completed export's file, verified against its SHA-256."""
-    export = _run(
+    export = _with_client(
         lambda client: client.download_export(export_id, output), **_about_export(export_id)
     )
     if as_json:
@@ -887,7 +881,7 @@ def _print_viewer(viewer: dict[str, Any]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the user and organizations as JSON.")
 def whoami(as_json: bool) -> None:
     """The user the token belongs to, and each organization's id, name and role."""
-    viewer = _run(lambda client: client.viewer())
+    viewer = _with_client(lambda client: client.viewer())
     if as_json:
         _print_json(viewer)
     else:
@@ -907,7 +901,7 @@ def login(api_url: str | None, token: str) -> None:
     """Check an API token and save it with the API URL for the client commands."""
     url = (api_url or os.environ.get("LOGEXPORT_API_URL") or DEFAULT_API_URL).rstrip("/")
     if not re.match(r"^https?://[^/]+", url):
-        _fail("--api-url must be an http:// or https:// URL", 2)
+        fail("--api-url must be an http:// or https:// URL", EXIT_USAGE)
     token = token.strip()
 
     async def check() -> dict[str, Any]:
@@ -917,7 +911,7 @@ def login(api_url: str | None, token: str) -> None:
     try:
         viewer = asyncio.run(check())
     except ApiError as exc:
-        _fail(flag_message(exc, {"token": "--token"}))
+        fail(flag_message(exc, {"token": "--token"}))
     path = save_login(url, token)
     click.echo(f"logged in to {url}; saved to {path}")
     _print_viewer(viewer)

@@ -44,9 +44,10 @@ import asyncpg
 import click
 import httpx
 
-from logexport import db, devservices, identity
-from logexport.cli import EXIT_USAGE, browser_headers, fail, load_settings, run
+from logexport import db, identity
+from logexport.cli import browser_headers
 from logexport.cli.client import wait_for_export
+from logexport.cli.common import EXIT_USAGE, fail, load_settings, run
 from logexport.cli.progress import ProgressReporter
 from logexport.client import LogExportClient
 from logexport.policy import Role, role_of
@@ -276,10 +277,6 @@ def wait_until_ready(server: DemoServer, timeout: float = READY_TIMEOUT) -> None
             if time.monotonic() > deadline:
                 fail(f"logexport serve was not ready within {timeout:.0f}s ({last})")
             time.sleep(0.1)
-
-
-def choose_port(preferred: int) -> int:
-    return preferred if devservices.port_is_free(preferred) else devservices.free_port()
 
 
 # ---------------------------------------------------------------------------- 3. export
@@ -564,9 +561,18 @@ def _mail_dir() -> Path:
               help="Keep the server in the foreground afterwards (Ctrl-C stops it).")  # fmt: skip
 def demo(audit_entries: int, scim_events: int, days: int, port: int, keep_running: bool) -> None:
     """Run an audit log export end to end against local servers: request, email, download."""
+    try:
+        # The development servers ship with the repository, not with the package.
+        from devtools import services
+    except ImportError:
+        fail(
+            "logexport demo runs from a source checkout of logexport (scripts/demo there); "
+            "this installation has no devtools package",
+            EXIT_USAGE,
+        )
     settings = load_settings("database_url", "storage_url", "smtp_url", "mail_from", "secret_key")
     mail_dir = _mail_dir()
-    run_dir = devservices.run_dir()
+    run_dir = services.run_dir()
     (run_dir / "demo-downloads").mkdir(exist_ok=True)
     started = time.monotonic()
     _say("logexport demo: an audit log export from request to downloaded file")
@@ -596,7 +602,9 @@ def demo(audit_entries: int, scim_events: int, days: int, port: int, keep_runnin
         _detail(f"  {org.token}")
 
     with _step(2, "Start the server (logexport serve: API, console, worker)"):
-        server = start_server(choose_port(port), run_dir / "demo-serve.log")
+        if not services.port_is_free(port):
+            port = services.free_port()
+        server = start_server(port, run_dir / "demo-serve.log")
         _detail(f"{server.base_url}  (pid {server.process.pid}, log {server.log_file})")
         try:
             wait_until_ready(server)
@@ -630,7 +638,7 @@ def demo(audit_entries: int, scim_events: int, days: int, port: int, keep_runnin
 
 def _services_note() -> None:
     python = _shown_path(Path(sys.executable))
-    _say(f"The local servers stay up; stop them with: {python} -m logexport.devservices down")
+    _say(f"The local servers stay up; stop them with: {python} -m devtools.services down")
 
 
 def _story(server: DemoServer, org: DemoOrganization, mail_dir: Path, downloads: Path) -> None:
@@ -666,6 +674,3 @@ def _story(server: DemoServer, org: DemoOrganization, mail_dir: Path, downloads:
         _detail(f"rows: {rows:,} (matches the API); the first {len(first)} lines, decompressed:")
         for line in first:
             _detail(f"  {line}")
-
-
-COMMANDS: tuple[click.Command, ...] = (demo,)

@@ -1,4 +1,4 @@
-"""Operator commands: ``migrate`` and ``admin …`` (SPEC §9 CLI, Operator).
+"""Operator commands: ``migrate`` and ``admin …``.
 
 They talk to the database named by ``LOGEXPORT_DATABASE_URL``. Output meant for scripts
 (new ids, the one-time API token) goes to stdout alone on its line; everything a person
@@ -17,13 +17,12 @@ import asyncpg
 import click
 
 from logexport import db, identity
-from logexport.cli import load_settings, run
+from logexport.cli.common import load_settings, run
 from logexport.config import parse_duration
 from logexport.errors import NotFound
 from logexport.policy import Role
 from logexport.seed import seed
 from logexport.timeutil import format_rfc3339, utc_now
-from logexport.web import sessions
 
 T = TypeVar("T")
 
@@ -203,6 +202,9 @@ def revoke_api_key(key_id: UUID) -> None:
 @click.argument("email")
 def sign_out_everywhere(email: str) -> None:
     """End every console session of a user (their API keys keep working)."""
+    # Imported here: the session store sits in the web package (Starlette), which the other
+    # operator commands, `migrate` first, do not need.
+    from logexport.web import sessions
 
     async def work(conn: asyncpg.Connection) -> int:
         return await sessions.end_user_sessions(conn, (await _user(conn, email)).id)
@@ -246,6 +248,3 @@ def seed_command(
         f"seeded {audit} audit log entries and {scim} SCIM events "
         f"in {time.monotonic() - started:.1f}s"
     )
-
-
-COMMANDS: tuple[click.Command, ...] = (migrate, admin)

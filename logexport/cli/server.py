@@ -12,9 +12,8 @@ from types import FrameType
 
 import click
 
-from logexport.cli import fail, load_settings, run
+from logexport.cli.common import fail, load_settings, run
 from logexport.config import Settings
-from logexport.exports.worker import Worker
 from logexport.logs import configure_logging
 
 log = logging.getLogger("logexport.cli")
@@ -55,7 +54,8 @@ def serve(host: str, port: int, no_worker: bool) -> None:
         "database_url", "base_url", "storage_url", "smtp_url", "mail_from", "secret_key"
     )
     configure_logging()
-    # Imported here: the web stack (and the MCP SDK) would slow every other command's start.
+    # Imported here, as the worker is below: `serve --help` needs neither the web stack
+    # (with the MCP SDK) nor the export pipeline.
     import uvicorn
 
     from logexport.web.app import create_app
@@ -106,6 +106,8 @@ def worker(concurrency: int | None) -> None:
 
 
 async def _run_worker(settings: Settings, concurrency: int | None) -> None:
+    from logexport.exports.worker import Worker
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in _SIGNALS:
@@ -118,6 +120,3 @@ async def _run_worker(settings: Settings, concurrency: int | None) -> None:
         await stop.wait()
         # Further signals land on stop.set() again, so they cannot cut the grace short.
         log.info("stopping: no new claims; running exports get the shutdown grace")
-
-
-COMMANDS = (serve, worker)

@@ -25,7 +25,8 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from logexport import db, devservices
+from devtools import services
+from logexport import db
 from logexport.config import Settings
 from logexport.entries import (
     AuditLogEntryInput,
@@ -254,7 +255,7 @@ async def _download_url(client: httpx.AsyncClient, token: str, export_id: UUID) 
 
 
 @pytest.fixture(scope="module")
-def stack_smtp_url(smtp_sink: devservices.SmtpSink) -> str:
+def stack_smtp_url(smtp_sink: services.SmtpSink) -> str:
     """Where the module's application sends mail; a module may override it."""
     return smtp_sink.url
 
@@ -263,12 +264,12 @@ def stack_smtp_url(smtp_sink: devservices.SmtpSink) -> str:
 async def stack(
     pg_admin_url: str,
     template_database: str,
-    s3_server: devservices.S3Server,
+    s3_server: services.S3Server,
     stack_smtp_url: str,
 ) -> AsyncIterator[Stack]:
     name = f"abuse_{os.getpid()}_{secrets.token_hex(4)}"
-    await devservices.create_database(pg_admin_url, name, template=template_database)
-    database_url = devservices.with_database(pg_admin_url, name)
+    await services.create_database(pg_admin_url, name, template=template_database)
+    database_url = services.with_database(pg_admin_url, name)
     if not s3_server.is_running():
         s3_server.start()
     bucket = f"abuse-{secrets.token_hex(6)}"
@@ -314,4 +315,4 @@ async def stack(
                 )
     finally:
         await pool.close()
-        await devservices.drop_database(pg_admin_url, name)
+        await services.drop_database(pg_admin_url, name)

@@ -33,7 +33,8 @@ from graphql import (
     print_ast,
 )
 
-from logexport import client, db, devservices
+from devtools import services
+from logexport import client, db
 from logexport.entries import ScimEventInput, record_scim_events
 from logexport.web import graphql_limits
 from logexport.web.graphql import MAX_RESPONSE_BYTES, executable_schema
@@ -170,13 +171,13 @@ def process_group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessG
 async def served(
     pg_admin_url: str,
     template_database: str,
-    s3_server: devservices.S3Server,
-    smtp_sink: devservices.SmtpSink,
+    s3_server: services.S3Server,
+    smtp_sink: services.SmtpSink,
     process_group: ProcessGroup,
 ) -> AsyncIterator[Served]:
     name = f"cost_{os.getpid()}_{secrets.token_hex(4)}"
-    await devservices.create_database(pg_admin_url, name, template=template_database)
-    database_url = devservices.with_database(pg_admin_url, name)
+    await services.create_database(pg_admin_url, name, template=template_database)
+    database_url = services.with_database(pg_admin_url, name)
     try:
         pool = await db.create_pool(database_url)
         try:
@@ -184,7 +185,7 @@ async def served(
         finally:
             await pool.close()
         await _seed(database_url, world)
-        port = devservices.free_port()
+        port = services.free_port()
         url = f"http://127.0.0.1:{port}"
         env = service_env(
             database_url=database_url,
@@ -208,7 +209,7 @@ async def served(
         yield Served(url, world)
         server.kill()
     finally:
-        await devservices.drop_database(pg_admin_url, name)
+        await services.drop_database(pg_admin_url, name)
 
 
 def refusal(response: httpx.Response) -> str:

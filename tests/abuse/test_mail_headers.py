@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from logexport import devservices, identity
+from devtools import services
+from logexport import identity
 from logexport.errors import BadUserInput
 from logexport.policy import Role
 from tests.abuse.conftest import Stack
@@ -55,7 +56,7 @@ class RecordingHandler:
 def recorder() -> Iterator[RecordingHandler]:
     handler = RecordingHandler()
     controller = Controller(
-        handler, hostname="127.0.0.1", port=devservices.free_port(), ready_timeout=10
+        handler, hostname="127.0.0.1", port=services.free_port(), ready_timeout=10
     )
     controller.start()
     handler.url = f"smtp://127.0.0.1:{controller.port}"

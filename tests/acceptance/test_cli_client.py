@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 import graphql
 
-from logexport import devservices
+from devtools import services
 from logexport.cli import main
 from logexport.cli.client import human_size
 from logexport.client import DOCUMENTS
@@ -220,7 +220,7 @@ async def test_usage_auth_and_network_errors(pool, settings, s3, tmp_path):
         env = server.env()
 
         bad = "lex_" + "A" * 43
-        closed = f"http://127.0.0.1:{devservices.free_port()}"
+        closed = f"http://127.0.0.1:{services.free_port()}"
         # Independent commands: run together, the test waits for the slowest only.
         usage, missing_option, unauthenticated, no_token, unreachable = await asyncio.gather(
             cli(

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import asyncpg
 
-from logexport import devservices, identity
+from devtools import services
+from logexport import identity
 from logexport.policy import Action, Role, role_of
 from tests.support.cli import run_logexport
 
@@ -120,7 +121,7 @@ async def test_demo_runs_end_to_end_twice_reusing_the_organization(
         "--scim-events",
         str(SCIM_EVENTS),
         "--port",
-        str(devservices.free_port()),
+        str(services.free_port()),
     )
 
     first = await run_demo(env, *args)

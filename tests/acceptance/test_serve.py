@@ -17,7 +17,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from logexport import devservices
+from devtools import services
 from logexport.logs import redact
 from tests.support.world import build_world, eventually
 
@@ -57,7 +57,7 @@ def _launch(args: list[str], env: dict[str, str], log_file: Path) -> subprocess.
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def served(settings, tmp_path) -> AsyncIterator[Served]:
-    port = devservices.free_port()
+    port = services.free_port()
     url = f"http://127.0.0.1:{port}"
     log_file = tmp_path / "serve.log"
     process = _launch(["serve", "--port", str(port)], _environment(settings, url), log_file)
@@ -81,7 +81,7 @@ async def served(settings, tmp_path) -> AsyncIterator[Served]:
 
 
 @pytest.fixture
-def cluster(pg_cluster) -> Iterator[devservices.PostgresCluster]:
+def cluster(pg_cluster) -> Iterator[services.PostgresCluster]:
     if pg_cluster is None:
         pytest.skip("needs the private PostgreSQL cluster to stop and start it")
     try:

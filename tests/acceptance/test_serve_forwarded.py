@@ -14,7 +14,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from logexport import devservices
+from devtools import services
 from logexport.config import Settings
 from logexport.exports import delivery
 from logexport.exports.storage import storage_from_settings
@@ -105,7 +105,7 @@ async def recorded_ip_of_a_download(
 ) -> str:
     """Download once through a fresh ``serve``, claiming to be CLAIMED; the IP recorded."""
     path, token = await completed_export_link(pool, settings)
-    port = devservices.free_port()
+    port = services.free_port()
     base_url = f"http://127.0.0.1:{port}"
     log_file = tmp_path / f"serve-{port}.log"
     with serving(environment(settings, base_url, **extra), port, log_file) as process:

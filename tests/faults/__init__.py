@@ -17,8 +17,8 @@ from uuid import UUID
 
 import asyncpg
 
+from devtools.services import SmtpSink
 from logexport.config import Settings
-from logexport.devservices import SmtpSink
 from logexport.exports.models import ExportKind, LogExport
 from logexport.exports.requests import request_export
 from tests.support.world import World, eventually, export_status

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from logexport import db, devservices
+from devtools import services
+from logexport import db
 from logexport.config import Settings
 from tests.support.processes import ProcessGroup, service_env
 from tests.support.throttle import ThrottledRelay
@@ -56,11 +57,11 @@ class SeededTemplate:
 async def seeded_template(
     pg_admin_url: str,
     template_database: str,
-    pg_cluster: devservices.PostgresCluster | None,
+    pg_cluster: services.PostgresCluster | None,
 ) -> AsyncIterator[SeededTemplate]:
     name = f"faults_{os.getpid()}_{secrets.token_hex(4)}"
-    await devservices.create_database(pg_admin_url, name, template=template_database)
-    pool = await db.create_pool(devservices.with_database(pg_admin_url, name))
+    await services.create_database(pg_admin_url, name, template=template_database)
+    pool = await db.create_pool(services.with_database(pg_admin_url, name))
     try:
         world = await build_world(pool)
         async with pool.acquire() as conn:
@@ -73,24 +74,24 @@ async def seeded_template(
     finally:
         if pg_cluster is not None and not pg_cluster.is_running():
             pg_cluster.start()
-        await devservices.drop_database(pg_admin_url, name)
+        await services.drop_database(pg_admin_url, name)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def database_url(
     pg_admin_url: str,
     seeded_template: SeededTemplate,
-    pg_cluster: devservices.PostgresCluster | None,
+    pg_cluster: services.PostgresCluster | None,
 ) -> AsyncIterator[str]:
     """A private copy of the seeded database."""
     name = f"f_{os.getpid()}_{secrets.token_hex(4)}"
-    await devservices.create_database(pg_admin_url, name, template=seeded_template.name)
+    await services.create_database(pg_admin_url, name, template=seeded_template.name)
     try:
-        yield devservices.with_database(pg_admin_url, name)
+        yield services.with_database(pg_admin_url, name)
     finally:
         if pg_cluster is not None and not pg_cluster.is_running():
             pg_cluster.start()
-        await devservices.drop_database(pg_admin_url, name)
+        await services.drop_database(pg_admin_url, name)
 
 
 @pytest.fixture
@@ -108,7 +109,7 @@ def processes(tmp_path: Path) -> Iterator[ProcessGroup]:
 
 
 @pytest.fixture(scope="session")
-def slow_s3(s3_server: devservices.S3Server) -> Iterator[ThrottledRelay]:
+def slow_s3(s3_server: services.S3Server) -> Iterator[ThrottledRelay]:
     """The S3 endpoint behind an 8 MB/s link: an export's upload lasts a few seconds on any
     machine, long enough to be interrupted on purpose."""
     relay = ThrottledRelay(s3_server.port, 8_000_000).start()

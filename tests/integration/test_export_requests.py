@@ -14,7 +14,8 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from logexport import db, devservices
+from devtools import services
+from logexport import db
 from logexport.config import Settings
 from logexport.errors import BadUserInput, Forbidden, LogExportError, NotFound, RateLimited
 from logexport.exports import requests as export_requests
@@ -51,8 +52,8 @@ class ReadOnlyEnv:
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def rejections(pg_admin_url: str, template_database: str) -> AsyncIterator[ReadOnlyEnv]:
     name = f"rejections_{uuid4().hex[:12]}"
-    await devservices.create_database(pg_admin_url, name, template=template_database)
-    url = devservices.with_database(pg_admin_url, name)
+    await services.create_database(pg_admin_url, name, template=template_database)
+    url = services.with_database(pg_admin_url, name)
     pool = await db.create_pool(url)
     listener = await asyncpg.connect(url)
     seen = Notifications()
@@ -67,7 +68,7 @@ async def rejections(pg_admin_url: str, template_database: str) -> AsyncIterator
     finally:
         await listener.close()
         await pool.close()
-        await devservices.drop_database(pg_admin_url, name)
+        await services.drop_database(pg_admin_url, name)
 
 
 async def assert_nothing_written(env: ReadOnlyEnv) -> None:

@@ -11,8 +11,8 @@ from uuid import UUID
 import asyncpg
 import pytest
 
+from devtools.services import SmtpSink, free_port
 from logexport.config import Settings
-from logexport.devservices import SmtpSink, free_port
 from logexport.exports import delivery, downloads
 from logexport.exports.mailer import MailError, SmtpTarget, send_message, send_to
 

@@ -24,7 +24,7 @@ import uvicorn
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
-from logexport import devservices
+from devtools import services
 from logexport.entries import AuditLogEntryInput, record_audit_log_entries
 from logexport.web.app import create_app
 from tests.support.cli import logexport_command
@@ -48,7 +48,7 @@ async def running_app(settings, pool, *, run_worker: bool = True) -> AsyncIterat
 
     Without the worker, a requested export stays PENDING until something cancels it.
     """
-    port = devservices.free_port()
+    port = services.free_port()
     base_url = f"http://127.0.0.1:{port}"
     app = create_app(settings.derive(base_url=base_url), pool=pool, run_worker=run_worker)
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")

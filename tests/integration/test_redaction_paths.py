@@ -21,7 +21,7 @@ import uvicorn
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from logexport import devservices
+from devtools import services
 from logexport.entries import ScimEventInput, record_scim_event, record_scim_events
 from logexport.redaction import REDACTED
 from tests.support.scim_bodies import PlantedBody, collect, planted_bodies
@@ -63,7 +63,7 @@ async def served(settings: Any, pool: Any) -> AsyncIterator[str]:
     """The whole application (worker included) on a free loopback port; yields its URL."""
     from logexport.web.app import create_app
 
-    port = devservices.free_port()
+    port = services.free_port()
     base_url = f"http://127.0.0.1:{port}"
     app = create_app(settings.derive(base_url=base_url), pool=pool)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))

@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from logexport import devservices
+from devtools import services
 from logexport.config import Settings
 from logexport.entries import AuditLogEntryInput, record_audit_log_entries
 from tests.support.world import World, build_world
@@ -94,7 +94,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
 @contextlib.asynccontextmanager
 async def serving(settings: Settings, log_dir: Path, *extra: str) -> AsyncIterator[str]:
     """``logexport serve`` on a free port until the block ends; yields its base URL."""
-    port = devservices.free_port()
+    port = services.free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, **settings_env(settings.derive(base_url=url))}
     log_path = log_dir / "serve.log"

@@ -8,7 +8,7 @@ import threading
 import time
 from concurrent.futures import Future
 
-from logexport.devservices import free_port
+from devtools.services import free_port
 
 _CHUNK = 64 * 1024
 

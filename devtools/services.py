@@ -2,7 +2,7 @@
 
 Everything listens on 127.0.0.1 only, on a free port, and keeps its files under the
 project's ignored ``.run/`` folder. Servers started by a process are stopped when it exits;
-``python -m logexport.devservices up`` starts long-lived ones for the demo instead and
+``python -m devtools.services up`` starts long-lived ones for the demo instead and
 records them in ``.run/services.json`` (``env`` prints their settings, ``down`` stops them).
 
 moto keeps buckets in memory: after ``S3Server.stop()``/``start()`` every bucket and object
@@ -44,18 +44,15 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import asyncpg
 
 _PROJECT_DIR = Path(__file__).resolve().parent.parent
+# Run as ``python -m`` for the long-lived SMTP sink; also how that process is recognized.
+_MODULE = "devtools.services"
 _LOOPBACK = "127.0.0.1"
 
 
 def run_dir() -> Path:
-    """``.run/`` of the checkout (or ``$LOGEXPORT_RUN_DIR``, or ``./.run`` when installed)."""
+    """``.run/`` of the checkout, or ``$LOGEXPORT_RUN_DIR`` when set."""
     configured = os.environ.get("LOGEXPORT_RUN_DIR")
-    if configured:
-        path = Path(configured)
-    elif (_PROJECT_DIR / "pyproject.toml").is_file():
-        path = _PROJECT_DIR / ".run"
-    else:
-        path = Path.cwd() / ".run"
+    path = Path(configured) if configured else _PROJECT_DIR / ".run"
     path.mkdir(parents=True, exist_ok=True)
     return path.resolve()
 
@@ -678,16 +675,6 @@ class SmtpSink:
             await asyncio.sleep(0.05)
 
 
-def read_mail_dir(directory: Path) -> list[EmailMessage]:
-    """Messages a standalone sink wrote, oldest first."""
-    found = []
-    for path in sorted(directory.glob("*.eml")):
-        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
-        assert isinstance(message, EmailMessage)
-        found.append(message)
-    return found
-
-
 # ------------------------------------------------------------------------------ demo services
 
 DEMO_BUCKET = "logexport-demo"
@@ -714,7 +701,7 @@ def _write_state(state: dict[str, Any]) -> None:
 
 
 def _smtp_process_alive(pid: int | None) -> bool:
-    return pid is not None and _pid_alive(pid) and "logexport.devservices" in _cmdline(pid)
+    return pid is not None and _pid_alive(pid) and _MODULE in _cmdline(pid)
 
 
 def _start_smtp_daemon(port: int, directory: Path) -> int:
@@ -724,7 +711,7 @@ def _start_smtp_daemon(port: int, directory: Path) -> int:
             [
                 sys.executable,
                 "-m",
-                "logexport.devservices",
+                _MODULE,
                 "smtp",
                 "--dir",
                 str(directory),
@@ -839,7 +826,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="python -m logexport.devservices",
+        prog="python -m devtools.services",
         description="Local PostgreSQL, S3 (moto) and SMTP servers for development.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
@@ -862,7 +849,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "env":
         state = _read_state()
         if "postgres" not in state:
-            print("services are not up; run: python -m logexport.devservices up", file=sys.stderr)
+            print("services are not up; run: python -m devtools.services up", file=sys.stderr)
             return 1
         for key, value in services_env(state).items():
             print(f"export {key}={shlex.quote(value)}")
