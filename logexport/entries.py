@@ -26,7 +26,7 @@ from logexport.db import q
 from logexport.errors import BadUserInput
 from logexport.identity import Principal
 from logexport.policy import Action, authorize
-from logexport.redaction import MAX_JSON_BYTES, compact_json, limit_json_size, redact_scim_body
+from logexport.redaction import MAX_JSON_BYTES, limit_json_size, redact_scim_body, to_compact_json
 from logexport.timeutil import format_rfc3339, parse_rfc3339
 
 ACTOR_TYPES = frozenset({"USER", "API_KEY", "SYSTEM", "SCIM"})
@@ -169,10 +169,10 @@ def prepare_json(value: Any) -> PreparedJson:
     """``value`` cut to the 64 KiB limit (see ``redaction.limit_json_size``), encoded once."""
     if isinstance(value, PreparedJson):
         return value
-    encoded = compact_json(value).encode()
+    encoded = to_compact_json(value).encode()
     if len(encoded) > MAX_JSON_BYTES:
         value = limit_json_size(value)
-        encoded = compact_json(value).encode()
+        encoded = to_compact_json(value).encode()
     # jsonb's binary wire format: a version byte (1) followed by the JSON text.
     return PreparedJson(value, b"\x01" + encoded)
 

@@ -74,7 +74,7 @@ def redact_scim_body(body: Any, *, method: str, path: str) -> Any:
     return _redact(body)
 
 
-def compact_json(value: Any) -> str:
+def to_compact_json(value: Any) -> str:
     """The JSON text Postgres receives for a ``jsonb`` value (see ``db._encode_json``)."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
@@ -91,7 +91,7 @@ def limit_json_size(value: Any, limit: int = MAX_JSON_BYTES) -> Any:
     """
     if value is None:
         return None
-    text = compact_json(value)
+    text = to_compact_json(value)
     encoded = text.encode()
     if len(encoded) <= limit:
         return value
@@ -99,7 +99,7 @@ def limit_json_size(value: Any, limit: int = MAX_JSON_BYTES) -> Any:
     while True:
         preview = encoded[: max(budget, 0)].decode(errors="ignore")
         stand_in = {"_truncated": True, "_original_size": len(encoded), "_preview": preview}
-        size = len(compact_json(stand_in).encode())
+        size = len(to_compact_json(stand_in).encode())
         if size <= limit or budget <= 0:
             return stand_in
         # Escaping (quotes, backslashes, control characters) grows the preview; shrink by

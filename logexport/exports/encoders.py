@@ -1,4 +1,4 @@
-"""Row encoders: JSONL and spreadsheet-safe CSV, optionally wrapped in gzip (SPEC §5).
+"""Row encoders: JSONL and spreadsheet-safe CSV, optionally wrapped in gzip.
 
 Both take rows as the export queries deliver them (``sql/queries/exports.sql``): the text
 fields packed into one ``bytes`` value, then the JSON columns. Encoding a whole batch into
@@ -230,7 +230,7 @@ _FORMULA_AFTER_SPACE = frozenset("=+-@\t\r|%")
 
 
 def guard_cell(value: str) -> str:
-    """Prefix ``'`` to a cell a spreadsheet would run as a formula (SPEC §5)."""
+    """Prefix ``'`` to a cell a spreadsheet would run as a formula."""
     if not value:
         return value
     if value[0] in _FORMULA_START:
@@ -241,7 +241,7 @@ def guard_cell(value: str) -> str:
     return value
 
 
-def compact_json(text: bytes) -> bytes:
+def compact_pg_json(text: bytes) -> bytes:
     """PostgreSQL's JSON text without the spaces it puts after ``,`` and ``:``.
 
     Without a backslash every ``"`` delimits a string, so the spaces to drop are those in
@@ -259,7 +259,7 @@ def _json_cell(value: bytes) -> bytes:
     """A JSON column as a quoted CSV cell; SQL NULL as an empty cell."""
     if value == b"null":
         return b""
-    compact = compact_json(value)
+    compact = compact_pg_json(value)
     if compact.startswith(b"-"):  # a bare negative number is the only risky JSON start
         compact = b"'" + compact
     return b'"' + compact.replace(b'"', b'""') + b'"'

@@ -39,7 +39,6 @@ from logexport.identity import Principal
 
 COOKIE_NAME = "logexport_session"
 CSRF_HEADER = "X-CSRF-Token"
-CSRF_FORM_FIELD = "csrf_token"
 SESSION_LIFETIME = timedelta(hours=12)
 SESSION_MAX_AGE = int(SESSION_LIFETIME.total_seconds())  # seconds, for the cookie
 # A distinct salt keeps these signatures from being valid for any other use of the key;
