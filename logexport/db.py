@@ -10,7 +10,6 @@ import functools
 import json
 import re
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 
@@ -58,7 +57,7 @@ def q(name: str) -> str:
     return queries()[name]
 
 
-def _encode_json(value: Any) -> str:
+def _encode_json(value: object) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -71,14 +70,14 @@ async def init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
-async def connect(dsn: str, *, keepalive: bool = False, **kwargs: Any) -> asyncpg.Connection:
+async def connect(dsn: str, *, keepalive: bool = False) -> asyncpg.Connection:
     """A connection of its own, outside any pool, with logexport's session settings.
 
     ``keepalive`` is for a long-lived connection whose session state matters (a ``LISTEN``,
     a session advisory lock): the server then notices a vanished peer within about 25 s
     instead of the system's default hours, and ends the session with what it holds.
     """
-    conn = await asyncpg.connect(dsn, **kwargs)
+    conn = await asyncpg.connect(dsn)
     try:
         await init_connection(conn)
         if keepalive:
@@ -89,11 +88,9 @@ async def connect(dsn: str, *, keepalive: bool = False, **kwargs: Any) -> asyncp
     return conn
 
 
-async def create_pool(
-    dsn: str, *, min_size: int = 1, max_size: int = 10, **kwargs: Any
-) -> asyncpg.Pool:
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, init=init_connection, **kwargs
+        dsn, min_size=min_size, max_size=max_size, init=init_connection
     )
     assert pool is not None
     return pool

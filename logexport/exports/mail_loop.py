@@ -1,7 +1,7 @@
 """The mail loop: sends the ready and failure emails that are due, at least once.
 
-A completed or failed export makes its email due in the same write that ends the job. Any
-worker's mail loop may send it: it leases the email first (``claim_due_emails``), so no
+A completed or failed export makes its email due in the same write that ends the job. The
+mail loop of any worker may send it: it leases the email first (``claim_due_emails``), so no
 other worker sends it meanwhile, and marks it sent afterwards. A send that fails is retried
 with capped backoff, up to ``EMAIL_MAX_ATTEMPTS``; a ready email whose requester may no
 longer export the log is dropped, not sent.

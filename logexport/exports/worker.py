@@ -10,7 +10,8 @@ change to a job's row is a named call on the job store (``exports/jobs.py``). It
     claimer    claims jobs while slots are free, on a wake-up or every poll interval;
     jobs       one task per running export, each with a heartbeat that renews its lease;
     mailer     sends due ready/failure emails (``exports/mail_loop.py``);
-    sweeper    expires old exports and deletes objects that no commit adopted.
+    sweeper    expires old exports and deletes objects that no commit adopted
+               (``exports/sweeper.py``).
 
 A worker that lost its lease, or whose export was canceled, can no longer change the job
 (the store's writes are fenced): it only aborts its upload.
@@ -34,7 +35,7 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from types import TracebackType
 from typing import Self
 
@@ -42,7 +43,6 @@ import asyncpg
 
 from logexport import db
 from logexport.config import Settings
-from logexport.exports.delivery import purge_expired_download_tokens
 from logexport.exports.filenames import content_type, export_file_name, object_key
 from logexport.exports.jobs import (
     CHANNEL,
@@ -68,8 +68,8 @@ from logexport.exports.storage import (
     StoredObject,
     storage_from_settings,
 )
+from logexport.exports.sweeper import SWEEP_SETTLE, Sweeper
 from logexport.metrics import WorkerMetrics
-from logexport.web.sessions import purge_sessions
 
 log = logging.getLogger("logexport.worker")
 
@@ -77,10 +77,6 @@ REQUESTER_NOT_AUTHORIZED = "REQUESTER_NOT_AUTHORIZED"
 _LISTENER_BACKOFF = (0.1, 10.0)
 _LISTENER_CONNECT_TIMEOUT = 10.0
 _PROGRESS_INTERVAL = 2.0
-_SWEEP_SETTLE = 600.0  # an unadopted key is deleted again until this long after the job ends
-_SWEEP_BATCH = 100
-# Ended console sessions are kept a day, so a sign-in page can still tell "signed out".
-_ENDED_SESSIONS_KEPT = timedelta(days=1)
 # How often the listener connection looks for exports whose worker died: the bound on how
 # long such an export waits before it is claimed again.
 _LIVENESS_PROBE = 1.0
@@ -200,7 +196,10 @@ class Worker:
         self._side_tasks += [
             spawn(self._claim_loop(), name="logexport-claimer"),
             spawn(self.mail.run(lambda: self._stopping), name="logexport-mailer"),
-            spawn(self._sweep_loop(), name="logexport-sweeper"),
+            spawn(
+                Sweeper(self.pool, self.storage).run(self.sweep_interval, lambda: self._stopping),
+                name="logexport-sweeper",
+            ),
         ]
         self.started = True
         log.info("worker started", extra={"worker_id": self.worker_id})
@@ -569,42 +568,10 @@ class Worker:
 
     # ------------------------------------------------------------------ sweeping
 
-    async def _sweep_loop(self) -> None:
-        while not self._stopping:
-            try:
-                await self.sweep()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("sweep failed", extra={"error": type(exc).__name__})
-            await asyncio.sleep(self.sweep_interval)
-
-    async def sweep(self, *, settle: float = _SWEEP_SETTLE) -> int:
+    async def sweep(self, *, settle: float = SWEEP_SETTLE) -> int:
         """Expire exports past their link TTL; delete objects no commit adopted, download
         tokens long expired and console sessions long ended."""
-        for export_id, organization_id in await self.store.expire_exports():
-            log.info(
-                "export expired",
-                extra={"export_id": str(export_id), "organization_id": str(organization_id)},
-            )
-        orphans = await self.store.unadopted_objects(_SWEEP_BATCH, settle)
-        async with self.pool.acquire() as conn:
-            await purge_expired_download_tokens(conn)
-            await purge_sessions(conn, _ENDED_SESSIONS_KEPT)
-        for orphan in orphans:
-            try:
-                await self.storage.delete(orphan.storage_key)
-            except StorageError as exc:
-                # One key the store refuses must not hold up the others; it is tried again
-                # at the next sweep.
-                log.warning(
-                    "sweep could not delete an object",
-                    extra={"export_id": str(orphan.export_id), "error": str(exc)},
-                )
-                continue
-            if orphan.settled:
-                await self.store.mark_object_deleted(orphan.storage_key)
-        return len(orphans)
+        return await Sweeper(self.pool, self.storage).sweep(settle=settle)
 
 
 def _setter(event: asyncio.Event) -> Callable[[asyncpg.Connection], None]:

@@ -1,0 +1,74 @@
+"""The sweeper: housekeeping that no single export owns, run by every worker now and then.
+
+It expires exports past their link time, deletes uploaded objects that no commit adopted
+(an attempt that crashed, lost its lease or was canceled leaves its upload behind), and
+purges download tokens and console sessions long past use. Several workers may sweep
+at once: each step is idempotent, and an object is deleted again on later sweeps until it
+has settled, so a slow writer cannot leave one behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+
+import asyncpg
+
+from logexport.exports.delivery import purge_expired_download_tokens
+from logexport.exports.jobs import JobStore
+from logexport.exports.storage import Storage, StorageError
+from logexport.web.sessions import purge_sessions
+
+log = logging.getLogger("logexport.worker")
+
+SWEEP_SETTLE = 600.0  # an unadopted key is deleted again until this long after the job ends
+_SWEEP_BATCH = 100
+# Ended console sessions are kept a day, so a sign-in page can still tell "signed out".
+_ENDED_SESSIONS_KEPT = timedelta(days=1)
+
+
+class Sweeper:
+    def __init__(self, pool: asyncpg.Pool, storage: Storage) -> None:
+        self._pool = pool
+        self._store = JobStore(pool)
+        self._storage = storage
+
+    async def run(self, interval: float, stopping: Callable[[], bool]) -> None:
+        """Sweep every ``interval`` seconds until ``stopping()``; a failed sweep is retried
+        at the next."""
+        while not stopping():
+            try:
+                await self.sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("sweep failed", extra={"error": type(exc).__name__})
+            await asyncio.sleep(interval)
+
+    async def sweep(self, *, settle: float = SWEEP_SETTLE) -> int:
+        """One pass; returns how many unadopted objects it found."""
+        for export_id, organization_id in await self._store.expire_exports():
+            log.info(
+                "export expired",
+                extra={"export_id": str(export_id), "organization_id": str(organization_id)},
+            )
+        orphans = await self._store.unadopted_objects(_SWEEP_BATCH, settle)
+        async with self._pool.acquire() as conn:
+            await purge_expired_download_tokens(conn)
+            await purge_sessions(conn, _ENDED_SESSIONS_KEPT)
+        for orphan in orphans:
+            try:
+                await self._storage.delete(orphan.storage_key)
+            except StorageError as exc:
+                # One key the store refuses must not hold up the others; it is tried again
+                # at the next sweep.
+                log.warning(
+                    "sweep could not delete an object",
+                    extra={"export_id": str(orphan.export_id), "error": str(exc)},
+                )
+                continue
+            if orphan.settled:
+                await self._store.mark_object_deleted(orphan.storage_key)
+        return len(orphans)
