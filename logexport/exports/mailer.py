@@ -14,7 +14,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 from uuid import UUID
 
@@ -164,18 +164,25 @@ def _context(settings: Settings, recipient: Recipient, facts: ExportFacts) -> di
 
 
 def _message(
-    settings: Settings, recipient: Recipient, subject: str, text: str, html: str
+    settings: Settings,
+    recipient: Recipient,
+    facts: ExportFacts,
+    outcome: Literal["ready", "failed"],
+    context: dict[str, Any],
 ) -> EmailMessage:
+    """The ``export_<outcome>`` email, its text and HTML parts rendered from ``context``."""
     message = EmailMessage()
-    message["Subject"] = subject
+    message["Subject"] = _SUBJECTS[(outcome, facts.kind)]
     message["From"] = settings.mail_from
     message["To"] = recipient_address(recipient)
     message["Date"] = format_datetime(datetime.now(UTC))
     message["Message-ID"] = make_msgid(domain=settings.mail_from.rpartition("@")[2] or None)
     # Tells auto-responders not to answer (RFC 3834).
     message["Auto-Submitted"] = "auto-generated"
-    message.set_content(text)
-    message.add_alternative(html, subtype="html")
+    message.set_content(_text_env.get_template(f"export_{outcome}.txt.j2").render(context))
+    message.add_alternative(
+        _html_env.get_template(f"export_{outcome}.html.j2").render(context), subtype="html"
+    )
     return message
 
 
@@ -197,13 +204,7 @@ def build_ready_message(
         "expires_rfc3339": format_rfc3339(facts.expires_at, fraction="if_any"),
         "expires_readable": format_readable(facts.expires_at),
     }
-    return _message(
-        settings,
-        recipient,
-        _SUBJECTS[("ready", facts.kind)],
-        _text_env.get_template("export_ready.txt.j2").render(context),
-        _html_env.get_template("export_ready.html.j2").render(context),
-    )
+    return _message(settings, recipient, facts, "ready", context)
 
 
 def build_failed_message(
@@ -211,13 +212,7 @@ def build_failed_message(
 ) -> EmailMessage:
     """The "export failed" email: what was asked, why it failed, and that it may be retried."""
     context = _context(settings, recipient, facts) | {"error_message": _safe_error(facts)}
-    return _message(
-        settings,
-        recipient,
-        _SUBJECTS[("failed", facts.kind)],
-        _text_env.get_template("export_failed.txt.j2").render(context),
-        _html_env.get_template("export_failed.html.j2").render(context),
-    )
+    return _message(settings, recipient, facts, "failed", context)
 
 
 def clean_display_name(name: str) -> str:
