@@ -1,6 +1,6 @@
 """logexport: asynchronous exports of audit logs and SCIM provisioning events.
 
-The asyncio library every surface is built on (SPEC §9 Library)::
+The asyncio library every surface (GraphQL, MCP, console, CLI) is built on::
 
     import logexport
 

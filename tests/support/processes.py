@@ -37,7 +37,7 @@ def service_env(
     mail_from: str = "logexport@example.test",
     **overrides: str,
 ) -> dict[str, str]:
-    """The environment of a ``serve``/``worker`` process (SPEC §10), plus ``overrides``.
+    """The ``LOGEXPORT_*`` environment of a ``serve``/``worker`` process, plus ``overrides``.
 
     ``overrides`` take setting names without the prefix: ``worker_lease="3s"`` becomes
     ``LOGEXPORT_WORKER_LEASE=3s``.
