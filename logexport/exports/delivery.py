@@ -14,10 +14,6 @@ import asyncpg
 from logexport.config import Settings
 from logexport.db import q
 from logexport.exports.downloads import download_link, issue_download_token
-from logexport.exports.downloads import (
-    # Still imported from here by the sweeper.
-    purge_expired_download_tokens as purge_expired_download_tokens,
-)
 from logexport.exports.mailer import (
     ExportFacts,
     Recipient,

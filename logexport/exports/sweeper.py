@@ -16,7 +16,7 @@ from datetime import timedelta
 
 import asyncpg
 
-from logexport.exports.delivery import purge_expired_download_tokens
+from logexport.exports.downloads import purge_expired_download_tokens
 from logexport.exports.jobs import JobStore
 from logexport.exports.storage import Storage, StorageError
 from logexport.web.sessions import purge_sessions

@@ -16,7 +16,7 @@ import httpx
 
 from devtools import services
 from logexport.config import Settings
-from logexport.exports import delivery
+from logexport.exports import downloads
 from logexport.exports.storage import storage_from_settings
 from tests.support.world import build_world, eventually
 
@@ -90,7 +90,7 @@ async def completed_export_link(pool: asyncpg.Pool, settings: Settings) -> tuple
             len(content),
             expires_at,
         )
-        token = await delivery.issue_download_token(
+        token = await downloads.issue_download_token(
             conn,
             export_id=export_id,
             user_id=world.admin.user_id,

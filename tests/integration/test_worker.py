@@ -21,7 +21,7 @@ from logexport import db, identity
 from logexport.config import Settings
 from logexport.db import q
 from logexport.entries import AuditLogEntryInput, record_audit_log_entries
-from logexport.exports import delivery
+from logexport.exports import downloads
 from logexport.exports.jobs import liveness_key
 from logexport.exports.models import ExportKind, LogExport
 from logexport.exports.requests import cancel_export, request_export
@@ -442,7 +442,7 @@ async def test_export_expires_after_the_link_ttl_and_its_object_is_deleted(
 
         await eventually(bucket_empty, timeout=10, what="the expired object to be deleted")
     async with pool.acquire() as conn:
-        token = await delivery.issue_download_token(
+        token = await downloads.issue_download_token(
             conn,
             export_id=export.id,
             user_id=world.admin.user_id,
