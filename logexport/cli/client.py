@@ -656,6 +656,20 @@ def _print_more(connection: dict[str, Any]) -> None:
 _LIST_FLAGS = {"id": "--org", "organizationId": "--org"}
 
 
+def _list_command(
+    org: str,
+    as_json: bool,
+    fetch: Callable[[LogExportClient], Coroutine[Any, Any, dict[str, Any]]],
+    line: Callable[[dict[str, Any]], str],
+) -> None:
+    """Fetch one page of an organization's entries; print it as JSON or a line per node."""
+    page = _with_client(fetch, flags=_LIST_FLAGS, about=f"--org {org}")
+    if as_json:
+        _print_json(page)
+    else:
+        _print_page(page, line)
+
+
 # ---------------------------------------------------------------------------- audit-log
 
 
@@ -692,21 +706,18 @@ def audit_log_list(
 ) -> None:
     """Audit log entries, newest first."""
     chosen = _filter(actions=actions, actor_ids=actor_ids, resource_types=resource_types)
-    page = _with_client(
+    _list_command(
+        org,
+        as_json,
         lambda client: client.list_audit_log_entries(org, first, after, chosen),
-        flags=_LIST_FLAGS,
-        about=f"--org {org}",
+        _audit_log_line,
     )
-    if as_json:
-        _print_json(page)
-        return
 
-    def line(node: dict[str, Any]) -> str:
-        actor = node.get("actorEmail") or node.get("actorId") or node.get("actorType")
-        resource = ":".join(str(node[k]) for k in ("resourceType", "resourceId") if node.get(k))
-        return f"{_when(node.get('createdAt'))}  {node.get('action')}  {actor}  {resource}".rstrip()
 
-    _print_page(page, line)
+def _audit_log_line(node: dict[str, Any]) -> str:
+    actor = node.get("actorEmail") or node.get("actorId") or node.get("actorType")
+    resource = ":".join(str(node[k]) for k in ("resourceType", "resourceId") if node.get(k))
+    return f"{_when(node.get('createdAt'))}  {node.get('action')}  {actor}  {resource}".rstrip()
 
 
 # ---------------------------------------------------------------------------- scim-event
@@ -745,23 +756,20 @@ def scim_event_list(
 ) -> None:
     """SCIM events, newest first."""
     chosen = _filter(methods=methods, user_name=user_name, status_codes=status_codes)
-    page = _with_client(
+    _list_command(
+        org,
+        as_json,
         lambda client: client.list_scim_events(org, first, after, chosen),
-        flags=_LIST_FLAGS,
-        about=f"--org {org}",
+        _scim_event_line,
     )
-    if as_json:
-        _print_json(page)
-        return
 
-    def line(node: dict[str, Any]) -> str:
-        who = node.get("userName") or ""
-        return (
-            f"{_when(node.get('createdAt'))}  {node.get('method')} {node.get('path')}  "
-            f"{node.get('statusCode')}  {who}"
-        ).rstrip()
 
-    _print_page(page, line)
+def _scim_event_line(node: dict[str, Any]) -> str:
+    who = node.get("userName") or ""
+    return (
+        f"{_when(node.get('createdAt'))}  {node.get('method')} {node.get('path')}  "
+        f"{node.get('statusCode')}  {who}"
+    ).rstrip()
 
 
 # ---------------------------------------------------------------------------- export
@@ -773,7 +781,7 @@ def export_group() -> None:
 
 
 def _about_export(export_id: str) -> dict[str, Any]:
-    """``_run``'s arguments for a command on one export: errors name ``export ID``."""
+    """``_with_client``'s arguments for a command on one export: errors name ``export ID``."""
     subject = f"export {export_id}"
     return {"flags": {"id": subject}, "about": subject}
 
