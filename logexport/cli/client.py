@@ -20,7 +20,7 @@ import re
 import sys
 import tempfile
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -188,7 +188,7 @@ _REFUSALS = frozenset({"FORBIDDEN", "NOT_FOUND"})
 
 
 def _with_client(
-    work: Callable[[LogExportClient], Coroutine[Any, Any, T]],
+    work: Callable[[LogExportClient], Awaitable[T]],
     *,
     flags: Mapping[str, str] | None = None,
     about: str | None = None,
@@ -659,7 +659,7 @@ _LIST_FLAGS = {"id": "--org", "organizationId": "--org"}
 def _list_command(
     org: str,
     as_json: bool,
-    fetch: Callable[[LogExportClient], Coroutine[Any, Any, dict[str, Any]]],
+    fetch: Callable[[LogExportClient], Awaitable[dict[str, Any]]],
     line: Callable[[dict[str, Any]], str],
 ) -> None:
     """Fetch one page of an organization's entries; print it as JSON or a line per node."""
