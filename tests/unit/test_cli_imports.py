@@ -157,3 +157,29 @@ def test_demo_outside_a_source_checkout_fails_with_one_line():
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: logexport demo runs from a source checkout")
+
+
+def test_import_logexport_is_light_and_every_public_name_resolves():
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, logexport; print(' '.join(sorted(sys.modules)))",
+        ],
+        capture_output=True,
+        text=True,
+        env=_environment(),
+        cwd=REPO,
+        timeout=TIMEOUT,
+        check=True,
+    )
+    loaded = set(result.stdout.split())
+    assert not _roots(loaded) & HEAVY, sorted(_roots(loaded) & HEAVY)
+    assert {name for name in loaded if name.startswith("logexport.")} == set()
+
+    import logexport
+
+    for name in logexport.__all__:
+        assert getattr(logexport, name) is not None, name
+    assert logexport.Worker.__name__ == "Worker"
+    assert logexport.LogExportClient.__name__ == "LogExportClient"
