@@ -8,7 +8,7 @@ backends, ``multipart`` the S3 writer. ``storage_from_settings`` picks the backe
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Unpack
 from urllib.parse import urlsplit
 
 from logexport.config import Settings
@@ -33,7 +33,7 @@ from logexport.exports.storage.multipart import (
     initial_part_size,
     part_size_after,
 )
-from logexport.exports.storage.s3 import S3Storage
+from logexport.exports.storage.s3 import S3Options, S3Storage
 
 __all__ = [
     "DEFAULT_PART_SIZE",
@@ -47,6 +47,7 @@ __all__ = [
     "MiB",
     "ObjectNotFound",
     "ObjectWriter",
+    "S3Options",
     "S3Storage",
     "Storage",
     "StorageError",
@@ -58,7 +59,7 @@ __all__ = [
 ]
 
 
-def storage_from_settings(settings: Settings, **options: Any) -> Storage:
+def storage_from_settings(settings: Settings, **options: Unpack[S3Options]) -> Storage:
     """The backend named by ``LOGEXPORT_STORAGE_URL``; ``options`` tune the S3 backend."""
     url = settings.storage_url
     if not url:

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from logexport.exports.storage.base import ExitCalls, GiB, MiB, StorageError, StoredObject
 
@@ -30,6 +30,10 @@ MAX_IN_FLIGHT_BYTES = 256 * MiB
 
 T = TypeVar("T")
 
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_s3.type_defs import CompletedPartTypeDef
+
 
 class MultipartStore(Protocol):
     """What a writer uses of the S3 store it writes to."""
@@ -45,7 +49,7 @@ class MultipartStore(Protocol):
         self,
         operation: str,
         key: str,
-        make_call: Callable[[Any], Awaitable[T]],
+        make_call: Callable[[S3Client], Awaitable[T]],
         deadline: float | None = None,
     ) -> T: ...
 
@@ -279,7 +283,9 @@ class S3Writer(ExitCalls):
     async def _complete_upload(self) -> None:
         assert self._create is not None
         upload_id = self._create.result()
-        parts = [{"PartNumber": n, "ETag": self._etags[n]} for n in sorted(self._etags)]
+        parts: list[CompletedPartTypeDef] = [
+            {"PartNumber": n, "ETag": self._etags[n]} for n in sorted(self._etags)
+        ]
         await self._storage.call(
             "CompleteMultipartUpload",
             self._full_key,

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Unpack
 from urllib.parse import unquote, urlsplit
 
 from logexport.config import Settings
@@ -34,6 +34,22 @@ S3_MAX_PRESIGN_SECONDS = 7 * 24 * 3600
 DEFAULT_MAX_IN_FLIGHT = 4
 
 T = TypeVar("T")
+
+if TYPE_CHECKING:
+    import aioboto3
+    from botocore.config import Config
+    from types_aiobotocore_s3 import S3Client
+
+
+class S3Options(TypedDict, total=False):
+    """How the S3 backend works, beyond where it points (which the settings say)."""
+
+    region_name: str | None
+    part_size: int
+    max_in_flight: int
+    call_timeout: float
+    part_timeout: float
+    session: aioboto3.Session | None
 
 
 def _error_code(exc: StorageError) -> str | None:
@@ -69,7 +85,7 @@ class S3Storage(ExitCalls):
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         call_timeout: float = 60.0,
         part_timeout: float = 300.0,
-        session: Any = None,
+        session: aioboto3.Session | None = None,
     ) -> None:
         if not bucket:
             raise StorageError("S3 storage URL names no bucket")
@@ -90,14 +106,14 @@ class S3Storage(ExitCalls):
         self._session = session or aioboto3.Session(region_name=region_name)
         self._addressing_style = addressing_style
         self._stack = AsyncExitStack()
-        self._clients: dict[str | None, Any] = {}
+        self._clients: dict[str | None, S3Client] = {}
         self._client_lock = asyncio.Lock()
-        self._aborts: set[asyncio.Task[Any]] = set()
-        self._retries: set[asyncio.Task[Any]] = set()
+        self._aborts: set[asyncio.Task[None]] = set()
+        self._retries: set[asyncio.Task[None]] = set()
         self._closed = False
 
     @classmethod
-    def from_settings(cls, settings: Settings, **options: Any) -> S3Storage:
+    def from_settings(cls, settings: Settings, **options: Unpack[S3Options]) -> S3Storage:
         parts = urlsplit(settings.storage_url)
         return cls(
             parts.netloc,
@@ -112,7 +128,7 @@ class S3Storage(ExitCalls):
         validate_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def _config(self) -> Any:
+    def _config(self) -> Config:
         from botocore.config import Config
 
         return Config(
@@ -128,32 +144,31 @@ class S3Storage(ExitCalls):
             response_checksum_validation="when_required",
         )
 
-    async def client(self) -> Any:
+    async def client(self) -> S3Client:
         return await self._client_for(self.endpoint_url)
 
-    async def _presigning_client(self) -> Any:
+    async def _presigning_client(self) -> S3Client:
         return await self._client_for(self.public_url or self.endpoint_url)
 
-    async def _client_for(self, endpoint_url: str | None) -> Any:
+    async def _client_for(self, endpoint_url: str | None) -> S3Client:
         """The client for ``endpoint_url``, opened on first use and shared after."""
         client = self._clients.get(endpoint_url)
-        if client is None:
-            async with self._client_lock:
-                if self._closed:
-                    raise StorageError("storage is closed")
-                client = self._clients.get(endpoint_url)
-                if client is None:
-                    client = await self._stack.enter_async_context(
-                        self._session.client("s3", endpoint_url=endpoint_url, config=self._config())
-                    )
-                    self._clients[endpoint_url] = client
-        return client
+        if client is not None:
+            return client
+        async with self._client_lock:
+            if self._closed:
+                raise StorageError("storage is closed")
+            if endpoint_url not in self._clients:
+                self._clients[endpoint_url] = await self._stack.enter_async_context(
+                    self._session.client("s3", endpoint_url=endpoint_url, config=self._config())
+                )
+            return self._clients[endpoint_url]
 
     async def call(
         self,
         operation: str,
         key: str,
-        make_call: Callable[[Any], Awaitable[T]],
+        make_call: Callable[[S3Client], Awaitable[T]],
         deadline: float | None = None,
     ) -> T:
         """Run one S3 call under a deadline; any failure becomes a ``StorageError``."""
@@ -255,7 +270,7 @@ class S3Storage(ExitCalls):
         found: list[tuple[str, str]] = []
         params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
         while True:
-            page: dict[str, Any] = await self.call(
+            page = await self.call(
                 "ListMultipartUploads",
                 prefix or self.bucket,
                 lambda c, p=dict(params): c.list_multipart_uploads(**p),  # type: ignore[misc]
@@ -316,7 +331,7 @@ class S3Storage(ExitCalls):
         """Run a writer's abort as a task the storage owns, so a cancelled caller can't stop it."""
         return self._spawn(coro, self._aborts)
 
-    def _spawn(self, coro: Awaitable[T], owner: set[asyncio.Task[Any]]) -> asyncio.Task[T]:
+    def _spawn(self, coro: Awaitable[None], owner: set[asyncio.Task[None]]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)
         owner.add(task)
         task.add_done_callback(owner.discard)
@@ -335,7 +350,7 @@ class S3Storage(ExitCalls):
         self._closed = True
         # Aborts under way get a moment to reach the store; retry loops are dropped at once,
         # their uploads stay visible to ``open_uploads`` for the sweeper.
-        pending: set[asyncio.Task[Any]] = set(self._retries)
+        pending: set[asyncio.Task[None]] = set(self._retries)
         if self._aborts:
             _, still_running = await asyncio.wait(set(self._aborts), timeout=5)
             pending |= still_running
