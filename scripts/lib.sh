@@ -114,3 +114,15 @@ ensure_chromium() {
   fi
   return 0
 }
+
+ensure_libreoffice() {
+  step "LibreOffice Calc (opens a CSV export the way a spreadsheet user would)"
+  if command -v soffice >/dev/null 2>&1; then
+    note "found $(command -v soffice)"
+    return 0
+  fi
+  if ! apt_install libreoffice-calc-nogui; then
+    note "LibreOffice is unavailable: the spreadsheet check of CSV exports will be skipped"
+  fi
+  return 0
+}
