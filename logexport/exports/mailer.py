@@ -14,7 +14,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 from uuid import UUID
 
@@ -87,7 +87,7 @@ class ExportFacts:
     format: str
     compression: str
     csv_bom: bool = False
-    filter: Mapping[str, Any] = field(default_factory=dict)
+    filter: Mapping[str, object] = field(default_factory=dict)
     file_name: str | None = None
     row_count: int | None = None
     byte_size: int | None = None
@@ -120,7 +120,7 @@ class ExportFacts:
 # ---------------------------------------------------------------------------- rendering
 
 
-def _filter_lines(filter_: Mapping[str, Any]) -> list[str]:
+def _filter_lines(filter_: Mapping[str, object]) -> list[str]:
     lines = []
     for key in sorted(filter_):
         value = filter_[key]
@@ -145,7 +145,7 @@ def _safe_error(facts: ExportFacts) -> str:
     return text
 
 
-def _context(settings: Settings, recipient: Recipient, facts: ExportFacts) -> dict[str, Any]:
+def _context(settings: Settings, recipient: Recipient, facts: ExportFacts) -> dict[str, object]:
     return {
         "name": clean_display_name(recipient.full_name),
         "kind_label": _KIND_LABELS[facts.kind],
@@ -168,7 +168,7 @@ def _message(
     recipient: Recipient,
     facts: ExportFacts,
     outcome: Literal["ready", "failed"],
-    context: dict[str, Any],
+    context: dict[str, object],
 ) -> EmailMessage:
     """The ``export_<outcome>`` email, its text and HTML parts rendered from ``context``."""
     message = EmailMessage()

@@ -26,7 +26,6 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 from uuid import UUID
 
@@ -238,7 +237,7 @@ def _page(problem: _Problem) -> Response:
     )
 
 
-def _render(status_code: int, **context: Any) -> Response:
+def _render(status_code: int, **context: object) -> Response:
     html = _env.get_template("download.html.j2").render(css=Markup(_CSS), **context)  # noqa: S704 - our own stylesheet
     return HTMLResponse(
         html,
