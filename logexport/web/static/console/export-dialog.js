@@ -4,7 +4,7 @@
 // [From 00:00Z, To + 1 day 00:00Z). One idempotency key per opening of the dialog means a
 // double click, or a retry after a lost response, never exports twice.
 
-import { announce, breakable, element, gql, organizationId, viewerEmail } from "./api.js";
+import { announce, breakable, gql, organizationId, viewerEmail } from "./api.js";
 import { isoDay, utcDay } from "./filters.js";
 
 const DAY_MS = 86400000;
