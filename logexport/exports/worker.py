@@ -36,7 +36,6 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from types import TracebackType
 from typing import Self
 
 import asyncpg
@@ -239,12 +238,7 @@ class Worker:
         await self.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *_exc_info: object) -> None:
         await self.stop()
 
     def wake(self) -> None:

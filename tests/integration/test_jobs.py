@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
+from logexport import db
 from logexport.config import Settings
 from logexport.exports.jobs import (
     Fence,
@@ -334,3 +335,19 @@ async def test_an_export_whose_workers_lock_is_gone_is_abandoned(
         assert (again.id, again.attempts) == (export.id, 2)
     finally:
         holder.terminate()
+
+
+async def test_a_keepalive_connection_notices_a_vanished_peer_within_about_25_s(database_url):
+    plain = await db.connect(database_url)
+    kept = await db.connect(database_url, keepalive=True)
+    try:
+        assert await plain.fetchval("SHOW tcp_user_timeout") == "0"
+        assert await kept.fetchval("SHOW tcp_user_timeout") == "25000"
+        assert await kept.fetchval("SHOW tcp_keepalives_idle") == "10"
+        assert await kept.fetchval("SHOW tcp_keepalives_interval") == "5"
+        assert await kept.fetchval("SHOW tcp_keepalives_count") == "3"
+        # Still a logexport connection: its session settings apply as well.
+        assert await kept.fetchval("SHOW TimeZone") == "UTC"
+    finally:
+        await plain.close()
+        await kept.close()

@@ -214,6 +214,21 @@ async def test_notify_wakes_an_idle_worker_long_before_the_poll_and_survives_a_l
         assert await picked_up_within(pool, second.id, 2.0) < 2.0
 
 
+async def test_the_listener_connection_is_a_keepalive_connection(settings, s3, monkeypatch):
+    """The listener holds the liveness lock: its server must notice a vanished peer soon."""
+    opened: list[bool] = []
+    connect = db.connect
+
+    async def recording(dsn: str, *, keepalive: bool = False) -> asyncpg.Connection:
+        opened.append(keepalive)
+        return await connect(dsn, keepalive=keepalive)
+
+    monkeypatch.setattr(db, "connect", recording)
+    async with Worker(settings, retry_base=0.1) as worker:
+        await eventually(lambda: asyncio.sleep(0, worker.listener_connected), what="the listener")
+    assert opened == [True]
+
+
 async def test_poll_only_mode_claims_without_a_listener(pool, settings, s3, world):
     settings = settings.derive(worker_poll_only=True, worker_poll_interval=0.3)
     async with Worker(settings, retry_base=0.1) as worker:
