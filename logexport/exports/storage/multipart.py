@@ -34,6 +34,9 @@ if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
     from types_aiobotocore_s3.type_defs import CompletedPartTypeDef
 
+# One S3 request, given the client to make it with.
+S3Call = Callable[["S3Client"], Awaitable[T]]
+
 
 class MultipartStore(Protocol):
     """What a writer uses of the S3 store it writes to."""
@@ -46,11 +49,7 @@ class MultipartStore(Protocol):
     def closed(self) -> bool: ...
 
     async def call(
-        self,
-        operation: str,
-        key: str,
-        make_call: Callable[[S3Client], Awaitable[T]],
-        deadline: float | None = None,
+        self, operation: str, key: str, make_call: S3Call[T], deadline: float | None = None
     ) -> T: ...
 
     async def abort_upload(self, full_key: str, upload_id: str) -> None: ...

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Unpack
 from urllib.parse import unquote, urlsplit
@@ -23,6 +23,7 @@ from logexport.exports.storage.multipart import (
     S3_MAX_OBJECT_SIZE,
     S3_MAX_PART_SIZE,
     S3_MIN_PART_SIZE,
+    S3Call,
     S3Writer,
     describe,
     initial_part_size,
@@ -165,11 +166,7 @@ class S3Storage(ExitCalls):
             return self._clients[endpoint_url]
 
     async def call(
-        self,
-        operation: str,
-        key: str,
-        make_call: Callable[[S3Client], Awaitable[T]],
-        deadline: float | None = None,
+        self, operation: str, key: str, make_call: S3Call[T], deadline: float | None = None
     ) -> T:
         """Run one S3 call under a deadline; any failure becomes a ``StorageError``."""
         client = await self.client()
