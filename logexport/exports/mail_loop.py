@@ -64,8 +64,6 @@ class MailLoop:
             self._wake.clear()
             try:
                 await self.send_due()
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:
                 log.warning("mail pass failed", extra={"error": type(exc).__name__})
 

@@ -41,8 +41,6 @@ class Sweeper:
         while not stopping():
             try:
                 await self.sweep()
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:
                 log.warning("sweep failed", extra={"error": type(exc).__name__})
             await asyncio.sleep(interval)

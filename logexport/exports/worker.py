@@ -285,8 +285,6 @@ class Worker:
                     )
                     if abandoned and len(self._jobs) < self.concurrency:
                         self._wake.set()
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:
                 log.warning(
                     "listener connection lost; reconnecting", extra={"error": type(exc).__name__}
@@ -327,8 +325,6 @@ class Worker:
             while not self._stopping and len(self._jobs) < self.concurrency:
                 try:
                     export = await self._claim()
-                except asyncio.CancelledError:
-                    raise
                 except Exception as exc:
                     log.warning("claim failed", extra={"error": type(exc).__name__})
                     break
