@@ -16,10 +16,10 @@ from datetime import timedelta
 
 import asyncpg
 
+from logexport.db import q
 from logexport.exports.downloads import purge_expired_download_tokens
 from logexport.exports.jobs import JobStore
 from logexport.exports.storage import Storage, StorageError
-from logexport.web.sessions import purge_sessions
 
 log = logging.getLogger("logexport.worker")
 
@@ -55,7 +55,9 @@ class Sweeper:
         orphans = await self._store.unadopted_objects(_SWEEP_BATCH, settle)
         async with self._pool.acquire() as conn:
             await purge_expired_download_tokens(conn)
-            await purge_sessions(conn, _ENDED_SESSIONS_KEPT)
+            # By name rather than through the console's module: the worker does not load the
+            # web layer.
+            await conn.fetchval(q("purge_console_sessions"), _ENDED_SESSIONS_KEPT)
         for orphan in orphans:
             try:
                 await self._storage.delete(orphan.storage_key)
