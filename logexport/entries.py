@@ -1,4 +1,4 @@
-"""Record and list audit log entries and SCIM events (SPEC §2, §9).
+"""Record and list audit log entries and SCIM events.
 
 Writers validate, redact and size-limit every row, whichever form is used: one row per
 INSERT, or many through ``COPY`` for bulk loads. Listings are newest first with keyset

@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from devtools import services
 from logexport import db, identity
 from logexport.config import Settings
+from logexport.exports.models import Compression, ExportFormat, ExportKind
 from logexport.exports.pipeline import ExportSpec, run_export
 from logexport.exports.storage import storage_from_settings
 from logexport.policy import Role
@@ -79,11 +80,11 @@ async def _child(args: argparse.Namespace) -> None:
     storage = storage_from_settings(settings)
     spec = ExportSpec(
         organization_id=UUID(args.org),
-        kind="AUDIT_LOG",
+        kind=ExportKind.AUDIT_LOG,
         from_time=datetime.fromisoformat(args.start),
         to_time=datetime.fromisoformat(args.end),
-        format=args.format,
-        compression="NONE",
+        format=ExportFormat(args.format),
+        compression=Compression.NONE,
         csv_bom=False,
         filter={},
     )
@@ -144,8 +145,7 @@ def _run_child(
 
 
 async def _dispatch(settings: Settings, org: UUID, count: int) -> list[float]:
-    from logexport.exports.models import ExportKind
-    from logexport.exports.requests import request_export
+    from logexport.exports.requests import ExportInput, request_export
     from logexport.exports.worker import Worker
 
     pool = await db.create_pool(settings.database_url)
@@ -157,16 +157,14 @@ async def _dispatch(settings: Settings, org: UUID, count: int) -> list[float]:
     async with Worker(settings.derive(worker_poll_interval=30.0), pool=pool, concurrency=1):
         await asyncio.sleep(0.5)  # let the listener connect before the first request
         for i in range(count):
-            export = await request_export(
-                pool,
-                settings,
-                principal,
-                ExportKind.AUDIT_LOG,
+            request = ExportInput(
                 organization_id=org,
-                from_time="2030-01-01T00:00:00Z",
-                to_time="2030-01-02T00:00:00Z",
+                kind=ExportKind.AUDIT_LOG,
+                from_time=datetime(2030, 1, 1, tzinfo=UTC),
+                to_time=datetime(2030, 1, 2, tzinfo=UTC),
                 idempotency_key=f"bench-{i}-{time.time_ns()}",
             )
+            export = await request_export(pool, settings, principal, request)
             deadline = time.monotonic() + 10
             while True:
                 row = await pool.fetchrow(

@@ -1,4 +1,4 @@
-"""Self-audit (SPEC §8): what logexport does is written to the organization's own log."""
+"""Self-audit: what logexport does is written to the organization's own log."""
 
 from __future__ import annotations
 

@@ -14,39 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 from uuid import UUID
 
-AUDIT_LOG_COLUMNS = (
-    "id",
-    "organization_id",
-    "created_at",
-    "actor_type",
-    "actor_id",
-    "actor_email",
-    "actor_name",
-    "action",
-    "resource_type",
-    "resource_id",
-    "ip_address",
-    "user_agent",
-    "metadata",
-)
-SCIM_EVENT_COLUMNS = (
-    "id",
-    "organization_id",
-    "created_at",
-    "method",
-    "path",
-    "user_name",
-    "status_code",
-    "error_message",
-    "ip_address",
-    "user_agent",
-    "request_body",
-    "response_body",
-)
-
-
-def columns_for(kind: str) -> tuple[str, ...]:
-    return AUDIT_LOG_COLUMNS if kind == "AUDIT_LOG" else SCIM_EVENT_COLUMNS
+from logexport.exports.models import ExportFormat, ExportKind
+from logexport.kinds import LOG_KINDS, LogKind
 
 
 class Encoder(Protocol):
@@ -68,26 +37,6 @@ _NEEDS_ESCAPE = bytes(range(0x20)) + b'"\\'
 _CONTROL = bytes(range(0x20))
 _CONTROL_CHAR = re.compile(b"[\\x00-\\x1f]")
 _SHORT_ESCAPES = {0x08: b"\\b", 0x09: b"\\t", 0x0A: b"\\n", 0x0C: b"\\f", 0x0D: b"\\r"}
-
-# The packed text fields of each kind, and which of them may be NULL (bit i of the mask is
-# the i-th nullable field).
-PACKED_FIELDS = {
-    "AUDIT_LOG": (
-        "id", "created_at", "actor_type", "actor_id", "actor_email", "actor_name", "action",
-        "resource_type", "resource_id", "ip_address", "user_agent",
-    ),
-    "SCIM_EVENT": (
-        "id", "created_at", "method", "path", "user_name", "status_code", "error_message",
-        "ip_address", "user_agent",
-    ),
-}  # fmt: skip
-NULLABLE_FIELDS = {
-    "AUDIT_LOG": (
-        "actor_id", "actor_email", "actor_name", "resource_type", "resource_id", "ip_address",
-        "user_agent",
-    ),
-    "SCIM_EVENT": ("user_name", "error_message", "ip_address", "user_agent"),
-}  # fmt: skip
 
 
 class AmbiguousRows(Exception):
@@ -121,11 +70,11 @@ def escape_json_text(text: bytes, *, packed: bool = False) -> bytes:
     return escaped
 
 
-def _repack(kind: str, fields: Sequence[str | None]) -> tuple[bytes, int]:
+def _repack(kind: LogKind, fields: Sequence[str | None]) -> tuple[bytes, int]:
     """Exact fields as a packed value, escaped for JSON, and their NULL mask."""
-    nullable = NULLABLE_FIELDS[kind]
+    nullable = kind.nullable_fields
     mask = 0
-    for name, value in zip(PACKED_FIELDS[kind], fields, strict=True):
+    for name, value in zip(kind.packed_fields, fields, strict=True):
         if value is None:
             mask |= 1 << nullable.index(name)
     parts = [escape_json_text((v or "").encode()) for v in fields]
@@ -135,12 +84,12 @@ def _repack(kind: str, fields: Sequence[str | None]) -> tuple[bytes, int]:
 class _PackedRows:
     """What both encoders share: the kind's layout and the separator check."""
 
-    def __init__(self, kind: str, organization_id: str) -> None:
-        self.kind = kind
-        self.columns = columns_for(kind)
+    def __init__(self, kind: ExportKind, organization_id: str) -> None:
+        self.kind = LOG_KINDS[kind]
+        self.columns = self.kind.columns
         # The org id is a UUID rendered by us: safe to write unescaped and unquoted-checked.
         self.organization_id = str(UUID(str(organization_id)))
-        self._separators = len(PACKED_FIELDS[kind]) - 1
+        self._separators = len(self.kind.packed_fields) - 1
 
     def _ambiguous(self, rows: Sequence[Sequence[Any]], exact: ExactFields | None) -> None:
         """Raise ``AmbiguousRows`` for rows that cannot be split and have no exact fields."""
@@ -158,13 +107,6 @@ class _PackedRows:
 # Column by column: how each value is written. Quoted text, raw JSON (numbers and JSON
 # columns), or the organization id, which is the same on every row of an export.
 _TEXT, _RAW, _ORG = "text", "raw", "org"
-_AUDIT_LAYOUT = {"organization_id": _ORG, "metadata": _RAW}
-_SCIM_LAYOUT = {
-    "organization_id": _ORG,
-    "status_code": _RAW,
-    "request_body": _RAW,
-    "response_body": _RAW,
-}
 
 
 class JsonlEncoder(_PackedRows):
@@ -175,9 +117,9 @@ class JsonlEncoder(_PackedRows):
     characters are escaped first, all fields at once.
     """
 
-    def __init__(self, kind: str, organization_id: str) -> None:
+    def __init__(self, kind: ExportKind, organization_id: str) -> None:
         super().__init__(kind, organization_id)
-        self._layout = _AUDIT_LAYOUT if kind == "AUDIT_LOG" else _SCIM_LAYOUT
+        self._layout = {"organization_id": _ORG} | dict.fromkeys(self.kind.json_columns, _RAW)
         self._templates: dict[int, bytes] = {}
 
     def header(self) -> bytes:
@@ -188,7 +130,7 @@ class JsonlEncoder(_PackedRows):
         and swallow their (empty) value with ``%.0s``."""
         template = self._templates.get(mask)
         if template is None:
-            nullable = NULLABLE_FIELDS[self.kind]
+            nullable = self.kind.nullable_fields
             parts = []
             for column in self.columns:
                 how = self._layout.get(column, _TEXT)
@@ -285,7 +227,7 @@ class CsvEncoder(_PackedRows):
     spreadsheet would run as a formula are prefixed with ``'``. NULL is an empty cell.
     """
 
-    def __init__(self, kind: str, organization_id: str, *, bom: bool = False) -> None:
+    def __init__(self, kind: ExportKind, organization_id: str, *, bom: bool = False) -> None:
         super().__init__(kind, organization_id)
         self.bom = bom
         self._org_cell = b'","' + self.organization_id.encode() + b'","'
@@ -320,9 +262,9 @@ class CsvEncoder(_PackedRows):
 
 
 def make_encoder(
-    kind: str, format: str, *, organization_id: object, csv_bom: bool = False
+    kind: ExportKind, format: ExportFormat, *, organization_id: UUID, csv_bom: bool = False
 ) -> Encoder:
-    if format == "CSV":
+    if format is ExportFormat.CSV:
         return CsvEncoder(kind, str(organization_id), bom=csv_bom)
     return JsonlEncoder(kind, str(organization_id))
 

@@ -1,4 +1,4 @@
-"""File names, content types and object keys of exported files (SPEC §5)."""
+"""File names, content types and object keys of exported files."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 from uuid import UUID
 
-_KIND_PREFIX = {"AUDIT_LOG": "audit-log-export", "SCIM_EVENT": "scim-event-export"}
+from logexport.exports.models import ExportKind
+from logexport.kinds import log_kind
+
 _FORMAT_EXTENSION = {"JSONL": "jsonl", "CSV": "csv"}
 _FORMAT_CONTENT_TYPE = {"JSONL": "application/x-ndjson", "CSV": "text/csv; charset=utf-8"}
 _COMPRESSIONS = ("NONE", "GZIP")
@@ -29,21 +31,22 @@ def _check_format(format: str, compression: str) -> tuple[str, str]:
 
 
 def export_file_name(
-    kind: str, from_time: datetime, to_time: datetime, format: str, compression: str
+    kind: ExportKind | str, from_time: datetime, to_time: datetime, format: str, compression: str
 ) -> str:
     """``audit-log-export-2026-01-01-to-2026-01-31.jsonl`` and the like.
 
     ``to_time`` is exclusive, so the last day named is the one holding its last included
     microsecond: an export up to midnight of Feb 1 ends on Jan 31.
     """
-    kind = kind.upper()
-    if kind not in _KIND_PREFIX:
-        raise ValueError(f"unknown export kind {kind!r}")
+    try:
+        stem = log_kind(kind).file_stem
+    except ValueError:
+        raise ValueError(f"unknown export kind {kind!r}") from None
     format, compression = _check_format(format, compression)
     first_day = _utc_date(from_time)
     last_day = _utc_date(to_time - timedelta(microseconds=1))
     extension = _FORMAT_EXTENSION[format] + (".gz" if compression == "GZIP" else "")
-    return f"{_KIND_PREFIX[kind]}-{first_day}-to-{last_day}.{extension}"
+    return f"{stem}-{first_day}-to-{last_day}.{extension}"
 
 
 def content_type(format: str, compression: str) -> str:

@@ -31,6 +31,7 @@ import asyncpg
 from logexport.db import q
 from logexport.exports.audit import FAIL_ACTION, record_export_event
 from logexport.exports.models import ExportStatus, LogExport
+from logexport.kinds import LOG_KINDS
 from logexport.policy import allows, role_of
 
 # The channel a new export is notified on (``notify_export``); workers listen to it.
@@ -131,7 +132,7 @@ async def abandoned_export_exists(conn: asyncpg.Connection) -> bool:
 async def requester_may_export(conn: asyncpg.Connection, export: LogExport) -> bool:
     """Whether the export's requester may still export its kind of log."""
     role = await role_of(conn, export.organization_id, export.requested_by)
-    return allows(role, export.kind.export_action)
+    return allows(role, LOG_KINDS[export.kind].export_action)
 
 
 class JobStore:

@@ -10,21 +10,12 @@ from uuid import UUID
 
 import asyncpg
 
-from logexport.policy import Action
-
 
 class ExportKind(StrEnum):
+    """Which log an export reads; ``logexport.kinds.LOG_KINDS`` holds what each implies."""
+
     AUDIT_LOG = "AUDIT_LOG"
     SCIM_EVENT = "SCIM_EVENT"
-
-    @property
-    def export_action(self) -> Action:
-        return Action.AUDIT_LOG_EXPORT if self is ExportKind.AUDIT_LOG else Action.SCIM_EVENT_EXPORT
-
-    @property
-    def label(self) -> str:
-        """How people call it: "audit log", "SCIM event"."""
-        return "audit log" if self is ExportKind.AUDIT_LOG else "SCIM event"
 
 
 class ExportStatus(StrEnum):

@@ -1,4 +1,4 @@
-"""Snapshot cursor → encoder → (gzip) → storage writer (SPEC §5).
+"""Snapshot cursor → encoder → (gzip) → storage writer.
 
 Three stages run side by side so that the database, the encoder and the hashing /
 compression never wait on each other:
@@ -22,14 +22,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 
 from logexport.db import q
-from logexport.entries import AuditLogFilter, ScimEventFilter
 from logexport.exports.encoders import AmbiguousRows, Gzip, make_encoder
-from logexport.exports.models import LogExport
+from logexport.exports.models import Compression, ExportFormat, ExportKind, LogExport
 from logexport.exports.storage import ObjectWriter
+from logexport.kinds import LOG_KINDS
 
 BATCH_ROWS = 2000
 _QUEUE_DEPTH = 2
@@ -40,24 +41,25 @@ _DONE = None
 class ExportSpec:
     """What to read and how to write it: the parts of a ``log_exports`` row that matter here."""
 
-    organization_id: Any
-    kind: str
+    organization_id: UUID
+    kind: ExportKind
     from_time: datetime
     to_time: datetime
-    format: str
-    compression: str
+    format: ExportFormat
+    compression: Compression
     csv_bom: bool
+    # As stored in ``log_exports.filter``: the kind's filter in its canonical JSON form.
     filter: dict[str, Any]
 
     @classmethod
     def of(cls, export: LogExport) -> ExportSpec:
         return cls(
             organization_id=export.organization_id,
-            kind=export.kind.value,
+            kind=export.kind,
             from_time=export.from_time,
             to_time=export.to_time,
-            format=export.format.value,
-            compression=export.compression.value,
+            format=export.format,
+            compression=export.compression,
             csv_bom=export.csv_bom,
             filter=export.filter,
         )
@@ -81,12 +83,10 @@ class ExportResult:
 def export_query(spec: ExportSpec) -> tuple[str, list[Any], str]:
     """The kind's named query and its parameters (filters apply in SQL), and the query
     that reads rows' exact fields when a packed row cannot be split."""
-    base = [spec.organization_id, spec.from_time, spec.to_time]
-    if spec.kind == "AUDIT_LOG":
-        audit_filters = AuditLogFilter.parse(spec.filter).sql_args()
-        return q("export_audit_log_rows"), [*base, *audit_filters], q("export_audit_log_exact")
-    scim_filters = ScimEventFilter.parse(spec.filter).sql_args()
-    return q("export_scim_event_rows"), [*base, *scim_filters], q("export_scim_event_exact")
+    kind = LOG_KINDS[spec.kind]
+    filters = kind.filter_type.parse(spec.filter).sql_args()
+    params = [spec.organization_id, spec.from_time, spec.to_time, *filters]
+    return q(kind.export_query), params, q(kind.exact_query)
 
 
 class _Sink:
@@ -135,7 +135,7 @@ async def run_export(
     encoder = make_encoder(
         spec.kind, spec.format, organization_id=spec.organization_id, csv_bom=spec.csv_bom
     )
-    sink = _Sink(spec.compression == "GZIP")
+    sink = _Sink(spec.compression is Compression.GZIP)
     loop = asyncio.get_running_loop()
     query, params, exact_query = export_query(spec)
 

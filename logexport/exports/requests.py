@@ -1,4 +1,4 @@
-"""Requesting, reading and canceling exports: the service every surface calls (SPEC §3, §4).
+"""Requesting, reading and canceling exports: the service every surface calls.
 
 Authorization and validation happen here once; GraphQL, MCP, the console and the CLI only
 translate their input and output.
@@ -12,14 +12,13 @@ import string
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar, cast
 from uuid import UUID
 
 import asyncpg
 
 from logexport.config import Settings
 from logexport.db import q
-from logexport.entries import AuditLogFilter, ScimEventFilter
 from logexport.errors import BadUserInput, NotFound, RateLimited
 from logexport.exports.audit import record_export_event
 from logexport.exports.models import (
@@ -30,6 +29,7 @@ from logexport.exports.models import (
     LogExport,
 )
 from logexport.identity import Principal
+from logexport.kinds import LOG_KINDS, LogFilter
 from logexport.policy import Action, allows, authorize, role_of
 from logexport.timeutil import format_rfc3339, parse_rfc3339
 
@@ -43,17 +43,23 @@ _PRINTABLE_ASCII = frozenset(string.printable) - frozenset("\t\n\r\x0b\x0c")
 
 @dataclass(frozen=True)
 class ExportInput:
-    """A validated export request, in canonical form."""
+    """What a surface asks to export, typed; ``request_export`` checks its rules again."""
 
     organization_id: UUID
     kind: ExportKind
     from_time: datetime
     to_time: datetime
-    format: ExportFormat
-    compression: Compression
-    csv_bom: bool
-    filter: dict[str, Any]
-    idempotency_key: str | None
+    format: ExportFormat = ExportFormat.JSONL
+    compression: Compression = Compression.NONE
+    csv_bom: bool = False
+    # The kind's filter type (``LOG_KINDS[kind].filter_type``); ``None`` keeps every row.
+    filter: LogFilter | None = None
+    idempotency_key: str | None = None
+
+    def filter_json(self) -> dict[str, Any]:
+        """The filter in canonical JSON form (sorted, de-duplicated, camelCase keys)."""
+        chosen = self.filter if self.filter is not None else LOG_KINDS[self.kind].filter_type()
+        return chosen.to_json()
 
     def fingerprint(self) -> str:
         """Hash of everything but the key: the same key must mean the same request."""
@@ -65,13 +71,13 @@ class ExportInput:
             "format": self.format.value,
             "compression": self.compression.value,
             "csv_bom": self.csv_bom,
-            "filter": self.filter,
+            "filter": self.filter_json(),
         }
         text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
 
-def parse_uuid(value: Any, field: str) -> UUID:
+def parse_uuid(value: object, field: str) -> UUID:
     if isinstance(value, UUID):
         return value
     try:
@@ -80,7 +86,10 @@ def parse_uuid(value: Any, field: str) -> UUID:
         raise BadUserInput(f"{field} is not a valid id", field=field) from None
 
 
-def _enum(enum: Any, value: Any, field: str, default: Any) -> Any:
+_E = TypeVar("_E", ExportFormat, Compression)
+
+
+def _enum(enum: type[_E], value: object, field: str, default: _E) -> _E:
     if value is None:
         return default
     try:
@@ -90,13 +99,14 @@ def _enum(enum: Any, value: Any, field: str, default: Any) -> Any:
         raise BadUserInput(f"{field} must be one of {allowed}", field=field) from None
 
 
-def _datetime(value: Any, field: str) -> datetime:
+def _datetime(value: object, field: str) -> datetime:
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise BadUserInput(f"{field} must include a UTC offset", field=field)
         parsed = value
     else:
-        parsed = parse_rfc3339(value, field)
+        # Anything but text is refused there too, naming the field.
+        parsed = parse_rfc3339(cast(str, value), field)
     if not _EARLIEST < parsed < _LATEST:
         raise BadUserInput(
             f"{field} must lie after 0001-01-01T00:00:00Z and before 9999-12-31T23:59:59.999999Z",
@@ -105,14 +115,23 @@ def _datetime(value: Any, field: str) -> datetime:
     return parsed
 
 
-def parse_filter(kind: ExportKind, raw: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The filter in canonical JSON form (sorted, de-duplicated, camelCase keys)."""
-    if kind is ExportKind.AUDIT_LOG:
-        return AuditLogFilter.parse(raw).to_json()
-    return ScimEventFilter.parse(raw).to_json()
+def _check_range(settings: Settings, start: datetime, end: datetime) -> None:
+    if start >= end:
+        raise BadUserInput("fromTime must be earlier than toTime", field="toTime")
+    max_span = timedelta(days=settings.max_range_days)
+    if end - start > max_span:
+        raise BadUserInput(
+            f"The range from fromTime to toTime may span at most {settings.max_range_days} days",
+            field="toTime",
+        )
 
 
-def validate_idempotency_key(value: Any) -> str | None:
+def _check_bom(export_format: ExportFormat, bom: bool) -> None:
+    if bom and export_format is not ExportFormat.CSV:
+        raise BadUserInput("csvBom applies to the CSV format only", field="csvBom")
+
+
+def validate_idempotency_key(value: object) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not 1 <= len(value) <= 200:
@@ -124,81 +143,70 @@ def validate_idempotency_key(value: Any) -> str | None:
     return value
 
 
-def validate_export_input(
+def parse_export_input(
     settings: Settings,
-    kind: ExportKind,
+    kind: ExportKind | str,
     *,
-    organization_id: Any,
-    from_time: Any,
-    to_time: Any,
-    format: Any = None,
-    compression: Any = None,
-    csv_bom: Any = None,
+    organization_id: object,
+    from_time: object,
+    to_time: object,
+    format: object = None,
+    compression: object = None,
+    csv_bom: object = None,
     filter: Mapping[str, Any] | None = None,
-    idempotency_key: Any = None,
+    idempotency_key: object = None,
 ) -> ExportInput:
-    """Every rule of SPEC §3 that needs no database, each naming its field."""
+    """An ``ExportInput`` from a surface's values (text or typed), every rule checked in
+    turn, each error naming its field as the GraphQL input spells it."""
     start = _datetime(from_time, "fromTime")
     end = _datetime(to_time, "toTime")
-    if start >= end:
-        raise BadUserInput("fromTime must be earlier than toTime", field="toTime")
-    max_span = timedelta(days=settings.max_range_days)
-    if end - start > max_span:
-        raise BadUserInput(
-            f"The range from fromTime to toTime may span at most {settings.max_range_days} days",
-            field="toTime",
-        )
+    _check_range(settings, start, end)
     export_format = _enum(ExportFormat, format, "format", ExportFormat.JSONL)
     bom = bool(csv_bom) if csv_bom is not None else False
-    if bom and export_format is not ExportFormat.CSV:
-        raise BadUserInput("csvBom applies to the CSV format only", field="csvBom")
+    _check_bom(export_format, bom)
+    chosen = LOG_KINDS[ExportKind(kind)]
     return ExportInput(
         organization_id=parse_uuid(organization_id, "organizationId"),
-        kind=kind,
+        kind=chosen.kind,
         from_time=start,
         to_time=end,
         format=export_format,
         compression=_enum(Compression, compression, "compression", Compression.NONE),
         csv_bom=bom,
-        filter=parse_filter(kind, filter),
+        filter=chosen.filter_type.parse(filter),
         idempotency_key=validate_idempotency_key(idempotency_key),
     )
+
+
+def check_export_input(settings: Settings, request: ExportInput) -> None:
+    """The rules ``parse_export_input`` applies, for a request built in code."""
+    _datetime(request.from_time, "fromTime")
+    _datetime(request.to_time, "toTime")
+    _check_range(settings, request.from_time, request.to_time)
+    _check_bom(request.format, request.csv_bom)
+    filter_type = LOG_KINDS[request.kind].filter_type
+    if request.filter is not None and not isinstance(request.filter, filter_type):
+        raise BadUserInput(
+            f"filter must be a {filter_type.__name__} for this export", field="filter"
+        )
+    validate_idempotency_key(request.idempotency_key)
 
 
 async def request_export(
     pool: asyncpg.Pool,
     settings: Settings,
     principal: Principal,
-    kind: ExportKind | str,
+    request: ExportInput,
     *,
-    organization_id: Any,
-    from_time: Any,
-    to_time: Any,
-    format: Any = None,
-    compression: Any = None,
-    csv_bom: Any = None,
-    filter: Mapping[str, Any] | None = None,
-    idempotency_key: Any = None,
     ip_address: str | None = None,
     user_agent: str | None = None,
 ) -> LogExport:
     """Queue an export: job row, self-audit entry and ``NOTIFY`` in one transaction."""
-    kind = ExportKind(kind)
-    org_id = parse_uuid(organization_id, "organizationId")
+    org_id = request.organization_id
+    export_action = LOG_KINDS[request.kind].export_action
     async with pool.acquire() as conn:
-        await authorize(conn, principal, org_id, kind.export_action)
-        request = validate_export_input(
-            settings,
-            kind,
-            organization_id=org_id,
-            from_time=from_time,
-            to_time=to_time,
-            format=format,
-            compression=compression,
-            csv_bom=csv_bom,
-            filter=filter,
-            idempotency_key=idempotency_key,
-        )
+        await authorize(conn, principal, org_id, export_action)
+        check_export_input(settings, request)
         fingerprint = request.fingerprint()
         async with conn.transaction():
             if request.idempotency_key is not None:
@@ -221,13 +229,13 @@ async def request_export(
             record = await conn.fetchrow(
                 q("insert_export"),
                 org_id,
-                kind.value,
+                request.kind.value,
                 request.from_time,
                 request.to_time,
                 request.format.value,
                 request.compression.value,
                 request.csv_bom,
-                request.filter,
+                request.filter_json(),
                 principal.user_id,
                 principal.api_key_id,
                 request.idempotency_key,
@@ -247,7 +255,7 @@ async def request_export(
             await record_export_event(
                 conn,
                 export,
-                kind.export_action.value,
+                export_action.value,
                 actor=principal,
                 ip_address=ip_address,
                 user_agent=user_agent,
@@ -279,7 +287,7 @@ async def _replay(
 
 
 async def _visible_export(
-    conn: asyncpg.Connection, principal: Principal, export_id: Any, action: Action
+    conn: asyncpg.Connection, principal: Principal, export_id: object, action: Action
 ) -> LogExport:
     """The export if the principal may act on it; ``NotFound`` alike when missing or hidden."""
     try:
@@ -296,7 +304,7 @@ async def _visible_export(
     return export
 
 
-async def get_export(pool: asyncpg.Pool, principal: Principal, export_id: Any) -> LogExport:
+async def get_export(pool: asyncpg.Pool, principal: Principal, export_id: object) -> LogExport:
     async with pool.acquire() as conn:
         return await _visible_export(conn, principal, export_id, Action.LOG_EXPORT_GET)
 
@@ -310,7 +318,7 @@ class ExportPage:
 async def list_exports(
     pool: asyncpg.Pool,
     principal: Principal,
-    organization_id: Any,
+    organization_id: object,
     *,
     first: int = 50,
     after: tuple[datetime, UUID] | None = None,
@@ -335,13 +343,13 @@ async def list_exports(
 async def cancel_export(
     pool: asyncpg.Pool,
     principal: Principal,
-    export_id: Any,
+    export_id: object,
     *,
     ip_address: str | None = None,
     user_agent: str | None = None,
 ) -> LogExport:
-    """Cancel per SPEC §4: at once when pending; the worker stops at its next heartbeat
-    when processing; a completed export loses its object and links."""
+    """Cancel at once when pending; when processing the worker stops at its next
+    heartbeat; a completed export loses its object and links."""
     async with pool.acquire() as conn, conn.transaction():
         export = await _visible_export(conn, principal, export_id, Action.LOG_EXPORT_CANCEL)
         record = await conn.fetchrow(q("get_export_for_update"), export.id)

@@ -19,13 +19,15 @@ from logexport.errors import BadUserInput
 from logexport.exports import requests
 from logexport.exports.models import ExportKind, LogExport
 from logexport.identity import Principal
+from logexport.kinds import LOG_KINDS
+from logexport.policy import authorize
 
 # One cursor format for GraphQL's Organization.logExports and MCP's list_log_exports, so a
 # cursor from one works in the other.
 _EXPORTS_CURSOR_KIND = "log_exports"
 _EXPORTS_CURSOR_FILTER = "-"
 
-# The arguments of ``requests.request_export`` a caller chooses, by their snake_case names.
+# The export request's arguments a caller chooses, by their snake_case names.
 REQUEST_ARGUMENTS = (
     "organization_id",
     "from_time",
@@ -38,7 +40,7 @@ REQUEST_ARGUMENTS = (
 )
 
 
-def page_size(first: Any) -> int:
+def page_size(first: object) -> int:
     if isinstance(first, bool) or not isinstance(first, int) or not 1 <= first <= 100:
         raise BadUserInput("first must be between 1 and 100", field="first")
     return first
@@ -54,15 +56,20 @@ async def request_export(
     ip_address: str | None,
     user_agent: str | None,
 ) -> LogExport:
-    """``requests.request_export`` with ``arguments`` keyed by snake_case name."""
+    """Queue an export from ``arguments`` keyed by snake_case name.
+
+    The caller's right to export comes first, so someone who may not export learns
+    nothing from how their input is judged; then the input becomes an ``ExportInput``.
+    """
+    chosen = LOG_KINDS[ExportKind(kind)]
+    organization_id = requests.parse_uuid(arguments.get("organization_id"), "organizationId")
+    async with pool.acquire() as conn:
+        await authorize(conn, principal, organization_id, chosen.export_action)
+    raw = {name: arguments.get(name) for name in REQUEST_ARGUMENTS}
+    raw["organization_id"] = organization_id
+    request = requests.parse_export_input(settings, chosen.kind, **raw)
     return await requests.request_export(
-        pool,
-        settings,
-        principal,
-        kind,
-        ip_address=ip_address,
-        user_agent=user_agent,
-        **{name: arguments.get(name) for name in REQUEST_ARGUMENTS},
+        pool, settings, principal, request, ip_address=ip_address, user_agent=user_agent
     )
 
 
@@ -72,38 +79,26 @@ async def list_entries(
     kind: ExportKind | str,
     organization_id: UUID,
     *,
-    first: Any,
+    first: object,
     after: str | None,
     filter: Mapping[str, Any] | None,
-    from_time: Any = None,
-    to_time: Any = None,
-) -> entries.Page[Any]:
+    from_time: object = None,
+    to_time: object = None,
+) -> entries.Page[entries.AuditLogEntry] | entries.Page[entries.ScimEvent]:
     """A page of the organization's audit log entries or SCIM events, by ``kind``, created
     in [``from_time``, ``to_time``) when either bound is given."""
+    chosen = LOG_KINDS[ExportKind(kind)]
     time_range = entries.TimeRange.parse(from_time, to_time)
-    if ExportKind(kind) is ExportKind.AUDIT_LOG:
-        audit_filter = entries.AuditLogFilter.parse(filter)
-        size = page_size(first)
-        async with pool.acquire() as conn:
-            return await entries.list_audit_log_entries(
-                conn,
-                principal,
-                organization_id,
-                first=size,
-                after=after,
-                filter=audit_filter,
-                time_range=time_range,
-            )
-    scim_filter = entries.ScimEventFilter.parse(filter)
+    entry_filter = chosen.filter_type.parse(filter)
     size = page_size(first)
     async with pool.acquire() as conn:
-        return await entries.list_scim_events(
+        return await chosen.list_entries(
             conn,
             principal,
             organization_id,
             first=size,
             after=after,
-            filter=scim_filter,
+            filter=entry_filter,
             time_range=time_range,
         )
 
@@ -124,7 +119,7 @@ async def list_exports(
     principal: Principal,
     organization_id: UUID,
     *,
-    first: Any,
+    first: object,
     after: str | None,
 ) -> requests.ExportPage:
     """A page of the organization's exports, resuming after the cursor ``after``."""

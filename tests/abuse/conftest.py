@@ -227,15 +227,13 @@ async def _seed(pool: asyncpg.Pool, world: World) -> None:
 async def _completed_export(
     stack_pool: asyncpg.Pool, settings: Settings, person: Any, org: UUID
 ) -> UUID:
-    export = await requests.request_export(
-        stack_pool,
-        settings,
-        person.principal,
-        ExportKind.AUDIT_LOG,
+    request = requests.ExportInput(
         organization_id=org,
-        from_time="2026-01-01T00:00:00Z",
-        to_time="2026-02-01T00:00:00Z",
+        kind=ExportKind.AUDIT_LOG,
+        from_time=datetime(2026, 1, 1, tzinfo=UTC),
+        to_time=datetime(2026, 2, 1, tzinfo=UTC),
     )
+    export = await requests.request_export(stack_pool, settings, person.principal, request)
     await wait_for_status(stack_pool, export.id, "COMPLETED", timeout=60)
     return export.id
 

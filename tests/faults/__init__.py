@@ -20,7 +20,7 @@ import asyncpg
 from devtools.services import SmtpSink
 from logexport.config import Settings
 from logexport.exports.models import ExportKind, LogExport
-from logexport.exports.requests import request_export
+from tests.support.exports import request_export
 from tests.support.world import World, eventually, export_status
 
 

@@ -29,13 +29,16 @@ from logexport.entries import (
     record_audit_log_entries,
     record_scim_events,
 )
-from logexport.exports.encoders import AUDIT_LOG_COLUMNS, SCIM_EVENT_COLUMNS
 from logexport.exports.models import ExportKind
-from logexport.exports.requests import request_export
 from logexport.exports.storage import Storage, storage_from_settings
 from logexport.exports.worker import Worker
+from logexport.kinds import LOG_KINDS
 from logexport.web.download import download_routes
+from tests.support.exports import request_export
 from tests.support.world import World, build_world, eventually, export_status, wait_for_status
+
+AUDIT_LOG_COLUMNS = LOG_KINDS[ExportKind.AUDIT_LOG].columns
+SCIM_EVENT_COLUMNS = LOG_KINDS[ExportKind.SCIM_EVENT].columns
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 US = timedelta(microseconds=1)

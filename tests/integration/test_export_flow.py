@@ -10,10 +10,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from logexport.entries import AuditLogEntryInput, record_audit_log_entries
-from logexport.exports.models import ExportKind
+from logexport.exports.models import Compression, ExportFormat, ExportKind
 from logexport.exports.pipeline import ExportSpec, run_export
-from logexport.exports.requests import request_export
 from logexport.exports.worker import Worker
+from tests.support.exports import request_export
 from tests.support.world import build_world, wait_for_status
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -101,11 +101,11 @@ async def test_values_holding_separator_and_control_characters_are_exported_exac
             )
         spec = ExportSpec(
             organization_id=world.organization_id,
-            kind="AUDIT_LOG",
+            kind=ExportKind.AUDIT_LOG,
             from_time=START,
             to_time=START + timedelta(hours=1),
-            format=format,
-            compression="NONE",
+            format=ExportFormat(format),
+            compression=Compression.NONE,
             csv_bom=False,
             filter={},
         )

@@ -24,7 +24,8 @@ from logexport.exports.jobs import (
     take_liveness_lock,
 )
 from logexport.exports.models import ExportKind, LogExport
-from logexport.exports.requests import cancel_export, request_export
+from logexport.exports.requests import cancel_export
+from tests.support.exports import request_export
 from tests.support.world import World, build_world, eventually, export_status
 
 LEASE = 30.0

@@ -24,11 +24,12 @@ from logexport.entries import AuditLogEntryInput, record_audit_log_entries
 from logexport.exports import downloads
 from logexport.exports.jobs import liveness_key
 from logexport.exports.models import ExportKind, LogExport
-from logexport.exports.requests import cancel_export, request_export
+from logexport.exports.requests import cancel_export
 from logexport.exports.storage import storage_from_settings
 from logexport.exports.worker import Worker
 from logexport.policy import Role
 from logexport.web.download import download_routes
+from tests.support.exports import request_export
 from tests.support.world import (
     Person,
     World,

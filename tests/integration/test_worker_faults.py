@@ -19,9 +19,10 @@ import pytest_asyncio
 from logexport.config import Settings
 from logexport.entries import AuditLogEntryInput, prepare_json, record_audit_log_entries
 from logexport.exports.models import ExportKind, LogExport
-from logexport.exports.requests import cancel_export, request_export
+from logexport.exports.requests import cancel_export
 from logexport.exports.storage import MiB, S3Storage, StorageError
 from logexport.exports.worker import Worker
+from tests.support.exports import request_export
 from tests.support.throttle import ThrottledRelay
 from tests.support.world import World, build_world, eventually, export_status, wait_for_status
 

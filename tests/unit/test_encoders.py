@@ -1,4 +1,4 @@
-"""JSONL and CSV encoders and gzip, without a database (SPEC §5)."""
+"""JSONL and CSV encoders and gzip, without a database."""
 
 from __future__ import annotations
 
@@ -13,11 +13,7 @@ from typing import Any
 import pytest
 
 from logexport.exports.encoders import (
-    AUDIT_LOG_COLUMNS,
     FIELD_SEPARATOR,
-    NULLABLE_FIELDS,
-    PACKED_FIELDS,
-    SCIM_EVENT_COLUMNS,
     AmbiguousRows,
     CsvEncoder,
     Gzip,
@@ -25,6 +21,11 @@ from logexport.exports.encoders import (
     guard_cell,
     make_encoder,
 )
+from logexport.exports.models import ExportFormat, ExportKind
+from logexport.kinds import LOG_KINDS
+
+AUDIT_LOG_COLUMNS = LOG_KINDS[ExportKind.AUDIT_LOG].columns
+SCIM_EVENT_COLUMNS = LOG_KINDS[ExportKind.SCIM_EVENT].columns
 
 HOSTILE = [
     '=HYPERLINK("http://x","y")',
@@ -65,9 +66,9 @@ def packed_row(columns: tuple[str, ...], row: tuple[str | None, ...]) -> tuple[A
     """A row as the export queries deliver it: the text fields joined by U+001F (NULL as
     empty), the JSON columns (NULL as ``null``), then the NULL mask; no organization id."""
     values = dict(zip(columns, row, strict=True))
-    kind = "AUDIT_LOG" if columns == AUDIT_LOG_COLUMNS else "SCIM_EVENT"
-    fields = PACKED_FIELDS[kind]
-    nullable = NULLABLE_FIELDS[kind]
+    [kind] = [k for k in LOG_KINDS.values() if k.columns == columns]
+    fields = kind.packed_fields
+    nullable = kind.nullable_fields
     mask = sum(1 << nullable.index(f) for f in fields if values[f] is None)
     packed = FIELD_SEPARATOR.join((values[f] or "").encode() for f in fields)
     json_values = [
@@ -84,15 +85,15 @@ def encode_like_the_pipeline(encoder: Any, columns: tuple[str, ...], rows: list[
     try:
         return bytes(encoder.encode(packed))
     except AmbiguousRows as ambiguous:
-        fields = PACKED_FIELDS[encoder.kind]
+        fields = encoder.kind.packed_fields
         exact = {
             r[0]: tuple(r[columns.index(f)] for f in fields) for r in rows if r[0] in ambiguous.ids
         }
         return bytes(encoder.encode(packed, exact))
 
 
-def jsonl(kind: str, rows: list[tuple[str | None, ...]]) -> bytes:
-    columns = AUDIT_LOG_COLUMNS if kind == "AUDIT_LOG" else SCIM_EVENT_COLUMNS
+def jsonl(kind: ExportKind, rows: list[tuple[str | None, ...]]) -> bytes:
+    columns = LOG_KINDS[kind].columns
     return encode_like_the_pipeline(JsonlEncoder(kind, ORG), columns, rows)
 
 
@@ -115,7 +116,7 @@ def test_harmless_cells_are_left_alone(value: str) -> None:
 
 
 def test_csv_has_header_crlf_line_ends_and_guarded_cells() -> None:
-    encoder = CsvEncoder("AUDIT_LOG", ORG)
+    encoder = CsvEncoder(ExportKind.AUDIT_LOG, ORG)
     rows = [audit_row(actor_name=value, user_agent=value) for value in HOSTILE]
     data = encoder.header() + csv_rows(encoder, rows)
 
@@ -135,7 +136,7 @@ def test_csv_has_header_crlf_line_ends_and_guarded_cells() -> None:
 
 def test_quotes_commas_and_newlines_round_trip_through_the_csv_module() -> None:
     awkward = 'say "hi", then\nleave\r\nnow'
-    encoder = CsvEncoder("AUDIT_LOG", ORG)
+    encoder = CsvEncoder(ExportKind.AUDIT_LOG, ORG)
     data = encoder.header() + csv_rows(encoder, [audit_row(actor_name=awkward, resource_id=None)])
     [header, row] = parse_csv(data)
     assert row[header.index("actor_name")] == awkward
@@ -143,7 +144,7 @@ def test_quotes_commas_and_newlines_round_trip_through_the_csv_module() -> None:
 
 
 def test_csv_writes_json_columns_as_compact_json() -> None:
-    encoder = CsvEncoder("AUDIT_LOG", ORG)
+    encoder = CsvEncoder(ExportKind.AUDIT_LOG, ORG)
     data = csv_rows(encoder, [audit_row(metadata='{"b": [1, 2], "a": "=x"}')])
     [row] = parse_csv(data)
     assert row[AUDIT_LOG_COLUMNS.index("metadata")] == '{"b":[1,2],"a":"=x"}'
@@ -151,7 +152,7 @@ def test_csv_writes_json_columns_as_compact_json() -> None:
 
 def test_plain_rows_and_careful_rows_encode_alike() -> None:
     # The byte-replacement path and the csv-module path must agree cell for cell.
-    encoder = CsvEncoder("AUDIT_LOG", ORG)
+    encoder = CsvEncoder(ExportKind.AUDIT_LOG, ORG)
     plain = audit_row(actor_name="Ada Lovelace", user_agent="curl/8.5", resource_id=None)
     careful = audit_row(actor_name="Ada, Countess", user_agent="curl/8.5", resource_id=None)
     [plain_cells, careful_cells] = parse_csv(csv_rows(encoder, [plain, careful]))
@@ -163,7 +164,7 @@ def test_plain_rows_and_careful_rows_encode_alike() -> None:
 
 @pytest.mark.parametrize("value", [*HOSTILE, "\u00a0=1", "\u2003+1", "\x1c-1"])
 def test_cells_after_any_unicode_space_are_guarded_on_every_path(value: str) -> None:
-    encoder = CsvEncoder("AUDIT_LOG", ORG)
+    encoder = CsvEncoder(ExportKind.AUDIT_LOG, ORG)
     [row] = parse_csv(csv_rows(encoder, [audit_row(resource_type=value)]))
     assert row[AUDIT_LOG_COLUMNS.index("resource_type")] == guard_cell(value)
 
@@ -174,12 +175,16 @@ def test_a_row_holding_the_field_separator_is_written_from_its_exact_fields(
 ) -> None:
     tricky = "agent\x1fwith a unit separator"
     row = audit_row(user_agent=tricky, resource_id=None)
-    encoder = make_encoder("AUDIT_LOG", kind_encoder, organization_id=ORG)
+    encoder = make_encoder(ExportKind.AUDIT_LOG, ExportFormat(kind_encoder), organization_id=ORG)
     packed = packed_row(AUDIT_LOG_COLUMNS, row)
     with pytest.raises(AmbiguousRows) as raised:
         encoder.encode([packed])
     assert raised.value.ids == [row[0]]
-    exact = {row[0]: tuple(row[AUDIT_LOG_COLUMNS.index(f)] for f in PACKED_FIELDS["AUDIT_LOG"])}
+    exact = {
+        row[0]: tuple(
+            row[AUDIT_LOG_COLUMNS.index(f)] for f in LOG_KINDS[ExportKind.AUDIT_LOG].packed_fields
+        )
+    }
     data = encoder.encode([packed], exact)
     if kind_encoder == "JSONL":
         parsed = json.loads(data)
@@ -192,17 +197,17 @@ def test_a_row_holding_the_field_separator_is_written_from_its_exact_fields(
 
 
 def test_bom_only_when_asked() -> None:
-    with_bom = CsvEncoder("AUDIT_LOG", ORG, bom=True).header()
-    without = CsvEncoder("AUDIT_LOG", ORG).header()
+    with_bom = CsvEncoder(ExportKind.AUDIT_LOG, ORG, bom=True).header()
+    without = CsvEncoder(ExportKind.AUDIT_LOG, ORG).header()
     assert with_bom.startswith(b"\xef\xbb\xbf")
     assert with_bom[3:] == without
     assert not without.startswith(b"\xef\xbb\xbf")
 
 
 def test_jsonl_has_every_key_in_order_and_nulls_for_empty_values() -> None:
-    assert JsonlEncoder("AUDIT_LOG", ORG).header() == b""
+    assert JsonlEncoder(ExportKind.AUDIT_LOG, ORG).header() == b""
     data = jsonl(
-        "AUDIT_LOG",
+        ExportKind.AUDIT_LOG,
         [audit_row(actor_name='Zoë "Q" \n', metadata='{"n": 1}'), audit_row(metadata="[]")],
     )
     lines = data.decode().split("\n")
@@ -221,7 +226,7 @@ def test_jsonl_escapes_every_text_column() -> None:
     text_columns = AUDIT_LOG_COLUMNS[3:12]
     row = audit_row(**dict.fromkeys(text_columns, nasty))
     # Split on LF only: str.splitlines would also break at the U+2028 inside the value.
-    [line, end] = jsonl("AUDIT_LOG", [row]).decode().split("\n")
+    [line, end] = jsonl(ExportKind.AUDIT_LOG, [row]).decode().split("\n")
     assert end == ""
     parsed = json.loads(line)
     assert {column: parsed[column] for column in text_columns} == dict.fromkeys(text_columns, nasty)
@@ -239,7 +244,11 @@ def test_scim_jsonl_writes_status_code_as_a_number() -> None:
         status_code="201",
         request_body='{"a":1}',
     )
-    [line] = jsonl("SCIM_EVENT", [tuple(row[c] for c in SCIM_EVENT_COLUMNS)]).decode().splitlines()
+    [line] = (
+        jsonl(ExportKind.SCIM_EVENT, [tuple(row[c] for c in SCIM_EVENT_COLUMNS)])
+        .decode()
+        .splitlines()
+    )
     parsed = json.loads(line)
     assert list(parsed) == list(SCIM_EVENT_COLUMNS)
     assert parsed["status_code"] == 201
@@ -248,11 +257,15 @@ def test_scim_jsonl_writes_status_code_as_a_number() -> None:
 
 
 def test_make_encoder_picks_format_and_columns() -> None:
-    csv_encoder = make_encoder("SCIM_EVENT", "CSV", organization_id=ORG, csv_bom=True)
+    csv_encoder = make_encoder(
+        ExportKind.SCIM_EVENT, ExportFormat.CSV, organization_id=ORG, csv_bom=True
+    )
     assert isinstance(csv_encoder, CsvEncoder)
     assert csv_encoder.columns == SCIM_EVENT_COLUMNS
     assert csv_encoder.bom
-    assert isinstance(make_encoder("AUDIT_LOG", "JSONL", organization_id=ORG), JsonlEncoder)
+    assert isinstance(
+        make_encoder(ExportKind.AUDIT_LOG, ExportFormat.JSONL, organization_id=ORG), JsonlEncoder
+    )
 
 
 def test_incremental_gzip_is_one_valid_gzip_stream() -> None:
@@ -301,12 +314,13 @@ GUARDED_CONTROLS = [
 
 @pytest.mark.parametrize("value", LOOKALIKES)
 def test_formula_lookalikes_are_exported_as_stored_on_every_path(value: str) -> None:
-    encoder = CsvEncoder("AUDIT_LOG", ORG)
+    encoder = CsvEncoder(ExportKind.AUDIT_LOG, ORG)
     # Alone, and beside a field holding the separator (the exact-fields path).
     rows = [
         audit_row(resource_type=value),
-        audit_row(id="00000000-0000-0000-0000-000000000002", resource_type=value,
-                  resource_id="a\x1fb"),
+        audit_row(
+            id="00000000-0000-0000-0000-000000000002", resource_type=value, resource_id="a\x1fb"
+        ),
     ]
     for row in parse_csv(csv_rows(encoder, rows)):
         assert row[AUDIT_LOG_COLUMNS.index("resource_type")] == value
@@ -315,11 +329,12 @@ def test_formula_lookalikes_are_exported_as_stored_on_every_path(value: str) -> 
 
 @pytest.mark.parametrize("value", GUARDED_CONTROLS)
 def test_the_ascii_counterparts_are_guarded_on_every_path(value: str) -> None:
-    encoder = CsvEncoder("AUDIT_LOG", ORG)
+    encoder = CsvEncoder(ExportKind.AUDIT_LOG, ORG)
     rows = [
         audit_row(actor_name=value),
-        audit_row(id="00000000-0000-0000-0000-000000000002", actor_name=value,
-                  resource_id="a\x1fb"),
+        audit_row(
+            id="00000000-0000-0000-0000-000000000002", actor_name=value, resource_id="a\x1fb"
+        ),
     ]
     for row in parse_csv(csv_rows(encoder, rows)):
         assert row[AUDIT_LOG_COLUMNS.index("actor_name")] == "'" + value
@@ -406,7 +421,7 @@ def test_no_exported_cell_runs_as_a_formula_in_libreoffice(tmp_path: Path) -> No
     assert "=1+1" in formulas
     assert formulas.isdisjoint(LOOKALIKES), formulas
 
-    encoder = CsvEncoder("AUDIT_LOG", ORG, bom=True)
+    encoder = CsvEncoder(ExportKind.AUDIT_LOG, ORG, bom=True)
     rows = [
         audit_row(id=f"00000000-0000-0000-0000-{i:012d}", actor_name=value, user_agent=value)
         for i, value in enumerate(values)
