@@ -1,4 +1,4 @@
-"""PostgreSQL and S3 going away and coming back under running workers (SPEC §4, §5)."""
+"""PostgreSQL and S3 going away and coming back under running workers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""An SMTP server refusing mail: the ready email is retried, the export stays done (SPEC §4)."""
+"""An SMTP server refusing mail: the ready email is retried, the export stays done."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Four worker processes, 200 exports from 20 organizations (SPEC §4 scale-out, fairness)."""
+"""Four worker processes, 200 exports from 20 organizations (scale-out, fairness)."""
 
 from __future__ import annotations
 
@@ -189,7 +189,7 @@ async def test_many_workers_export_each_job_once_and_keep_tenants_fair(
     print("wait (started_at - created_at) per organization, seconds: min / median / max")
     for org, v in report["wait_seconds_by_organization"].items():
         print(f"  {org[:8]}  {v['min']:6.2f} / {v['median']:6.2f} / {v['max']:6.2f}")
-    # The organization served least recently goes first (SPEC §4: one tenant cannot starve
+    # The organization served least recently goes first (one tenant cannot starve
     # others): every organization's first export starts before any organization's second.
     first_start = {org_id: min(r["started_at"] for r in by_org[org_id]) for org_id in orgs}
     second_start = {org_id: sorted(r["started_at"] for r in by_org[org_id])[1] for org_id in orgs}

@@ -1,4 +1,4 @@
-"""SIGTERM during an export: finish within the grace, or hand the job back at once (SPEC §4)."""
+"""SIGTERM during an export: finish within the grace, or hand the job back at once."""
 
 from __future__ import annotations
 

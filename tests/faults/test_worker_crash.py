@@ -1,4 +1,4 @@
-"""A worker that dies or freezes mid-export: another process finishes the job (SPEC §4).
+"""A worker that dies or freezes mid-export: another process finishes the job.
 
 A worker killed with SIGKILL lets go of its liveness lock with its connection, so its export
 is claimed again within seconds, whatever the lease. A worker that is only frozen (SIGSTOP:
@@ -28,7 +28,7 @@ from tests.support.world import eventually, export_status, wait_for_status
 
 pytestmark = pytest.mark.faults
 
-# The defaults a fresh installation runs with (SPEC §10).
+# The defaults a fresh installation runs with.
 DEFAULT_LEASE = 60.0
 RECLAIM_DEADLINE = 5.0
 
