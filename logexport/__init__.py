@@ -10,10 +10,11 @@ The asyncio library every surface (GraphQL, MCP, console, CLI) is built on::
         await logexport.record_audit_log_entry(
             conn, organization_id=org_id, action="user.login", actor_type="USER"
         )
-    export = await logexport.request_export(
-        pool, settings, principal, "AUDIT_LOG", organization_id=org_id,
+    request = logexport.parse_export_input(
+        settings, "AUDIT_LOG", organization_id=org_id,
         from_time="2026-01-01T00:00:00Z", to_time="2026-02-01T00:00:00Z",
     )
+    export = await logexport.request_export(pool, settings, principal, request)
     async with logexport.Worker(settings):   # runs exports inside your event loop
         ...
 
@@ -58,6 +59,8 @@ _EXPORTS: dict[str, str] = {
     "list_audit_log_entries": "logexport.entries",
     "list_scim_events": "logexport.entries",
     # exports
+    "ExportInput": "logexport.exports.requests",
+    "parse_export_input": "logexport.exports.requests",
     "request_export": "logexport.exports.requests",
     "get_export": "logexport.exports.requests",
     "list_exports": "logexport.exports.requests",
@@ -94,6 +97,7 @@ __all__ = [
     "Compression",
     "ConfigError",
     "ExportFormat",
+    "ExportInput",
     "ExportKind",
     "ExportStatus",
     "Forbidden",
@@ -119,6 +123,7 @@ __all__ = [
     "list_exports",
     "list_scim_events",
     "migrate",
+    "parse_export_input",
     "record_audit_log_entries",
     "record_audit_log_entry",
     "record_scim_event",
@@ -178,6 +183,13 @@ if TYPE_CHECKING:
         ExportStatus,
         LogExport,
     )
-    from logexport.exports.requests import cancel_export, get_export, list_exports, request_export
+    from logexport.exports.requests import (
+        ExportInput,
+        cancel_export,
+        get_export,
+        list_exports,
+        parse_export_input,
+        request_export,
+    )
     from logexport.exports.worker import Worker
     from logexport.identity import Principal, authenticate
