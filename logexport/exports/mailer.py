@@ -24,6 +24,7 @@ import jinja2
 from logexport.config import Settings
 from logexport.exports.describe import format_label, human_size
 from logexport.exports.models import LogExport
+from logexport.kinds import log_kind
 from logexport.timeutil import format_readable, format_rfc3339
 
 _TEMPLATES = Path(__file__).resolve().parent.parent / "mail" / "templates"
@@ -45,14 +46,8 @@ _text_env = jinja2.Environment(
     keep_trailing_newline=True,
 )
 
-_SUBJECTS = {
-    ("ready", "AUDIT_LOG"): "Your audit log export is ready",
-    ("ready", "SCIM_EVENT"): "Your SCIM event export is ready",
-    ("failed", "AUDIT_LOG"): "Your audit log export failed",
-    ("failed", "SCIM_EVENT"): "Your SCIM event export failed",
-}
-_KIND_LABELS = {"AUDIT_LOG": "audit log", "SCIM_EVENT": "SCIM event"}
-_ROW_NOUNS = {"AUDIT_LOG": "audit log entries", "SCIM_EVENT": "SCIM events"}
+# "Your audit log export is ready": the subject after the kind's label.
+_SUBJECT_ENDINGS = {"ready": "is ready", "failed": "failed"}
 _MAX_ERROR_CHARS = 500
 SMTP_TIMEOUT = 30.0
 
@@ -148,8 +143,8 @@ def _safe_error(facts: ExportFacts) -> str:
 def _context(settings: Settings, recipient: Recipient, facts: ExportFacts) -> dict[str, object]:
     return {
         "name": clean_display_name(recipient.full_name),
-        "kind_label": _KIND_LABELS[facts.kind],
-        "row_noun": _ROW_NOUNS[facts.kind],
+        "kind_label": log_kind(facts.kind).label,
+        "row_noun": log_kind(facts.kind).rows_noun,
         "export_id": str(facts.export_id),
         "from_rfc3339": format_rfc3339(facts.from_time, fraction="if_any"),
         "to_rfc3339": format_rfc3339(facts.to_time, fraction="if_any"),
@@ -172,7 +167,8 @@ def _message(
 ) -> EmailMessage:
     """The ``export_<outcome>`` email, its text and HTML parts rendered from ``context``."""
     message = EmailMessage()
-    message["Subject"] = _SUBJECTS[(outcome, facts.kind)]
+    label = log_kind(facts.kind).label
+    message["Subject"] = f"Your {label} export {_SUBJECT_ENDINGS[outcome]}"
     message["From"] = settings.mail_from
     message["To"] = recipient_address(recipient)
     message["Date"] = format_datetime(datetime.now(UTC))
