@@ -33,26 +33,23 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import date, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO, Self
+from typing import Any, BinaryIO, Self, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
+from uuid import UUID
 
 import httpx
 
-from logexport import errors
+from logexport import errors, shapes
 from logexport.errors import LogExportError
 from logexport.timeutil import format_rfc3339, parse_time_bound
 
-LOG_EXPORT_FIELDS = """
-fragment LogExportFields on LogExport {
-  id kind status fromTime toTime format compression csvBom filter
-  requestedBy { id email fullName }
-  createdAt startedAt completedAt snapshotAt emailedAt
-  attempts rowsWritten rowCount byteSize sha256 fileName expiresAt
-  error { code message }
-}
+# Every selection comes from ``logexport.shapes``, the list the server's resolvers and MCP
+# answers are built from, so this client reads exactly what ``/mcp`` shows.
+LOG_EXPORT_FRAGMENT = f"""
+fragment LogExportFields on LogExport {{ {shapes.selection(shapes.LOG_EXPORT_FIELDS)} }}
 """
 
-_PAGE_INFO = "pageInfo { hasNextPage endCursor }"
+_PAGE_INFO = f"pageInfo {{ {shapes.selection(shapes.PAGE_INFO_FIELDS)} }}"
 
 REQUEST_AUDIT_LOG_EXPORT = (
     """
@@ -60,7 +57,7 @@ mutation RequestAuditLogExport($input: RequestAuditLogExportInput!) {
   requestAuditLogExport(input: $input) { logExport { ...LogExportFields } }
 }
 """
-    + LOG_EXPORT_FIELDS
+    + LOG_EXPORT_FRAGMENT
 )
 
 REQUEST_SCIM_EVENT_EXPORT = (
@@ -69,39 +66,39 @@ mutation RequestScimEventExport($input: RequestScimEventExportInput!) {
   requestScimEventExport(input: $input) { logExport { ...LogExportFields } }
 }
 """
-    + LOG_EXPORT_FIELDS
+    + LOG_EXPORT_FRAGMENT
 )
 
 GET_LOG_EXPORT = (
     """
 query LogExport($id: ID!) { logExport(id: $id) { ...LogExportFields } }
 """
-    + LOG_EXPORT_FIELDS
+    + LOG_EXPORT_FRAGMENT
 )
 
 # A separate query: each downloadUrl is a fresh link (a stored token), so it is asked for
 # only when the caller is about to download.
 GET_LOG_EXPORT_DOWNLOAD = (
-    """
-query LogExportDownload($id: ID!) { logExport(id: $id) { ...LogExportFields downloadUrl } }
+    f"""
+query LogExportDownload($id: ID!) {{
+  logExport(id: $id) {{ ...LogExportFields {shapes.DOWNLOAD_URL} }}
+}}
 """
-    + LOG_EXPORT_FIELDS
+    + LOG_EXPORT_FRAGMENT
 )
 
 LIST_LOG_EXPORTS = (
-    """
-query LogExports($organizationId: ID!, $first: Int, $after: String) {
-  organization(id: $organizationId) {
-    logExports(first: $first, after: $after) {
-      edges { cursor node { ...LogExportFields } }
-      """
-    + _PAGE_INFO
-    + """
-    }
-  }
-}
+    f"""
+query LogExports($organizationId: ID!, $first: Int, $after: String) {{
+  organization(id: $organizationId) {{
+    logExports(first: $first, after: $after) {{
+      edges {{ cursor node {{ ...LogExportFields }} }}
+      {_PAGE_INFO}
+    }}
+  }}
+}}
 """
-    + LOG_EXPORT_FIELDS
+    + LOG_EXPORT_FRAGMENT
 )
 
 CANCEL_LOG_EXPORT = (
@@ -110,74 +107,41 @@ mutation CancelLogExport($input: CancelLogExportInput!) {
   cancelLogExport(input: $input) { logExport { ...LogExportFields } }
 }
 """
-    + LOG_EXPORT_FIELDS
+    + LOG_EXPORT_FRAGMENT
 )
 
-LIST_AUDIT_LOG_ENTRIES = (
-    """
-query AuditLogEntries(
-  $organizationId: ID!, $first: Int, $after: String, $filter: AuditLogFilter,
+
+def _entries_query(operation: str, connection: str, node_type: str, filter_type: str) -> str:
+    return f"""
+query {operation}(
+  $organizationId: ID!, $first: Int, $after: String, $filter: {filter_type},
   $fromTime: DateTime, $toTime: DateTime
-) {
-  organization(id: $organizationId) {
-    auditLogEntries(
+) {{
+  organization(id: $organizationId) {{
+    {connection}(
       first: $first, after: $after, filter: $filter, fromTime: $fromTime, toTime: $toTime
-    ) {
-      edges {
-        cursor
-        node {
-          id createdAt actorType actorId actorEmail actorName action
-          resourceType resourceId ipAddress userAgent metadata
-        }
-      }
-      """
-    + _PAGE_INFO
-    + """
-    }
-  }
-}
+    ) {{
+      edges {{ cursor node {{ {shapes.selection(shapes.ENTRY_FIELDS[node_type])} }} }}
+      {_PAGE_INFO}
+    }}
+  }}
+}}
 """
-)
 
-LIST_SCIM_EVENTS = (
-    """
-query ScimEvents(
-  $organizationId: ID!, $first: Int, $after: String, $filter: ScimEventFilter,
-  $fromTime: DateTime, $toTime: DateTime
-) {
-  organization(id: $organizationId) {
-    scimEvents(
-      first: $first, after: $after, filter: $filter, fromTime: $fromTime, toTime: $toTime
-    ) {
-      edges {
-        cursor
-        node {
-          id createdAt method path userName statusCode errorMessage
-          ipAddress userAgent requestBody responseBody
-        }
-      }
-      """
-    + _PAGE_INFO
-    + """
-    }
-  }
-}
-"""
-)
 
-VIEWER = """
-query Viewer {
-  viewer {
-    id email fullName
-    organizations {
-      id name viewerRole
-      viewerPermissions {
-        canListAuditLog canExportAuditLog canListScimEvents canExportScimEvents
-      }
-    }
-  }
+LIST_AUDIT_LOG_ENTRIES = _entries_query(
+    "AuditLogEntries", "auditLogEntries", "AuditLogEntry", "AuditLogFilter"
+)
+LIST_SCIM_EVENTS = _entries_query("ScimEvents", "scimEvents", "ScimEvent", "ScimEventFilter")
+
+VIEWER = f"""
+query Viewer {{
+  viewer {{
+    {shapes.selection(shapes.VIEWER_FIELDS)}
+    organizations {{ {shapes.selection(shapes.MEMBER_ORGANIZATION_FIELDS)} }}
+  }}
   maxRangeDays
-}
+}}
 """
 
 # Every document this client sends, so a test can validate them against schema.graphql.
@@ -202,6 +166,12 @@ _FILTER_KEYS = {
 }
 
 _CHUNK = 64 * 1024
+
+# A GraphQL object as decoded from the response: its fields are those ``schema.graphql``
+# documents (and ``logexport.shapes`` lists), the values whatever JSON holds.
+ApiObject: TypeAlias = dict[str, Any]
+# An id as the caller holds it: the API's string or a UUID.
+Id: TypeAlias = str | UUID
 
 
 class ApiError(LogExportError):
@@ -309,7 +279,7 @@ class ChecksumMismatch(ApiError):
 
 TERMINAL_STATUSES = frozenset({"COMPLETED", "FAILED", "CANCELED", "EXPIRED"})
 
-ProgressCallback = Callable[[dict[str, Any]], Awaitable[None] | None]
+ProgressCallback = Callable[[ApiObject], Awaitable[None] | None]
 
 # Consecutive failed polls tolerated by ``wait_for_export`` before it gives up.
 _POLL_ATTEMPTS = 3
@@ -331,14 +301,14 @@ def _bound(value: str | date | datetime, field: str, *, end: bool) -> str:
         raise BadUserInput(exc.message, exc.field) from None
 
 
-def graphql_filter(raw: Mapping[str, Any] | None) -> dict[str, Any] | None:
+def graphql_filter(raw: Mapping[str, object] | None) -> dict[str, object] | None:
     """A filter with snake_case keys turned into the GraphQL input's camelCase."""
     if raw is None:
         return None
     return {_FILTER_KEYS.get(key, key): value for key, value in raw.items()}
 
 
-def _kind(kind: Any) -> str:
+def _kind(kind: str) -> str:
     text = str(getattr(kind, "value", kind)).upper()
     if text not in ("AUDIT_LOG", "SCIM_EVENT"):
         raise ValueError("kind must be AUDIT_LOG or SCIM_EVENT")
@@ -389,7 +359,9 @@ class LogExportClient:
 
     # ---------------------------------------------------------------------------- transport
 
-    async def execute(self, document: str, variables: Mapping[str, Any] | None = None) -> Any:
+    async def execute(
+        self, document: str, variables: Mapping[str, object] | None = None
+    ) -> ApiObject:
         """Run one GraphQL document; the ``data`` object, or ``ApiError`` for any error."""
         try:
             response = await self._http.post(
@@ -412,27 +384,28 @@ class LogExportClient:
             raise _error_from(body["errors"][0])
         if response.status_code == 401:
             raise Unauthenticated("the API token was not accepted")
-        if response.status_code != 200 or not isinstance(body, dict) or "data" not in body:
+        data = body.get("data") if isinstance(body, dict) else None
+        if response.status_code != 200 or not isinstance(data, dict):
             raise ApiUnreachable(
                 f"the logexport API at {_public_url(self.api_url)} answered HTTP "
                 f"{response.status_code} without a GraphQL result"
             )
-        return body["data"]
+        return data
 
     # ---------------------------------------------------------------------------- exports
 
     async def request_export(
         self,
-        kind: Any,
-        organization_id: Any,
+        kind: str,
+        organization_id: Id,
         from_time: str | date | datetime,
         to_time: str | date | datetime,
         format: str | None = None,
         compression: str | None = None,
         csv_bom: bool | None = None,
-        filter: Mapping[str, Any] | None = None,
+        filter: Mapping[str, object] | None = None,
         idempotency_key: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> ApiObject:
         """Queue an export (``kind`` ``AUDIT_LOG`` or ``SCIM_EVENT``); the new LogExport.
 
         ``from_time`` is inclusive, ``to_time`` exclusive; a day as ``to_time`` includes
@@ -440,7 +413,7 @@ class LogExportClient:
         anything is sent.
         """
         kind_name = _kind(kind)
-        payload: dict[str, Any] = {
+        payload: dict[str, object] = {
             "organizationId": str(organization_id),
             "fromTime": _bound(from_time, "fromTime", end=False),
             "toTime": _bound(to_time, "toTime", end=True),
@@ -459,7 +432,7 @@ class LogExportClient:
         data = await self.execute(REQUEST_SCIM_EVENT_EXPORT, {"input": payload})
         return dict(data["requestScimEventExport"]["logExport"])
 
-    async def get_export(self, id: Any, *, download_url: bool = False) -> dict[str, Any]:
+    async def get_export(self, id: Id, *, download_url: bool = False) -> ApiObject:
         """The LogExport; ``download_url=True`` adds a fresh ``downloadUrl`` (when COMPLETED)."""
         document = GET_LOG_EXPORT_DOWNLOAD if download_url else GET_LOG_EXPORT
         data = await self.execute(document, {"id": str(id)})
@@ -469,13 +442,13 @@ class LogExportClient:
 
     async def wait_for_export(
         self,
-        id: Any,
+        id: Id,
         *,
         timeout: float | None = None,
         on_progress: ProgressCallback | None = None,
         interval: float = 0.5,
         max_interval: float = 5.0,
-    ) -> dict[str, Any]:
+    ) -> ApiObject:
         """Poll the export until it is COMPLETED, FAILED, CANCELED or EXPIRED; return it.
 
         ``on_progress`` (a function or a coroutine function) gets the LogExport on the
@@ -486,7 +459,7 @@ class LogExportClient:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = interval
-        seen: tuple[Any, Any] | None = None
+        seen: tuple[object, object] | None = None
         failures = 0
         while True:
             try:
@@ -518,8 +491,8 @@ class LogExportClient:
             delay = min(delay * 1.5, max_interval)
 
     async def list_exports(
-        self, organization_id: Any, first: int = 50, after: str | None = None
-    ) -> dict[str, Any]:
+        self, organization_id: Id, first: int = 50, after: str | None = None
+    ) -> ApiObject:
         """A LogExportConnection (``edges``, ``pageInfo``), newest first."""
         data = await self.execute(
             LIST_LOG_EXPORTS,
@@ -527,7 +500,7 @@ class LogExportClient:
         )
         return dict(data["organization"]["logExports"])
 
-    async def cancel_export(self, id: Any) -> dict[str, Any]:
+    async def cancel_export(self, id: Id) -> ApiObject:
         data = await self.execute(CANCEL_LOG_EXPORT, {"input": {"id": str(id)}})
         return dict(data["cancelLogExport"]["logExport"])
 
@@ -535,12 +508,12 @@ class LogExportClient:
 
     async def list_entries(
         self,
-        kind: Any,
-        organization_id: Any,
+        kind: str,
+        organization_id: Id,
         first: int = 50,
         after: str | None = None,
-        filter: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
+        filter: Mapping[str, object] | None = None,
+    ) -> ApiObject:
         """An AuditLogEntryConnection or ScimEventConnection (``kind``), newest first."""
         if _kind(kind) == "AUDIT_LOG":
             document, connection = LIST_AUDIT_LOG_ENTRIES, "auditLogEntries"
@@ -559,32 +532,32 @@ class LogExportClient:
 
     async def list_audit_log_entries(
         self,
-        organization_id: Any,
+        organization_id: Id,
         first: int = 50,
         after: str | None = None,
-        filter: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
+        filter: Mapping[str, object] | None = None,
+    ) -> ApiObject:
         """An AuditLogEntryConnection, newest first."""
         return await self.list_entries("AUDIT_LOG", organization_id, first, after, filter)
 
     async def list_scim_events(
         self,
-        organization_id: Any,
+        organization_id: Id,
         first: int = 50,
         after: str | None = None,
-        filter: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
+        filter: Mapping[str, object] | None = None,
+    ) -> ApiObject:
         """A ScimEventConnection, newest first."""
         return await self.list_entries("SCIM_EVENT", organization_id, first, after, filter)
 
-    async def viewer(self) -> dict[str, Any]:
+    async def viewer(self) -> ApiObject:
         """The authenticated user, their organizations, and ``maxRangeDays``."""
         data = await self.execute(VIEWER)
         return {**data["viewer"], "maxRangeDays": data["maxRangeDays"]}
 
     # ---------------------------------------------------------------------------- download
 
-    async def download_export(self, id: Any, path: str | os.PathLike[str]) -> dict[str, Any]:
+    async def download_export(self, id: Id, path: str | os.PathLike[str]) -> ApiObject:
         """Save a completed export's file at ``path``, verified against its SHA-256.
 
         The bytes go to a temporary file beside ``path`` that is renamed only once the
@@ -659,7 +632,7 @@ class _PartialFile:
         self.path.unlink(missing_ok=True)
 
 
-def _error_from(error: Any) -> ApiError:
+def _error_from(error: object) -> ApiError:
     if not isinstance(error, dict):
         return InternalError("the API reported an error")
     extensions = error.get("extensions") or {}

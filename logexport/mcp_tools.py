@@ -1,4 +1,4 @@
-"""The MCP tools, shared by both MCP servers (SPEC §9 MCP).
+"""The MCP tools, shared by both MCP servers.
 
 One definition of each tool's name, description and JSON input schema, and one dispatcher,
 serve two backends:
@@ -31,6 +31,7 @@ import jsonschema
 import mcp_types as types
 from mcp.server import Server, ServerRequestContext
 
+from logexport import shapes
 from logexport.client import (
     LIST_AUDIT_LOG_ENTRIES,
     LIST_SCIM_EVENTS,
@@ -40,6 +41,7 @@ from logexport.client import (
     graphql_filter,
 )
 from logexport.errors import LogExportError
+from logexport.shapes import JSON, JSONObject
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +65,11 @@ def package_version() -> str:
 
 # ---------------------------------------------------------------------------- schemas
 
-_ORGANIZATION = {
+_ORGANIZATION: JSONObject = {
     "type": "string",
     "description": "The organization's id (UUID), e.g. 1b4e28ba-2fa1-11d2-883f-0016d3cca427.",
 }
-_FROM = {
+_FROM: JSONObject = {
     "type": "string",
     "format": "date-time",
     "description": (
@@ -75,7 +77,7 @@ _FROM = {
         "digits, e.g. 2026-01-01T00:00:00Z."
     ),
 }
-_TO = {
+_TO: JSONObject = {
     "type": "string",
     "format": "date-time",
     "description": (
@@ -83,24 +85,24 @@ _TO = {
         "exports all of January 2026. May lie in the future."
     ),
 }
-_FORMAT = {
+_FORMAT: JSONObject = {
     "type": "string",
     "enum": ["JSONL", "CSV"],
     "default": "JSONL",
     "description": "JSONL (one JSON object per line, the default) or CSV (spreadsheet-safe).",
 }
-_COMPRESSION = {
+_COMPRESSION: JSONObject = {
     "type": "string",
     "enum": ["NONE", "GZIP"],
     "default": "NONE",
     "description": "NONE (the default) or GZIP.",
 }
-_CSV_BOM = {
+_CSV_BOM: JSONObject = {
     "type": "boolean",
     "default": False,
     "description": "Start a CSV file with a UTF-8 byte order mark (for Excel). CSV only.",
 }
-_IDEMPOTENCY_KEY = {
+_IDEMPOTENCY_KEY: JSONObject = {
     "type": "string",
     "minLength": 1,
     "maxLength": 200,
@@ -112,7 +114,7 @@ _IDEMPOTENCY_KEY = {
 }
 
 
-def _strings(description: str) -> dict[str, Any]:
+def _strings(description: str) -> JSONObject:
     return {
         "type": "array",
         "items": {"type": "string", "minLength": 1},
@@ -122,7 +124,7 @@ def _strings(description: str) -> dict[str, Any]:
     }
 
 
-_AUDIT_FILTER = {
+_AUDIT_FILTER: JSONObject = {
     "type": "object",
     "additionalProperties": False,
     "description": (
@@ -135,7 +137,7 @@ _AUDIT_FILTER = {
         "resource_types": _strings('Resource types, e.g. ["LogExport"].'),
     },
 }
-_SCIM_FILTER = {
+_SCIM_FILTER: JSONObject = {
     "type": "object",
     "additionalProperties": False,
     "description": (
@@ -157,21 +159,21 @@ _SCIM_FILTER = {
         },
     },
 }
-_FIRST = {
+_FIRST: JSONObject = {
     "type": "integer",
     "minimum": 1,
     "maximum": 100,
     "default": 50,
     "description": "Page size, 1-100 (default 50).",
 }
-_AFTER = {
+_AFTER: JSONObject = {
     "type": "string",
     "description": (
         "The pageInfo.endCursor of the previous page, to read the next one (with the same "
         "filter, from_time and to_time)."
     ),
 }
-_LIST_FROM = {
+_LIST_FROM: JSONObject = {
     "type": "string",
     "format": "date-time",
     "description": (
@@ -179,7 +181,7 @@ _LIST_FROM = {
         "offset, e.g. 2026-01-01T00:00:00Z."
     ),
 }
-_LIST_TO = {
+_LIST_TO: JSONObject = {
     "type": "string",
     "format": "date-time",
     "description": (
@@ -189,15 +191,15 @@ _LIST_TO = {
 }
 
 
-def _object(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "object", "properties": properties}
+def _object(properties: JSONObject, required: list[JSON]) -> JSONObject:
+    schema: JSONObject = {"type": "object", "properties": properties}
     if required:
         schema["required"] = required
     schema["additionalProperties"] = False
     return schema
 
 
-def _export_schema(filter_schema: dict[str, Any]) -> dict[str, Any]:
+def _export_schema(filter_schema: JSONObject) -> JSONObject:
     return _object(
         {
             "organization_id": _ORGANIZATION,
@@ -213,8 +215,8 @@ def _export_schema(filter_schema: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def _list_schema(filter_schema: dict[str, Any] | None = None) -> dict[str, Any]:
-    properties: dict[str, Any] = {
+def _list_schema(filter_schema: JSONObject | None = None) -> JSONObject:
+    properties: JSONObject = {
         "organization_id": _ORGANIZATION,
         "first": _FIRST,
         "after": _AFTER,
@@ -229,7 +231,7 @@ class ToolSpec:
     name: str
     title: str
     description: str
-    input_schema: dict[str, Any]
+    input_schema: JSONObject
     read_only: bool
     destructive: bool = False
     # A request without idempotency_key starts a new export each time.
@@ -260,7 +262,7 @@ _EXPORT_RESULT = (
     "may be pending per organization."
 )
 
-_EXPORT_ID = {
+_EXPORT_ID: JSONObject = {
     "type": "string",
     "description": "The export's id (UUID), e.g. 0c9a4f1e-6d2b-4a8e-9f3c-2b7d5e8a1c40.",
 }
@@ -352,24 +354,28 @@ TOOLS_BY_NAME = {tool.name: tool for tool in TOOLS}
 # ---------------------------------------------------------------------------- backends
 
 
+# A tool's result: the GraphQL-shaped object, as JSON.
+ToolResult = Mapping[str, object]
+
+
 class ToolBackend(Protocol):
     """What the tools need; each method returns the GraphQL-shaped object."""
 
-    async def list_organizations(self) -> dict[str, Any]:
+    async def list_organizations(self) -> ToolResult:
         """``{viewer, organizations: [{id, name, role, permissions}], maxRangeDays}``."""
         ...
 
-    async def request_export(self, kind: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
+    async def request_export(self, kind: str, arguments: Mapping[str, object]) -> ToolResult:
         """``kind`` is AUDIT_LOG or SCIM_EVENT; ``arguments`` the validated tool arguments."""
         ...
 
-    async def get_export(self, id: str) -> dict[str, Any]: ...
+    async def get_export(self, id: str) -> ToolResult: ...
 
-    async def cancel_export(self, id: str) -> dict[str, Any]: ...
+    async def cancel_export(self, id: str) -> ToolResult: ...
 
     async def list_exports(
         self, organization_id: str, first: int, after: str | None
-    ) -> dict[str, Any]: ...
+    ) -> ToolResult: ...
 
     async def list_entries(
         self,
@@ -377,10 +383,10 @@ class ToolBackend(Protocol):
         organization_id: str,
         first: int,
         after: str | None,
-        filter: Mapping[str, Any] | None,
+        filter: Mapping[str, object] | None,
         from_time: str | None,
         to_time: str | None,
-    ) -> dict[str, Any]:
+    ) -> ToolResult:
         """Audit log entries (``kind`` AUDIT_LOG) or SCIM events (SCIM_EVENT), created in
         [``from_time``, ``to_time``) when either bound is given."""
         ...
@@ -389,7 +395,7 @@ class ToolBackend(Protocol):
 _ENTRY_KINDS = {"list_audit_log_entries": "AUDIT_LOG", "list_scim_events": "SCIM_EVENT"}
 
 
-async def _dispatch(backend: ToolBackend, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
+async def _dispatch(backend: ToolBackend, name: str, args: Mapping[str, Any]) -> ToolResult:
     first = int(args.get("first", 50))
     after = args.get("after")
     if name == "list_organizations":
@@ -478,20 +484,24 @@ class _BadArguments(LogExportError):
     code = "BAD_USER_INPUT"
 
 
-def _validate(spec: ToolSpec, arguments: Mapping[str, Any]) -> None:
+def _validate(spec: ToolSpec, arguments: Mapping[str, object]) -> None:
     validator = jsonschema.Draft202012Validator(spec.input_schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(dict(arguments)))
     if error is not None:
         raise _schema_error(error)
 
 
-def without_download_urls(value: Any) -> Any:
+def without_download_urls(value: object) -> object:
     """``value`` with every ``downloadUrl`` removed, however deep."""
-    if isinstance(value, dict):
-        return {k: without_download_urls(v) for k, v in value.items() if k != "downloadUrl"}
+    if isinstance(value, Mapping):
+        return _public_object(value)
     if isinstance(value, list):
         return [without_download_urls(v) for v in value]
     return value
+
+
+def _public_object(value: Mapping[str, object]) -> dict[str, object]:
+    return {k: without_download_urls(v) for k, v in value.items() if k != shapes.DOWNLOAD_URL}
 
 
 def _error_result(text: str) -> types.CallToolResult:
@@ -499,7 +509,7 @@ def _error_result(text: str) -> types.CallToolResult:
 
 
 async def call_tool(
-    backend: ToolBackend, name: str, arguments: Mapping[str, Any] | None
+    backend: ToolBackend, name: str, arguments: Mapping[str, object] | None
 ) -> types.CallToolResult:
     """Validate, run and shape one tool call; user errors become tool errors."""
     spec = TOOLS_BY_NAME.get(name)
@@ -508,7 +518,7 @@ async def call_tool(
     args = dict(arguments or {})
     try:
         _validate(spec, args)
-        result = without_download_urls(await _dispatch(backend, name, args))
+        result = _public_object(await _dispatch(backend, name, args))
     except LogExportError as exc:
         return _error_result(error_text(exc.code, exc.message, exc.field, spec.subject))
     except Exception:
@@ -578,43 +588,32 @@ class GraphQLBackend:
     def __init__(self, client: LogExportClient) -> None:
         self.client = client
 
-    async def list_organizations(self) -> dict[str, Any]:
+    async def list_organizations(self) -> ToolResult:
         viewer = await self.client.viewer()
         return {
-            "viewer": {
-                "id": viewer["id"],
-                "email": viewer["email"],
-                "fullName": viewer["fullName"],
-            },
+            "viewer": {field.name: viewer[field.name] for field in shapes.VIEWER_FIELDS},
             "organizations": [
-                {
-                    "id": organization["id"],
-                    "name": organization["name"],
-                    "role": organization["viewerRole"],
-                    "permissions": organization["viewerPermissions"],
-                }
-                for organization in viewer["organizations"]
+                shapes.mcp_organization(organization) for organization in viewer["organizations"]
             ],
             "maxRangeDays": viewer["maxRangeDays"],
         }
 
-    async def request_export(self, kind: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
+    async def request_export(self, kind: str, arguments: Mapping[str, object]) -> ToolResult:
         payload = {_camel(name): value for name, value in arguments.items() if value is not None}
-        if "filter" in payload:
-            payload["filter"] = graphql_filter(payload["filter"])
+        chosen = payload.get("filter")
+        if isinstance(chosen, Mapping):
+            payload["filter"] = graphql_filter(chosen)
         document, field = _REQUESTS[kind]
         data = await self.client.execute(document, {"input": payload})
         return dict(data[field]["logExport"])
 
-    async def get_export(self, id: str) -> dict[str, Any]:
+    async def get_export(self, id: str) -> ToolResult:
         return await self.client.get_export(id)
 
-    async def cancel_export(self, id: str) -> dict[str, Any]:
+    async def cancel_export(self, id: str) -> ToolResult:
         return await self.client.cancel_export(id)
 
-    async def list_exports(
-        self, organization_id: str, first: int, after: str | None
-    ) -> dict[str, Any]:
+    async def list_exports(self, organization_id: str, first: int, after: str | None) -> ToolResult:
         return await self.client.list_exports(organization_id, first, after)
 
     async def list_entries(
@@ -623,10 +622,10 @@ class GraphQLBackend:
         organization_id: str,
         first: int,
         after: str | None,
-        filter: Mapping[str, Any] | None,
+        filter: Mapping[str, object] | None,
         from_time: str | None,
         to_time: str | None,
-    ) -> dict[str, Any]:
+    ) -> ToolResult:
         document, field = _LISTINGS[kind]
         data = await self.client.execute(
             document,

@@ -8,9 +8,8 @@ Authorization and validation live in the services (``exports.requests``, ``entri
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from operator import attrgetter
 from typing import Any
 from uuid import UUID
@@ -20,14 +19,13 @@ from ariadne import MutationType, ObjectType, QueryType, ScalarType
 from graphql import GraphQLResolveInfo, ValueNode, value_from_ast_untyped
 from starlette.requests import Request
 
-from logexport import identity, policy
+from logexport import identity, policy, shapes
 from logexport.config import Settings
 from logexport.errors import Forbidden
 from logexport.exports import downloads, requests
 from logexport.exports.models import ExportKind, ExportStatus, LogExport
 from logexport.identity import Principal
-from logexport.policy import Action, Role
-from logexport.timeutil import format_rfc3339
+from logexport.shapes import OrganizationView, connection_dict
 from logexport.web import service_calls
 
 
@@ -60,79 +58,47 @@ def _ctx(info: Info) -> Context:
     return context
 
 
-@dataclass(frozen=True)
-class OrganizationView:
-    """An organization as one member sees it."""
-
-    organization: identity.Organization
-    role: Role
-
-
 # ---------------------------------------------------------------------------- scalars
 
-datetime_scalar = ScalarType("DateTime")
-
-
-@datetime_scalar.serializer
-def _serialize_datetime(value: datetime) -> str:
-    return format_rfc3339(value)
+datetime_scalar = ScalarType("DateTime", serializer=shapes.datetime_text)
 
 
 @datetime_scalar.value_parser
-def _parse_datetime(value: Any) -> Any:
+def _parse_datetime(value: object) -> object:
     # Passed through untouched: the service parses it and names the field (fromTime/toTime)
     # in its error, which a scalar parser cannot know.
     return value
 
 
 @datetime_scalar.literal_parser
-def _parse_datetime_literal(node: ValueNode, variables: dict[str, Any] | None = None) -> Any:
+def _parse_datetime_literal(node: ValueNode, variables: dict[str, object] | None = None) -> object:
     return value_from_ast_untyped(node, variables)
 
 
-bigint_scalar = ScalarType("BigInt")
-
-
-@bigint_scalar.serializer
-def _serialize_bigint(value: int) -> str:
-    return str(int(value))
-
-
-json_scalar = ScalarType("JSON")
-
-
-@json_scalar.serializer
-def _serialize_json(value: Any) -> Any:
-    return value
+bigint_scalar = ScalarType("BigInt", serializer=shapes.bigint_text)
+json_scalar = ScalarType("JSON", serializer=shapes.same)
 
 
 @json_scalar.literal_parser
-def _parse_json_literal(node: ValueNode, variables: dict[str, Any] | None = None) -> Any:
+def _parse_json_literal(node: ValueNode, variables: dict[str, object] | None = None) -> object:
     return value_from_ast_untyped(node, variables)
 
 
 # ---------------------------------------------------------------------------- helpers
 
 
-def _attributes(object_type: ObjectType, names: Mapping[str, str]) -> None:
-    """Resolve each GraphQL field from the attribute (a dotted path) of the same meaning."""
+def _object_type(name: str, fields: Sequence[shapes.Field]) -> ObjectType:
+    """The object type whose fields resolve from the model attributes ``fields`` name."""
 
-    def getter(attribute: str) -> Callable[..., Any]:
+    def getter(attribute: str) -> Callable[[object, Info], object]:
         get = attrgetter(attribute)
         return lambda obj, _info: get(obj)
 
-    for graphql_name, attribute in names.items():
-        object_type.set_field(graphql_name, getter(attribute))
-
-
-def _connection(edges: list[tuple[str, Any]], has_next_page: bool) -> dict[str, Any]:
-    return {
-        "edges": [{"cursor": cursor, "node": node} for cursor, node in edges],
-        "pageInfo": {
-            "hasNextPage": has_next_page,
-            "endCursor": edges[-1][0] if edges else None,
-        },
-    }
+    object_type = ObjectType(name)
+    for shape in fields:
+        if shape.attribute is not None:
+            object_type.set_field(shape.name, getter(shape.attribute))
+    return object_type
 
 
 # ---------------------------------------------------------------------------- Query
@@ -186,7 +152,10 @@ _REQUEST_INPUT = {
 }
 
 
-async def _request(info: Info, kind: ExportKind, data: Mapping[str, Any]) -> Any:
+Payload = dict[str, LogExport]
+
+
+async def _request(info: Info, kind: ExportKind, data: Mapping[str, object]) -> Payload:
     ctx = _ctx(info)
     export = await service_calls.request_export(
         ctx.pool,
@@ -201,17 +170,21 @@ async def _request(info: Info, kind: ExportKind, data: Mapping[str, Any]) -> Any
 
 
 @mutation.field("requestAuditLogExport")
-async def resolve_request_audit_log_export(_: None, info: Info, input: dict[str, Any]) -> Any:
+async def resolve_request_audit_log_export(
+    _: None, info: Info, input: dict[str, object]
+) -> Payload:
     return await _request(info, ExportKind.AUDIT_LOG, input)
 
 
 @mutation.field("requestScimEventExport")
-async def resolve_request_scim_event_export(_: None, info: Info, input: dict[str, Any]) -> Any:
+async def resolve_request_scim_event_export(
+    _: None, info: Info, input: dict[str, object]
+) -> Payload:
     return await _request(info, ExportKind.SCIM_EVENT, input)
 
 
 @mutation.field("cancelLogExport")
-async def resolve_cancel_log_export(_: None, info: Info, input: dict[str, Any]) -> Any:
+async def resolve_cancel_log_export(_: None, info: Info, input: dict[str, object]) -> Payload:
     ctx = _ctx(info)
     export = await requests.cancel_export(
         ctx.pool,
@@ -225,8 +198,7 @@ async def resolve_cancel_log_export(_: None, info: Info, input: dict[str, Any]) 
 
 # ---------------------------------------------------------------------------- Viewer
 
-viewer = ObjectType("Viewer")
-_attributes(viewer, {"id": "user_id", "email": "email", "fullName": "full_name"})
+viewer = _object_type("Viewer", shapes.VIEWER_FIELDS)
 
 
 @viewer.field("organizations")
@@ -243,36 +215,23 @@ async def resolve_viewer_organizations(principal: Principal, info: Info) -> list
 
 # ---------------------------------------------------------------------------- Organization
 
-organization = ObjectType("Organization")
-
-
-_attributes(
-    organization,
-    {
-        "id": "organization.id",
-        "name": "organization.name",
-        "createdAt": "organization.created_at",
-        "viewerRole": "role.value",
-    },
+organization = _object_type(
+    "Organization",
+    (*shapes.MEMBER_ORGANIZATION_FIELDS, shapes.Field("createdAt", "organization.created_at")),
 )
 
 
 @organization.field("viewerPermissions")
-async def resolve_viewer_permissions(view: OrganizationView, info: Info) -> dict[str, bool]:
-    ctx = _ctx(info)
-    async with ctx.pool.acquire() as conn:
-        held = await policy.permissions(conn, ctx.principal, view.organization.id)
-    return {
-        "canListAuditLog": Action.AUDIT_LOG_LIST in held,
-        "canExportAuditLog": Action.AUDIT_LOG_EXPORT in held,
-        "canListScimEvents": Action.SCIM_EVENT_LIST in held,
-        "canExportScimEvents": Action.SCIM_EVENT_EXPORT in held,
-    }
+def resolve_viewer_permissions(view: OrganizationView, _info: Info) -> dict[str, bool]:
+    return shapes.permissions_dict(lambda action: policy.allows(view.role, action))
+
+
+Connection = dict[str, object]
 
 
 async def _entries(
     view: OrganizationView, info: Info, kind: ExportKind, arguments: Mapping[str, Any]
-) -> dict[str, Any]:
+) -> Connection:
     ctx = _ctx(info)
     page = await service_calls.list_entries(
         ctx.pool,
@@ -285,115 +244,69 @@ async def _entries(
         from_time=arguments.get("fromTime"),
         to_time=arguments.get("toTime"),
     )
-    return _connection([(e.cursor, e.node) for e in page.edges], page.has_next_page)
+    return connection_dict([(e.cursor, e.node) for e in page.edges], page.has_next_page)
 
 
 @organization.field("auditLogEntries")
 async def resolve_audit_log_entries(
-    view: OrganizationView, info: Info, **arguments: Any
-) -> dict[str, Any]:
+    view: OrganizationView, info: Info, **arguments: object
+) -> Connection:
     return await _entries(view, info, ExportKind.AUDIT_LOG, arguments)
 
 
 @organization.field("scimEvents")
 async def resolve_scim_events(
-    view: OrganizationView, info: Info, **arguments: Any
-) -> dict[str, Any]:
+    view: OrganizationView, info: Info, **arguments: object
+) -> Connection:
     return await _entries(view, info, ExportKind.SCIM_EVENT, arguments)
 
 
 @organization.field("logExports")
 async def resolve_log_exports(
-    view: OrganizationView, info: Info, first: Any = 50, after: str | None = None
-) -> dict[str, Any]:
+    view: OrganizationView, info: Info, first: int | None = 50, after: str | None = None
+) -> Connection:
     ctx = _ctx(info)
     page = await service_calls.list_exports(
         ctx.pool, ctx.principal, view.organization.id, first=first, after=after
     )
     edges = [(service_calls.export_cursor(e), e) for e in page.items]
-    return _connection(edges, page.has_next_page)
+    return connection_dict(edges, page.has_next_page)
 
 
 # ---------------------------------------------------------------------------- entries
 
-audit_log_entry = ObjectType("AuditLogEntry")
-_attributes(
-    audit_log_entry,
-    {
-        "createdAt": "created_at",
-        "actorType": "actor_type",
-        "actorId": "actor_id",
-        "actorEmail": "actor_email",
-        "actorName": "actor_name",
-        "resourceType": "resource_type",
-        "resourceId": "resource_id",
-        "ipAddress": "ip_address",
-        "userAgent": "user_agent",
-    },
-)
-
-scim_event = ObjectType("ScimEvent")
-_attributes(
-    scim_event,
-    {
-        "createdAt": "created_at",
-        "userName": "user_name",
-        "statusCode": "status_code",
-        "errorMessage": "error_message",
-        "ipAddress": "ip_address",
-        "userAgent": "user_agent",
-        "requestBody": "request_body",
-        "responseBody": "response_body",
-    },
-)
+entry_types = [_object_type(name, fields) for name, fields in shapes.ENTRY_FIELDS.items()]
 
 # ---------------------------------------------------------------------------- LogExport
 
-log_export = ObjectType("LogExport")
-_attributes(
-    log_export,
-    {
-        "fromTime": "from_time",
-        "toTime": "to_time",
-        "csvBom": "csv_bom",
-        "createdAt": "created_at",
-        "startedAt": "started_at",
-        "completedAt": "completed_at",
-        "snapshotAt": "snapshot_at",
-        "emailedAt": "emailed_at",
-        "rowsWritten": "rows_written",
-        "rowCount": "row_count",
-        "byteSize": "byte_size",
-        "fileName": "file_name",
-        "expiresAt": "expires_at",
-        "kind": "kind.value",
-        "status": "status.value",
-        "format": "format.value",
-        "compression": "compression.value",
-    },
-)
+log_export = _object_type("LogExport", shapes.LOG_EXPORT_FIELDS)
 
 
 @log_export.field("error")
 def resolve_error(export: LogExport, _info: Info) -> dict[str, str] | None:
-    if export.error_code is None:
-        return None
-    return {"code": export.error_code, "message": export.error_message or export.error_code}
+    return shapes.error_dict(export)
+
+
+async def load_requester(
+    pool: asyncpg.Pool, users: dict[UUID, identity.User | None], export: LogExport
+) -> identity.User:
+    """The user who requested ``export``, looked up once per ``users`` cache."""
+    if export.requested_by not in users:
+        async with pool.acquire() as conn:
+            users[export.requested_by] = await identity.get_user(conn, export.requested_by)
+    user = users[export.requested_by]
+    if user is None:  # users are never deleted; a missing one is a broken database
+        raise LookupError(f"user {export.requested_by} of export {export.id} does not exist")
+    return user
 
 
 @log_export.field("requestedBy")
-async def resolve_requested_by(export: LogExport, info: Info) -> dict[str, Any]:
+async def resolve_requested_by(export: LogExport, info: Info) -> shapes.JSONObject:
     ctx = _ctx(info)
-    if export.requested_by not in ctx.users:
-        async with ctx.pool.acquire() as conn:
-            ctx.users[export.requested_by] = await identity.get_user(conn, export.requested_by)
-    user = ctx.users[export.requested_by]
-    if user is None:  # users are never deleted; a missing one is a broken database
-        raise LookupError(f"user {export.requested_by} of export {export.id} does not exist")
-    return {"id": user.id, "email": user.email, "fullName": user.full_name}
+    return shapes.user_dict(await load_requester(ctx.pool, ctx.users, export))
 
 
-@log_export.field("downloadUrl")
+@log_export.field(shapes.DOWNLOAD_URL)
 async def resolve_download_url(export: LogExport, info: Info) -> str | None:
     if export.status is not ExportStatus.COMPLETED:
         return None
@@ -410,7 +323,6 @@ BINDABLES = [
     mutation,
     viewer,
     organization,
-    audit_log_entry,
-    scim_event,
+    *entry_types,
     log_export,
 ]

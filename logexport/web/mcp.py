@@ -1,4 +1,4 @@
-"""MCP over streamable HTTP at ``/mcp`` (SPEC §9 MCP).
+"""MCP over streamable HTTP at ``/mcp``.
 
 The tools (``logexport.mcp_tools``) run in-process as the caller: the same bearer token as
 GraphQL (``Authorization: Bearer lex_…``), the same service functions and policy. A request
@@ -29,7 +29,7 @@ import json
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any
-from urllib.parse import urlsplit
+from uuid import UUID
 
 import asyncpg
 from mcp.server import ServerRequestContext
@@ -39,16 +39,18 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from logexport import entries, identity, policy
+from logexport import identity, policy, shapes
 from logexport.config import Settings
 from logexport.errors import Unauthenticated
 from logexport.exports import requests
 from logexport.exports.models import LogExport
 from logexport.identity import Principal
-from logexport.mcp_tools import ToolBackend, build_server
-from logexport.timeutil import format_rfc3339
+from logexport.mcp_tools import ToolBackend, ToolResult, build_server
+from logexport.shapes import JSON
 from logexport.web import service_calls
 from logexport.web.auth import BAD_TOKEN_MESSAGE, bearer_token
+from logexport.web.graphql_resolvers import load_requester
+from logexport.web.origins import same_origin
 
 PoolProvider = Callable[[], asyncpg.Pool]
 
@@ -90,7 +92,7 @@ class _Gate:
         self, manager: StreamableHTTPSessionManager, settings: Settings, pools: PoolProvider
     ) -> None:
         self.manager = manager
-        self.origin = _origin(settings.base_url)
+        self.base_url = settings.base_url
         self.pools = pools
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -98,7 +100,7 @@ class _Gate:
             return
         request = Request(scope)
         origin = request.headers.get("origin")
-        if origin is not None and _origin(origin) != self.origin:
+        if origin is not None and not same_origin(origin, self.base_url):
             await _reply(send, 403, "Forbidden: the Origin header names another site")
             return
         if request.method != "POST":
@@ -161,22 +163,6 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replayed
 
 
-def _origin(url: str) -> str:
-    """``scheme://host[:port]``, lower-cased, default ports dropped."""
-    parts = urlsplit(url.strip())
-    scheme = parts.scheme.lower()
-    try:
-        port = parts.port
-    except ValueError:
-        return "invalid"
-    host = (parts.hostname or "").lower()
-    if ":" in host:
-        host = f"[{host}]"
-    if port is None or (scheme, port) in (("http", 80), ("https", 443)):
-        return f"{scheme}://{host}"
-    return f"{scheme}://{host}:{port}"
-
-
 async def _reply(
     send: Send, status: int, message: str, headers: Mapping[str, str] | None = None
 ) -> None:
@@ -210,25 +196,24 @@ class ServiceBackend:
         self.ip_address = ip_address
         self.user_agent = user_agent
 
-    async def list_organizations(self) -> dict[str, Any]:
+    async def list_organizations(self) -> ToolResult:
         principal = self.principal
-        organizations = []
+        organizations: list[JSON] = []
         async with self.pool.acquire() as conn:
             for organization in await identity.list_organizations_for(conn, principal.user_id):
                 role = await policy.role_of(conn, organization.id, principal.user_id)
                 if role is not None:
-                    organizations.append(organization_object(organization, role))
+                    view = shapes.OrganizationView(organization, role)
+                    organizations.append(
+                        shapes.mcp_organization(shapes.member_organization_dict(view))
+                    )
         return {
-            "viewer": {
-                "id": str(principal.user_id),
-                "email": principal.email,
-                "fullName": principal.full_name,
-            },
+            "viewer": shapes.viewer_dict(principal),
             "organizations": organizations,
             "maxRangeDays": self.settings.max_range_days,
         }
 
-    async def request_export(self, kind: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
+    async def request_export(self, kind: str, arguments: Mapping[str, object]) -> ToolResult:
         export = await service_calls.request_export(
             self.pool,
             self.settings,
@@ -240,11 +225,11 @@ class ServiceBackend:
         )
         return (await self._shape([export]))[0]
 
-    async def get_export(self, id: str) -> dict[str, Any]:
+    async def get_export(self, id: str) -> ToolResult:
         export = await requests.get_export(self.pool, self.principal, id)
         return (await self._shape([export]))[0]
 
-    async def cancel_export(self, id: str) -> dict[str, Any]:
+    async def cancel_export(self, id: str) -> ToolResult:
         export = await requests.cancel_export(
             self.pool,
             self.principal,
@@ -254,16 +239,14 @@ class ServiceBackend:
         )
         return (await self._shape([export]))[0]
 
-    async def list_exports(
-        self, organization_id: str, first: int, after: str | None
-    ) -> dict[str, Any]:
+    async def list_exports(self, organization_id: str, first: int, after: str | None) -> ToolResult:
         org_id = requests.parse_uuid(organization_id, "organizationId")
         page = await service_calls.list_exports(
             self.pool, self.principal, org_id, first=first, after=after
         )
         shaped = await self._shape(page.items)
         cursors = [service_calls.export_cursor(e) for e in page.items]
-        return _connection(list(zip(cursors, shaped)), page.has_next_page)
+        return shapes.connection_dict(list(zip(cursors, shaped, strict=True)), page.has_next_page)
 
     async def list_entries(
         self,
@@ -271,10 +254,10 @@ class ServiceBackend:
         organization_id: str,
         first: int,
         after: str | None,
-        filter: Mapping[str, Any] | None,
+        filter: Mapping[str, object] | None,
         from_time: str | None,
         to_time: str | None,
-    ) -> dict[str, Any]:
+    ) -> ToolResult:
         org_id = requests.parse_uuid(organization_id, "organizationId")
         page = await service_calls.list_entries(
             self.pool,
@@ -287,117 +270,12 @@ class ServiceBackend:
             from_time=from_time,
             to_time=to_time,
         )
-        shape = audit_entry_object if kind == "AUDIT_LOG" else scim_event_object
-        return _connection([(e.cursor, shape(e.node)) for e in page.edges], page.has_next_page)
+        edges = [(e.cursor, shapes.entry_dict(e.node)) for e in page.edges]
+        return shapes.connection_dict(edges, page.has_next_page)
 
-    async def _shape(self, exports: list[LogExport]) -> list[dict[str, Any]]:
-        users: dict[Any, identity.User | None] = {}
-        async with self.pool.acquire() as conn:
-            for export in exports:
-                if export.requested_by not in users:
-                    users[export.requested_by] = await identity.get_user(conn, export.requested_by)
-        return [log_export_object(e, users[e.requested_by]) for e in exports]
-
-
-# ---------------------------------------------------------------------------- shapes
-# The GraphQL objects of schema.graphql, so both MCP servers answer alike.
-
-
-def _time(value: Any) -> str | None:
-    return None if value is None else format_rfc3339(value)
-
-
-def _bigint(value: int | None) -> str | None:
-    return None if value is None else str(value)
-
-
-def organization_object(organization: identity.Organization, role: policy.Role) -> dict[str, Any]:
-    """An organization as its member sees it: GraphQL's ``viewerRole`` and
-    ``viewerPermissions`` under the names ``role`` and ``permissions``."""
-    return {
-        "id": str(organization.id),
-        "name": organization.name,
-        "role": role.value,
-        "permissions": {
-            "canListAuditLog": policy.allows(role, policy.Action.AUDIT_LOG_LIST),
-            "canExportAuditLog": policy.allows(role, policy.Action.AUDIT_LOG_EXPORT),
-            "canListScimEvents": policy.allows(role, policy.Action.SCIM_EVENT_LIST),
-            "canExportScimEvents": policy.allows(role, policy.Action.SCIM_EVENT_EXPORT),
-        },
-    }
-
-
-def log_export_object(export: LogExport, requester: identity.User | None) -> dict[str, Any]:
-    """A LogExport as GraphQL shows it, without ``downloadUrl``."""
-    error = None
-    if export.error_code is not None:
-        error = {"code": export.error_code, "message": export.error_message or ""}
-    return {
-        "id": str(export.id),
-        "kind": export.kind.value,
-        "status": export.status.value,
-        "fromTime": _time(export.from_time),
-        "toTime": _time(export.to_time),
-        "format": export.format.value,
-        "compression": export.compression.value,
-        "csvBom": export.csv_bom,
-        "filter": export.filter,
-        "requestedBy": {
-            "id": str(export.requested_by),
-            "email": requester.email if requester else "",
-            "fullName": requester.full_name if requester else "",
-        },
-        "createdAt": _time(export.created_at),
-        "startedAt": _time(export.started_at),
-        "completedAt": _time(export.completed_at),
-        "snapshotAt": _time(export.snapshot_at),
-        "emailedAt": _time(export.emailed_at),
-        "attempts": export.attempts,
-        "rowsWritten": _bigint(export.rows_written),
-        "rowCount": _bigint(export.row_count),
-        "byteSize": _bigint(export.byte_size),
-        "sha256": export.sha256,
-        "fileName": export.file_name,
-        "expiresAt": _time(export.expires_at),
-        "error": error,
-    }
-
-
-def audit_entry_object(entry: entries.AuditLogEntry) -> dict[str, Any]:
-    return {
-        "id": str(entry.id),
-        "createdAt": _time(entry.created_at),
-        "actorType": entry.actor_type,
-        "actorId": entry.actor_id,
-        "actorEmail": entry.actor_email,
-        "actorName": entry.actor_name,
-        "action": entry.action,
-        "resourceType": entry.resource_type,
-        "resourceId": entry.resource_id,
-        "ipAddress": None if entry.ip_address is None else str(entry.ip_address),
-        "userAgent": entry.user_agent,
-        "metadata": entry.metadata,
-    }
-
-
-def scim_event_object(event: entries.ScimEvent) -> dict[str, Any]:
-    return {
-        "id": str(event.id),
-        "createdAt": _time(event.created_at),
-        "method": event.method,
-        "path": event.path,
-        "userName": event.user_name,
-        "statusCode": event.status_code,
-        "errorMessage": event.error_message,
-        "ipAddress": None if event.ip_address is None else str(event.ip_address),
-        "userAgent": event.user_agent,
-        "requestBody": event.request_body,
-        "responseBody": event.response_body,
-    }
-
-
-def _connection(edges: list[tuple[str, dict[str, Any]]], has_next_page: bool) -> dict[str, Any]:
-    return {
-        "edges": [{"cursor": cursor, "node": node} for cursor, node in edges],
-        "pageInfo": {"hasNextPage": has_next_page, "endCursor": edges[-1][0] if edges else None},
-    }
+    async def _shape(self, exports: list[LogExport]) -> list[shapes.JSONObject]:
+        users: dict[UUID, identity.User | None] = {}
+        return [
+            shapes.log_export_dict(export, await load_requester(self.pool, users, export))
+            for export in exports
+        ]
