@@ -20,7 +20,7 @@ import re
 import secrets
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 from uuid import UUID
 
 import jinja2
@@ -34,6 +34,7 @@ from logexport import identity, policy
 from logexport.config import Settings
 from logexport.identity import Principal
 from logexport.web import sessions
+from logexport.web.origins import same_origin
 
 CONSOLE_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -119,15 +120,10 @@ def _secure(settings: Settings) -> bool:
     return settings.base_url.lower().startswith("https://")
 
 
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}".lower()
-
-
 def _origin_allowed(request: Request) -> bool:
     """A present ``Origin`` must be this service's; browsers omit it on some same-origin posts."""
     origin = request.headers.get("origin")
-    return origin is None or origin.lower() == _origin(_settings(request).base_url)
+    return origin is None or same_origin(origin, _settings(request).base_url)
 
 
 def _safe_next(value: str | None) -> str | None:

@@ -26,7 +26,6 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 from uuid import UUID
 
 import jinja2
@@ -43,6 +42,7 @@ from logexport.exports.filenames import content_disposition
 from logexport.exports.models import LogExport
 from logexport.timeutil import format_readable, format_rfc3339
 from logexport.web.forwarded import request_client_ip
+from logexport.web.origins import same_origin
 
 DOWNLOAD_PATH = "/exports/{export_id}/download"
 
@@ -251,17 +251,6 @@ def _render(status_code: int, **context: object) -> Response:
     )
 
 
-def _origin(url: str) -> tuple[str, str, int] | None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return None
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        return None
-    return parts.scheme, parts.hostname.lower(), port
-
-
 def started_on_this_origin(headers: Mapping[str, str], base_url: str) -> bool:
     """Whether a POST came from a page of ``base_url``'s origin (the download page).
 
@@ -271,7 +260,7 @@ def started_on_this_origin(headers: Mapping[str, str], base_url: str) -> bool:
     ``data:`` pages and pages under a ``no-referrer`` policy send, so it proves nothing.
     """
     origin = headers.get("origin")
-    if origin is not None and origin != "null" and _origin(origin) != _origin(base_url):
+    if origin is not None and origin != "null" and not same_origin(origin, base_url):
         return False
     site = headers.get("sec-fetch-site")
     if site is not None:
