@@ -46,7 +46,7 @@ class LogKind:
     # be NULL (bit i of a row's NULL mask is the i-th of them).
     packed_fields: tuple[str, ...]
     nullable_fields: tuple[str, ...]
-    # Columns written as the JSON they hold (numbers and JSON documents), not as text.
+    # Columns JSONL writes unquoted, as the JSON they hold: numbers and JSON documents.
     json_columns: frozenset[str]
     list_action: Action
     export_action: Action
