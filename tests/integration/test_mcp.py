@@ -25,7 +25,12 @@ from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
 from devtools import services
-from logexport.entries import AuditLogEntryInput, record_audit_log_entries
+from logexport.entries import (
+    AuditLogEntryInput,
+    ScimEventInput,
+    record_audit_log_entries,
+    record_scim_events,
+)
 from logexport.web.app import create_app
 from tests.support.cli import logexport_command
 from tests.support.world import build_world, export_status, wait_for_status
@@ -657,3 +662,81 @@ async def test_stdio_server_lists_organizations_and_cancels_through_graphql(pool
     assert expired.content[0].text == (
         "BAD_USER_INPUT (id): An export that is expired cannot be canceled"
     )
+
+
+async def test_both_servers_answer_every_read_tool_byte_for_byte(pool, settings, s3):
+    """``/mcp`` shapes service results in-process, ``logexport mcp`` reads them through the
+    client's GraphQL selections; both come from one field list, so the texts are equal."""
+    world = await build_world(pool)
+    await seed_entries(pool, world.organization_id, count=6)
+    async with pool.acquire() as conn:
+        await record_scim_events(
+            conn,
+            [
+                ScimEventInput(
+                    organization_id=world.organization_id,
+                    method="PATCH",
+                    path="/Users/42",
+                    status_code=409,
+                    user_name="ada",
+                    error_message="conflict",
+                    ip_address="2001:db8::1",
+                    request_body={"password": "hunter2", "op": "add"},
+                    created_at=START,
+                )
+            ],
+        )
+    org = str(world.organization_id)
+    async with (
+        running_app(settings, pool) as base_url,
+        http_client(base_url, world.admin.token) as http,
+        Client(stdio_parameters(base_url, world.admin.token)) as stdio,
+    ):
+        requested = await http.call_tool(
+            "request_scim_event_export",
+            {
+                "organization_id": org,
+                "from_time": "2026-01-01T00:00:00Z",
+                "to_time": "2026-01-02T00:00:00Z",
+                "format": "CSV",
+                "compression": "GZIP",
+                "csv_bom": True,
+                "filter": {"status_codes": [409]},
+            },
+        )
+        export_id = requested.structured_content["id"]
+        await wait_for_status(pool, export_id, "COMPLETED", "FAILED")
+        failed_id = await request_pending_export(http, world.organization_id)
+        await wait_for_status(pool, failed_id, "COMPLETED", "FAILED")
+        async with pool.acquire() as conn:
+            await conn.execute(
+                "UPDATE log_exports SET status = 'FAILED', error_code = 'STORAGE_UNAVAILABLE',"
+                " error_message = 'storage was down' WHERE id = $1",
+                uuid.UUID(failed_id),
+            )
+        calls = [
+            ("list_organizations", {}),
+            ("get_log_export", {"id": export_id}),
+            ("get_log_export", {"id": failed_id}),
+            ("list_log_exports", {"organization_id": org, "first": 2}),
+            ("list_audit_log_entries", {"organization_id": org, "first": 4}),
+            ("list_scim_events", {"organization_id": org}),
+        ]
+        answers = []
+        for name, arguments in calls:
+            answers.append(
+                (
+                    name,
+                    await http.call_tool(name, arguments),
+                    await stdio.call_tool(name, arguments),
+                )
+            )
+
+    for name, over_http, over_stdio in answers:
+        assert not over_http.is_error, (name, over_http.content)
+        assert over_http.content[0].text == over_stdio.content[0].text, name
+        assert over_http.structured_content == over_stdio.structured_content, name
+    failed = answers[2][1].structured_content
+    assert failed["error"] == {"code": "STORAGE_UNAVAILABLE", "message": "storage was down"}
+    listed = answers[4][1].structured_content
+    assert len(listed["edges"]) == 4 and listed["pageInfo"]["hasNextPage"] is True
