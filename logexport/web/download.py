@@ -40,6 +40,7 @@ from logexport.exports.describe import format_label, human_size
 from logexport.exports.downloads import Refusal
 from logexport.exports.filenames import content_disposition
 from logexport.exports.models import LogExport
+from logexport.kinds import LOG_KINDS
 from logexport.timeutil import format_readable, format_rfc3339
 from logexport.web.forwarded import request_client_ip
 from logexport.web.origins import same_origin
@@ -73,7 +74,6 @@ _COMMON_HEADERS = {
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
 }
-_KIND_LABELS = {"AUDIT_LOG": "Audit log entries", "SCIM_EVENT": "SCIM events"}
 
 
 @dataclass(frozen=True)
@@ -203,7 +203,7 @@ def _ready_page(settings: Settings, export: LogExport, token: str) -> Response:
     assert export.expires_at is not None and export.file_name is not None
     file = {
         "name": export.file_name,
-        "kind_label": _KIND_LABELS[export.kind.value],
+        "kind_label": LOG_KINDS[export.kind].rows_title,
         "from_rfc3339": format_rfc3339(export.from_time, fraction="if_any"),
         "to_rfc3339": format_rfc3339(export.to_time, fraction="if_any"),
         "format_label": format_label(export.format.value, export.compression.value, export.csv_bom),

@@ -128,3 +128,8 @@ def test_emails_name_the_kind(kind: ExportKind, ready: str, failed: str, rows: s
     body = ready_mail.get_body(("plain",))
     assert body is not None
     assert rows in body.get_content()
+
+
+def test_download_page_titles_the_rows() -> None:
+    assert LOG_KINDS[ExportKind.AUDIT_LOG].rows_title == "Audit log entries"
+    assert LOG_KINDS[ExportKind.SCIM_EVENT].rows_title == "SCIM events"
