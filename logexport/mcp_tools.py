@@ -532,19 +532,21 @@ async def call_tool(
 
 # ---------------------------------------------------------------------------- server
 
-BackendFor = Callable[[ServerRequestContext[Any, Any]], Awaitable[ToolBackend]]
+# The SDK's per-request context; this server keeps no lifespan state of its own.
+RequestContext = ServerRequestContext[Any, Any]
+BackendFor = Callable[[RequestContext], Awaitable[ToolBackend]]
 
 
 def build_server(backend_for: BackendFor, *, version: str | None = None) -> Server[Any]:
     """A low-level MCP server with the tools; ``backend_for`` picks the backend per call."""
 
     async def list_tools(
-        ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+        ctx: RequestContext, params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
         return types.ListToolsResult(tools=[tool.to_tool() for tool in TOOLS])
 
     async def handle_call(
-        ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
+        ctx: RequestContext, params: types.CallToolRequestParams
     ) -> types.CallToolResult:
         backend = await backend_for(ctx)
         return await call_tool(backend, params.name, params.arguments)
@@ -648,7 +650,7 @@ async def serve_stdio(api_url: str, token: str) -> None:
     async with LogExportClient(api_url, token) as client:
         backend = GraphQLBackend(client)
 
-        async def backend_for(_ctx: ServerRequestContext[Any, Any]) -> ToolBackend:
+        async def backend_for(_ctx: RequestContext) -> ToolBackend:
             return backend
 
         server = build_server(backend_for)

@@ -28,11 +28,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
-from typing import Any
 from uuid import UUID
 
 import asyncpg
-from mcp.server import ServerRequestContext
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
@@ -45,7 +43,7 @@ from logexport.errors import Unauthenticated
 from logexport.exports import requests
 from logexport.exports.models import LogExport
 from logexport.identity import Principal
-from logexport.mcp_tools import ToolBackend, ToolResult, build_server
+from logexport.mcp_tools import RequestContext, ToolBackend, ToolResult, build_server
 from logexport.shapes import JSON
 from logexport.web import service_calls
 from logexport.web.auth import BAD_TOKEN_MESSAGE, bearer_token
@@ -65,7 +63,7 @@ def create_mcp_app(
     """The ASGI app to route at ``/mcp`` and the lifespan the host app must enter."""
     pools = pool_provider
 
-    async def backend_for(ctx: ServerRequestContext[Any, Any]) -> ToolBackend:
+    async def backend_for(ctx: RequestContext) -> ToolBackend:
         request = ctx.request
         if not isinstance(request, Request):
             raise Unauthenticated(BAD_TOKEN_MESSAGE)
