@@ -358,6 +358,20 @@ TOOLS_BY_NAME = {tool.name: tool for tool in TOOLS}
 ToolResult = Mapping[str, object]
 
 
+@dataclass(frozen=True)
+class EntryQuery:
+    """A page of audit log entries (``kind`` AUDIT_LOG) or SCIM events (SCIM_EVENT), created
+    in [``from_time``, ``to_time``) when either bound is given."""
+
+    kind: str
+    organization_id: str
+    first: int
+    after: str | None
+    filter: Mapping[str, object] | None
+    from_time: str | None
+    to_time: str | None
+
+
 class ToolBackend(Protocol):
     """What the tools need; each method returns the GraphQL-shaped object."""
 
@@ -377,19 +391,7 @@ class ToolBackend(Protocol):
         self, organization_id: str, first: int, after: str | None
     ) -> ToolResult: ...
 
-    async def list_entries(
-        self,
-        kind: str,
-        organization_id: str,
-        first: int,
-        after: str | None,
-        filter: Mapping[str, object] | None,
-        from_time: str | None,
-        to_time: str | None,
-    ) -> ToolResult:
-        """Audit log entries (``kind`` AUDIT_LOG) or SCIM events (SCIM_EVENT), created in
-        [``from_time``, ``to_time``) when either bound is given."""
-        ...
+    async def list_entries(self, query: EntryQuery) -> ToolResult: ...
 
 
 _ENTRY_KINDS = {"list_audit_log_entries": "AUDIT_LOG", "list_scim_events": "SCIM_EVENT"}
@@ -411,7 +413,7 @@ async def _dispatch(backend: ToolBackend, name: str, args: Mapping[str, Any]) ->
     if name == "list_log_exports":
         return await backend.list_exports(str(args["organization_id"]), first, after)
     if name in _ENTRY_KINDS:
-        return await backend.list_entries(
+        query = EntryQuery(
             _ENTRY_KINDS[name],
             str(args["organization_id"]),
             first,
@@ -420,6 +422,7 @@ async def _dispatch(backend: ToolBackend, name: str, args: Mapping[str, Any]) ->
             args.get("from_time"),
             args.get("to_time"),
         )
+        return await backend.list_entries(query)
     raise LogExportError(f"unknown tool {name}")
 
 
@@ -618,26 +621,17 @@ class GraphQLBackend:
     async def list_exports(self, organization_id: str, first: int, after: str | None) -> ToolResult:
         return await self.client.list_exports(organization_id, first, after)
 
-    async def list_entries(
-        self,
-        kind: str,
-        organization_id: str,
-        first: int,
-        after: str | None,
-        filter: Mapping[str, object] | None,
-        from_time: str | None,
-        to_time: str | None,
-    ) -> ToolResult:
-        document, field = _LISTINGS[kind]
+    async def list_entries(self, query: EntryQuery) -> ToolResult:
+        document, field = _LISTINGS[query.kind]
         data = await self.client.execute(
             document,
             {
-                "organizationId": organization_id,
-                "first": first,
-                "after": after,
-                "filter": graphql_filter(filter),
-                "fromTime": from_time,
-                "toTime": to_time,
+                "organizationId": query.organization_id,
+                "first": query.first,
+                "after": query.after,
+                "filter": graphql_filter(query.filter),
+                "fromTime": query.from_time,
+                "toTime": query.to_time,
             },
         )
         return dict(data["organization"][field])

@@ -43,7 +43,13 @@ from logexport.errors import Unauthenticated
 from logexport.exports import requests
 from logexport.exports.models import LogExport
 from logexport.identity import Principal
-from logexport.mcp_tools import RequestContext, ToolBackend, ToolResult, build_server
+from logexport.mcp_tools import (
+    EntryQuery,
+    RequestContext,
+    ToolBackend,
+    ToolResult,
+    build_server,
+)
 from logexport.shapes import JSON
 from logexport.web import service_calls
 from logexport.web.auth import BAD_TOKEN_MESSAGE, bearer_token
@@ -246,27 +252,18 @@ class ServiceBackend:
         cursors = [service_calls.export_cursor(e) for e in page.items]
         return shapes.connection_dict(list(zip(cursors, shaped, strict=True)), page.has_next_page)
 
-    async def list_entries(
-        self,
-        kind: str,
-        organization_id: str,
-        first: int,
-        after: str | None,
-        filter: Mapping[str, object] | None,
-        from_time: str | None,
-        to_time: str | None,
-    ) -> ToolResult:
-        org_id = requests.parse_uuid(organization_id, "organizationId")
+    async def list_entries(self, query: EntryQuery) -> ToolResult:
+        org_id = requests.parse_uuid(query.organization_id, "organizationId")
         page = await service_calls.list_entries(
             self.pool,
             self.principal,
-            kind,
+            query.kind,
             org_id,
-            first=first,
-            after=after,
-            filter=filter,
-            from_time=from_time,
-            to_time=to_time,
+            first=query.first,
+            after=query.after,
+            filter=query.filter,
+            from_time=query.from_time,
+            to_time=query.to_time,
         )
         edges = [(e.cursor, shapes.entry_dict(e.node)) for e in page.edges]
         return shapes.connection_dict(edges, page.has_next_page)
