@@ -8,7 +8,7 @@ Authorization and validation live in the services (``exports.requests``, ``entri
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any
@@ -25,6 +25,7 @@ from logexport.errors import Forbidden
 from logexport.exports import downloads, requests
 from logexport.exports.models import ExportKind, ExportStatus, LogExport
 from logexport.identity import Principal
+from logexport.kinds import LOG_KINDS
 from logexport.shapes import OrganizationView, connection_dict
 from logexport.web import service_calls
 
@@ -169,18 +170,15 @@ async def _request(info: Info, kind: ExportKind, data: Mapping[str, object]) -> 
     return {"logExport": export}
 
 
-@mutation.field("requestAuditLogExport")
-async def resolve_request_audit_log_export(
-    _: None, info: Info, input: dict[str, object]
-) -> Payload:
-    return await _request(info, ExportKind.AUDIT_LOG, input)
+def _request_resolver(kind: ExportKind) -> Callable[..., Awaitable[Payload]]:
+    async def resolve(_: None, info: Info, input: dict[str, object]) -> Payload:
+        return await _request(info, kind, input)
+
+    return resolve
 
 
-@mutation.field("requestScimEventExport")
-async def resolve_request_scim_event_export(
-    _: None, info: Info, input: dict[str, object]
-) -> Payload:
-    return await _request(info, ExportKind.SCIM_EVENT, input)
+for _kind in LOG_KINDS.values():  # requestAuditLogExport, requestScimEventExport
+    mutation.set_field(_kind.graphql_request, _request_resolver(_kind.kind))
 
 
 @mutation.field("cancelLogExport")
@@ -247,18 +245,15 @@ async def _entries(
     return connection_dict([(e.cursor, e.node) for e in page.edges], page.has_next_page)
 
 
-@organization.field("auditLogEntries")
-async def resolve_audit_log_entries(
-    view: OrganizationView, info: Info, **arguments: object
-) -> Connection:
-    return await _entries(view, info, ExportKind.AUDIT_LOG, arguments)
+def _entries_resolver(kind: ExportKind) -> Callable[..., Awaitable[Connection]]:
+    async def resolve(view: OrganizationView, info: Info, **arguments: object) -> Connection:
+        return await _entries(view, info, kind, arguments)
+
+    return resolve
 
 
-@organization.field("scimEvents")
-async def resolve_scim_events(
-    view: OrganizationView, info: Info, **arguments: object
-) -> Connection:
-    return await _entries(view, info, ExportKind.SCIM_EVENT, arguments)
+for _kind in LOG_KINDS.values():  # auditLogEntries, scimEvents
+    organization.set_field(_kind.graphql_connection, _entries_resolver(_kind.kind))
 
 
 @organization.field("logExports")
