@@ -32,14 +32,7 @@ import mcp_types as types
 from mcp.server import Server, ServerRequestContext
 
 from logexport import shapes
-from logexport.client import (
-    LIST_AUDIT_LOG_ENTRIES,
-    LIST_SCIM_EVENTS,
-    REQUEST_AUDIT_LOG_EXPORT,
-    REQUEST_SCIM_EVENT_EXPORT,
-    LogExportClient,
-    graphql_filter,
-)
+from logexport.client import KIND_DOCUMENTS, LogExportClient, graphql_filter
 from logexport.errors import LogExportError
 from logexport.shapes import JSON, JSONObject
 
@@ -566,14 +559,6 @@ def build_server(backend_for: BackendFor, *, version: str | None = None) -> Serv
 # ---------------------------------------------------------------------------- stdio
 
 
-_REQUESTS = {
-    "AUDIT_LOG": (REQUEST_AUDIT_LOG_EXPORT, "requestAuditLogExport"),
-    "SCIM_EVENT": (REQUEST_SCIM_EVENT_EXPORT, "requestScimEventExport"),
-}
-_LISTINGS = {
-    "AUDIT_LOG": (LIST_AUDIT_LOG_ENTRIES, "auditLogEntries"),
-    "SCIM_EVENT": (LIST_SCIM_EVENTS, "scimEvents"),
-}
 _UNDERSCORED = re.compile(r"_([a-z])")
 
 
@@ -608,9 +593,9 @@ class GraphQLBackend:
         chosen = payload.get("filter")
         if isinstance(chosen, Mapping):
             payload["filter"] = graphql_filter(chosen)
-        document, field = _REQUESTS[kind]
-        data = await self.client.execute(document, {"input": payload})
-        return dict(data[field]["logExport"])
+        documents = KIND_DOCUMENTS[kind]
+        data = await self.client.execute(documents.request, {"input": payload})
+        return dict(data[documents.request_field]["logExport"])
 
     async def get_export(self, id: str) -> ToolResult:
         return await self.client.get_export(id)
@@ -622,9 +607,9 @@ class GraphQLBackend:
         return await self.client.list_exports(organization_id, first, after)
 
     async def list_entries(self, query: EntryQuery) -> ToolResult:
-        document, field = _LISTINGS[query.kind]
+        documents = KIND_DOCUMENTS[query.kind]
         data = await self.client.execute(
-            document,
+            documents.listing,
             {
                 "organizationId": query.organization_id,
                 "first": query.first,
@@ -634,7 +619,7 @@ class GraphQLBackend:
                 "toTime": query.to_time,
             },
         )
-        return dict(data["organization"][field])
+        return dict(data["organization"][documents.listing_field])
 
 
 async def serve_stdio(api_url: str, token: str) -> None:
