@@ -1,7 +1,9 @@
-"""Settings from the environment (SPEC §10).
+"""Settings from the environment (the variables are listed in README.md).
 
 Each command names the settings it needs; a missing or malformed one raises
-``ConfigError`` whose message names the variable and never echoes its value.
+``ConfigError`` whose message names the variable and never echoes its value. A setting
+with no default is ``None`` unless the command asked for it; ``Settings.require`` reads
+one that must be present.
 """
 
 from __future__ import annotations
@@ -10,8 +12,8 @@ import ipaddress
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal, TypeVar
 from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
 
@@ -152,22 +154,46 @@ def _networks(text: str) -> tuple[IPNetwork, ...]:
     return tuple(networks)
 
 
-def _setting(env: str, parse: Callable[[str], Any], default: str | None = None) -> Any:
-    return field(default=None, metadata={"env": env, "parse": parse, "default": default})
+T = TypeVar("T")
+
+
+def _optional(env: str, parse: Callable[[str], T]) -> T | None:
+    """A setting with no default: ``None`` unless set, or needed and then checked present."""
+    return field(default=None, metadata={"env": env, "parse": parse, "default": None})
+
+
+def _setting(env: str, parse: Callable[[str], T], default: str) -> T:
+    """A setting with a default, written as the environment would spell it."""
+    return field(default=parse(default), metadata={"env": env, "parse": parse, "default": default})
+
+
+# The settings with no default: each is None unless the command asked for it.
+Required = Literal[
+    "database_url",
+    "export_database_url",
+    "base_url",
+    "storage_url",
+    "s3_endpoint_url",
+    "s3_public_url",
+    "smtp_url",
+    "mail_from",
+    "secret_key",
+    "token",
+]
 
 
 @dataclass(frozen=True)
 class Settings:
-    database_url: str = _setting("LOGEXPORT_DATABASE_URL", _postgres_url)
-    export_database_url: str | None = _setting("LOGEXPORT_EXPORT_DATABASE_URL", _postgres_url)
-    base_url: str = _setting("LOGEXPORT_BASE_URL", _url("http", "https"))
-    storage_url: str = _setting("LOGEXPORT_STORAGE_URL", _url("s3", "file"))
-    s3_endpoint_url: str | None = _setting("LOGEXPORT_S3_ENDPOINT_URL", _url("http", "https"))
-    s3_public_url: str | None = _setting("LOGEXPORT_S3_PUBLIC_URL", _url("http", "https"))
+    database_url: str | None = _optional("LOGEXPORT_DATABASE_URL", _postgres_url)
+    export_database_url: str | None = _optional("LOGEXPORT_EXPORT_DATABASE_URL", _postgres_url)
+    base_url: str | None = _optional("LOGEXPORT_BASE_URL", _url("http", "https"))
+    storage_url: str | None = _optional("LOGEXPORT_STORAGE_URL", _url("s3", "file"))
+    s3_endpoint_url: str | None = _optional("LOGEXPORT_S3_ENDPOINT_URL", _url("http", "https"))
+    s3_public_url: str | None = _optional("LOGEXPORT_S3_PUBLIC_URL", _url("http", "https"))
     s3_addressing_style: str = _setting("LOGEXPORT_S3_ADDRESSING_STYLE", _addressing_style, "auto")
-    smtp_url: str = _setting("LOGEXPORT_SMTP_URL", _url("smtp", "smtps"))
-    mail_from: str = _setting("LOGEXPORT_MAIL_FROM", _email)
-    secret_key: str = _setting("LOGEXPORT_SECRET_KEY", _secret_key)
+    smtp_url: str | None = _optional("LOGEXPORT_SMTP_URL", _url("smtp", "smtps"))
+    mail_from: str | None = _optional("LOGEXPORT_MAIL_FROM", _email)
+    secret_key: str | None = _optional("LOGEXPORT_SECRET_KEY", _secret_key)
     link_ttl: float = _setting("LOGEXPORT_LINK_TTL", _positive_duration, "24h")
     max_range_days: int = _setting("LOGEXPORT_MAX_RANGE_DAYS", _positive_int, "366")
     max_active_exports_per_org: int = _setting(
@@ -186,7 +212,7 @@ class Settings:
     worker_retry_base: float = _setting("LOGEXPORT_WORKER_RETRY_BASE", _positive_duration, "2s")
     shutdown_grace: float = _setting("LOGEXPORT_SHUTDOWN_GRACE", parse_duration, "30s")
     api_url: str = _setting("LOGEXPORT_API_URL", _url("http", "https"), "http://127.0.0.1:8000")
-    token: str = _setting("LOGEXPORT_TOKEN", str)
+    token: str | None = _optional("LOGEXPORT_TOKEN", str)
     trusted_proxies: tuple[IPNetwork, ...] = _setting("LOGEXPORT_TRUSTED_PROXIES", _networks, "")
 
     @classmethod
@@ -202,6 +228,7 @@ class Settings:
         unknown = required - known
         if unknown:
             raise ValueError(f"unknown settings: {sorted(unknown)}")
+        # One value per field, each of the type its field's parser returns.
         values: dict[str, Any] = {}
         for f in fields(cls):
             name, parse, default = f.metadata["env"], f.metadata["parse"], f.metadata["default"]
@@ -219,12 +246,19 @@ class Settings:
                 raise ConfigError(f"{name} is malformed: {exc}") from None
         return cls(**values)
 
+    def require(self, name: Required) -> str:
+        """The value of a setting the caller cannot work without; ``ConfigError`` naming the
+        variable when it is not set."""
+        value: str | None = getattr(self, name)
+        if value is None:
+            env = next(f.metadata["env"] for f in fields(self) if f.name == name)
+            raise ConfigError(f"{env} is not set")
+        return value
+
     @property
     def snapshot_database_url(self) -> str:
-        return self.export_database_url or self.database_url
+        return self.export_database_url or self.require("database_url")
 
     def derive(self, **changes: Any) -> Settings:
         """A copy with some values replaced (tests and embedding applications)."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        values.update(changes)
-        return Settings(**values)
+        return replace(self, **changes)

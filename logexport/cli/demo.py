@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -36,7 +36,7 @@ from email.message import EmailMessage
 from html.parser import HTMLParser
 from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO, cast
+from typing import TextIO, cast
 from urllib.parse import urljoin, urlsplit
 from uuid import UUID
 
@@ -282,11 +282,13 @@ def wait_until_ready(server: DemoServer, timeout: float = READY_TIMEOUT) -> None
 # ---------------------------------------------------------------------------- 3. export
 
 
-async def request_and_wait(base_url: str, token: str, organization_id: UUID) -> dict[str, Any]:
+async def request_and_wait(
+    base_url: str, token: str, organization_id: UUID
+) -> Mapping[str, object]:
     to_time = datetime.now(UTC).replace(microsecond=0)
     from_time = to_time - timedelta(days=EXPORT_DAYS)
     async with LogExportClient(base_url, token) as client:
-        export = await client.request_export(
+        export: Mapping[str, object] = await client.request_export(
             "AUDIT_LOG",
             organization_id,
             from_time,
@@ -580,7 +582,7 @@ def demo(audit_entries: int, scim_events: int, days: int, port: int, keep_runnin
     with _step(1, f'Demo organization "{ORGANIZATION_NAME}"'):
         org = run(
             ensure_demo_organization(
-                settings.database_url,
+                settings.require("database_url"),
                 audit_entries=audit_entries,
                 scim_events=scim_events,
                 days=days,
@@ -644,16 +646,18 @@ def _services_note() -> None:
 def _story(server: DemoServer, org: DemoOrganization, mail_dir: Path, downloads: Path) -> None:
     with _step(3, f"Request an audit log export of the last {EXPORT_DAYS} days (GraphQL API)"):
         export = run(request_and_wait(server.base_url, org.token, org.id))
+        export_id = str(export["id"])
         if export["status"] != "COMPLETED":
-            error = export.get("error") or {}
-            fail(f"export {export['id']} ended {export['status']}: {error.get('message', '')}")
-        _detail(
-            f"COMPLETED: {int(export['rowCount']):,} rows, {int(export['byteSize']):,} bytes, "
-            f"{export['fileName']}"
-        )
+            error = export.get("error")
+            reason = error.get("message", "") if isinstance(error, dict) else ""
+            fail(f"export {export_id} ended {export['status']}: {reason}")
+        # The counts are BigInts, which travel as decimal strings.
+        row_count, byte_size = int(str(export["rowCount"])), int(str(export["byteSize"]))
+        file_name = str(export["fileName"])
+        _detail(f"COMPLETED: {row_count:,} rows, {byte_size:,} bytes, {file_name}")
 
     with _step(4, "The email"):
-        received = run(wait_for_email(mail_dir, export["id"], MAIL_TIMEOUT))
+        received = run(wait_for_email(mail_dir, export_id, MAIL_TIMEOUT))
         _detail(f"file:    {received.path}")
         _detail(f"To:      {received.to}")
         _detail(f"Subject: {received.subject}")
@@ -661,7 +665,7 @@ def _story(server: DemoServer, org: DemoOrganization, mail_dir: Path, downloads:
 
     with _step(5, "Open the link and download the file like a person"):
         downloaded = run(
-            download_like_a_person(received.link, server.base_url, export["fileName"], downloads)
+            download_like_a_person(received.link, server.base_url, file_name, downloads)
         )
         _detail(f"saved {downloaded.path} ({downloaded.size:,} bytes)")
         expected = str(export["sha256"]).lower()
@@ -669,8 +673,8 @@ def _story(server: DemoServer, org: DemoOrganization, mail_dir: Path, downloads:
             fail(f"SHA-256 mismatch: the file has {downloaded.sha256}, the API says {expected}")
         _detail(f"SHA-256 verified: {downloaded.sha256} (matches the API)")
         rows, first = read_lines(downloaded.path)
-        if rows != int(export["rowCount"]):
-            fail(f"the file has {rows:,} lines, the API says {export['rowCount']} rows")
+        if rows != row_count:
+            fail(f"the file has {rows:,} lines, the API says {row_count} rows")
         _detail(f"rows: {rows:,} (matches the API); the first {len(first)} lines, decompressed:")
         for line in first:
             _detail(f"  {line}")

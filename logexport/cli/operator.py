@@ -31,7 +31,7 @@ def _with_database(work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
     settings = load_settings("database_url")
 
     async def main() -> T:
-        conn = await db.connect(settings.database_url)
+        conn = await db.connect(settings.require("database_url"))
         try:
             return await work(conn)
         finally:
@@ -75,7 +75,7 @@ _ROLE = click.Choice([r.value for r in Role], case_sensitive=False)
 def migrate() -> None:
     """Apply pending database migrations (safe to run concurrently)."""
     settings = load_settings("database_url")
-    applied = run(db.migrate(settings.database_url))
+    applied = run(db.migrate(settings.require("database_url")))
     _info(f"applied {', '.join(applied)}" if applied else "the database is up to date")
 
 

@@ -65,7 +65,7 @@ async def compose_ready_email(
         settings,
         found.requester,
         ExportFacts.of(export),
-        download_link(settings.base_url, export.id, token),
+        download_link(settings.require("base_url"), export.id, token),
     )
 
 

@@ -46,7 +46,7 @@ from uuid import UUID
 import asyncpg
 
 from logexport import policy
-from logexport.config import ConfigError, Settings
+from logexport.config import Settings
 from logexport.db import q
 from logexport.exports.audit import record_export_event
 from logexport.exports.models import ExportStatus, LogExport
@@ -211,11 +211,9 @@ async def direct_download_url(
     assert found.expires_at is not None
     if not await may_download(conn, found.organization_id, principal.user_id):
         return None
-    if not settings.secret_key:
-        raise ConfigError("LOGEXPORT_SECRET_KEY is not set")
     window = int(now.timestamp() // DIRECT_LINK_WINDOW.total_seconds())
     window_start = datetime.fromtimestamp(window * DIRECT_LINK_WINDOW.total_seconds(), UTC)
-    token = direct_token(settings.secret_key, found.id, principal.user_id, window)
+    token = direct_token(settings.require("secret_key"), found.id, principal.user_id, window)
     await conn.execute(
         q("insert_download_token_once"),
         found.id,
@@ -224,7 +222,7 @@ async def direct_download_url(
         "DIRECT",
         min(window_start + DIRECT_LINK_TTL, found.expires_at),
     )
-    return download_link(settings.base_url, found.id, token)
+    return download_link(settings.require("base_url"), found.id, token)
 
 
 class Refusal(StrEnum):

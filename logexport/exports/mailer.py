@@ -21,7 +21,7 @@ from uuid import UUID
 import aiosmtplib
 import jinja2
 
-from logexport.config import Settings
+from logexport.config import ConfigError, Settings
 from logexport.exports.describe import format_label, human_size
 from logexport.exports.models import LogExport
 from logexport.kinds import log_kind
@@ -154,7 +154,7 @@ def _context(settings: Settings, recipient: Recipient, facts: ExportFacts) -> di
         "last_day": _last_day(facts.to_time),
         "format_label": format_label(facts.format, facts.compression, facts.csv_bom),
         "filter_lines": _filter_lines(facts.filter),
-        "console_url": settings.base_url.rstrip("/") + "/console",
+        "console_url": settings.require("base_url").rstrip("/") + "/console",
     }
 
 
@@ -169,10 +169,11 @@ def _message(
     message = EmailMessage()
     label = log_kind(facts.kind).label
     message["Subject"] = f"Your {label} export {_SUBJECT_ENDINGS[outcome]}"
-    message["From"] = settings.mail_from
+    sender = settings.require("mail_from")
+    message["From"] = sender
     message["To"] = recipient_address(recipient)
     message["Date"] = format_datetime(datetime.now(UTC))
-    message["Message-ID"] = make_msgid(domain=settings.mail_from.rpartition("@")[2] or None)
+    message["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or None)
     # Tells auto-responders not to answer (RFC 3834).
     message["Auto-Submitted"] = "auto-generated"
     message.set_content(_text_env.get_template(f"export_{outcome}.txt.j2").render(context))
@@ -285,7 +286,9 @@ def _target(url: str) -> SmtpTarget:
 async def send_message(settings: Settings, message: EmailMessage) -> None:
     """Send one message through ``LOGEXPORT_SMTP_URL``; raise ``MailError`` on any failure."""
     try:
-        target = _target(settings.smtp_url)
+        target = _target(settings.require("smtp_url"))
+    except ConfigError as exc:
+        raise MailError(str(exc), permanent=True) from None
     except ValueError as exc:
         raise MailError(f"LOGEXPORT_SMTP_URL is malformed: {exc}", permanent=True) from None
     await send_to(target, message)

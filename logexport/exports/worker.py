@@ -59,7 +59,8 @@ from logexport.exports.jobs import (
 from logexport.exports.mail_loop import MailLoop, SendMail
 from logexport.exports.mailer import send_message
 from logexport.exports.models import LogExport
-from logexport.exports.pipeline import ExportResult, ExportSpec, Progress, run_export
+from logexport.exports.pipeline import ExportResult, Progress, run_export
+from logexport.exports.requests import ExportInput
 from logexport.exports.storage import (
     ObjectWriter,
     Storage,
@@ -181,7 +182,7 @@ class Worker:
     async def start(self) -> None:
         if self._pool is None:
             self._pool = await db.create_pool(
-                self.settings.database_url, min_size=1, max_size=self.concurrency + 4
+                self.settings.require("database_url"), min_size=1, max_size=self.concurrency + 4
             )
             self._use_pool(self._pool)
         self._export_pool = await db.create_pool(
@@ -261,7 +262,7 @@ class Worker:
             lost = asyncio.Event()
             try:
                 conn = await asyncio.wait_for(
-                    db.connect(self.settings.database_url, keepalive=True),
+                    db.connect(self.settings.require("database_url"), keepalive=True),
                     timeout=_LISTENER_CONNECT_TIMEOUT,
                 )
                 assert conn is not None
@@ -428,7 +429,7 @@ class Worker:
         await self.store.record_object_key(fence, key)
 
         progress = Progress()
-        spec = ExportSpec.of(export)
+        spec = ExportInput.of(export)
 
         async def on_snapshot(snapshot_at: datetime) -> None:
             await self.store.set_snapshot_time(fence, snapshot_at)
@@ -491,7 +492,7 @@ class Worker:
 
     async def _export_with_snapshot(
         self,
-        spec: ExportSpec,
+        spec: ExportInput,
         writer: ObjectWriter,
         progress: Progress,
         on_snapshot: Callable[[datetime], Awaitable[None]],

@@ -132,7 +132,7 @@ def create_app(
             state = app.state
             state.pool = pool
             if state.pool is None:
-                state.pool = await db.create_pool(settings.database_url)
+                state.pool = await db.create_pool(settings.require("database_url"))
                 stack.push_async_callback(state.pool.close)
             state.storage = storage
             if state.storage is None:

@@ -117,13 +117,13 @@ def _settings(request: Request) -> Settings:
 
 
 def _secure(settings: Settings) -> bool:
-    return settings.base_url.lower().startswith("https://")
+    return settings.require("base_url").lower().startswith("https://")
 
 
 def _origin_allowed(request: Request) -> bool:
     """A present ``Origin`` must be this service's; browsers omit it on some same-origin posts."""
     origin = request.headers.get("origin")
-    return origin is None or same_origin(origin, _settings(request).base_url)
+    return origin is None or same_origin(origin, _settings(request).require("base_url"))
 
 
 def _safe_next(value: str | None) -> str | None:

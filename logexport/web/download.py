@@ -143,7 +143,7 @@ async def download_endpoint(request: Request) -> Response:
     except ValueError:
         return _page(_NOT_FOUND)
     if request.method == "POST":
-        if not started_on_this_origin(request.headers, settings.base_url):
+        if not started_on_this_origin(request.headers, settings.require("base_url")):
             return _page(_CROSS_ORIGIN)
         form = await request.form(max_files=0, max_fields=8)
         token = form.get("token")
@@ -221,7 +221,7 @@ def _ready_page(settings: Settings, export: LogExport, token: str) -> Response:
         status_label=None,
         file=file,
         token=token,
-        form_action=downloads.download_path(settings.base_url, export.id),
+        form_action=downloads.download_path(settings.require("base_url"), export.id),
     )
 
 

@@ -96,7 +96,7 @@ class _Gate:
         self, manager: StreamableHTTPSessionManager, settings: Settings, pools: PoolProvider
     ) -> None:
         self.manager = manager
-        self.base_url = settings.base_url
+        self.base_url = settings.require("base_url")
         self.pools = pools
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -60,11 +60,11 @@ class Session:
 
 
 def _serializer(settings: Settings) -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(settings.secret_key, salt=_SALT)
+    return URLSafeTimedSerializer(settings.require("secret_key"), salt=_SALT)
 
 
 def _secure(settings: Settings) -> bool:
-    return str(settings.base_url).lower().startswith("https://")
+    return (settings.base_url or "").lower().startswith("https://")
 
 
 def _id_hash(session_id: str) -> bytes:
@@ -72,7 +72,8 @@ def _id_hash(session_id: str) -> bytes:
 
 
 def _csrf_token(settings: Settings, session_id: str) -> str:
-    mac = hmac.digest(settings.secret_key.encode(), _CSRF_CONTEXT + session_id.encode(), "sha256")
+    key = settings.require("secret_key").encode()
+    mac = hmac.digest(key, _CSRF_CONTEXT + session_id.encode(), "sha256")
     return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
 

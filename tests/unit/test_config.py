@@ -59,6 +59,22 @@ def test_unneeded_variable_may_be_missing() -> None:
     assert settings.smtp_url is None
 
 
+def test_require_returns_a_present_value_and_names_a_missing_one() -> None:
+    settings = Settings.from_env(
+        needs=["database_url"], env={"LOGEXPORT_DATABASE_URL": VALID["LOGEXPORT_DATABASE_URL"]}
+    )
+
+    assert settings.require("database_url") == VALID["LOGEXPORT_DATABASE_URL"]
+    with pytest.raises(ConfigError) as raised:
+        settings.require("smtp_url")
+    assert str(raised.value) == "LOGEXPORT_SMTP_URL is not set"
+
+
+def test_settings_built_in_code_carry_the_documented_defaults() -> None:
+    # Tests and embedding applications build Settings directly, without the environment.
+    assert Settings() == Settings.from_env(env={})
+
+
 @pytest.mark.parametrize(
     ("variable", "value"),
     [

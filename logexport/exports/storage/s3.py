@@ -115,7 +115,7 @@ class S3Storage(ExitCalls):
 
     @classmethod
     def from_settings(cls, settings: Settings, **options: Unpack[S3Options]) -> S3Storage:
-        parts = urlsplit(settings.storage_url)
+        parts = urlsplit(settings.require("storage_url"))
         return cls(
             parts.netloc,
             unquote(parts.path),
