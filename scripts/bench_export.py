@@ -37,8 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from devtools import services
 from logexport import db, identity
 from logexport.config import Settings
-from logexport.exports.models import Compression, ExportFormat, ExportKind
-from logexport.exports.pipeline import ExportSpec, run_export
+from logexport.exports.models import ExportFormat, ExportKind
+from logexport.exports.pipeline import run_export
+from logexport.exports.requests import ExportInput
 from logexport.exports.storage import storage_from_settings
 from logexport.policy import Role
 from logexport.seed import seed
@@ -76,17 +77,14 @@ def _psql(url: str, command: str) -> float:
 async def _child(args: argparse.Namespace) -> None:
     env = json.loads(os.environ["BENCH_SETTINGS"])
     settings = Settings.from_env(env=env)
-    conn = await db.connect(settings.database_url)
+    conn = await db.connect(settings.require("database_url"))
     storage = storage_from_settings(settings)
-    spec = ExportSpec(
+    spec = ExportInput(
         organization_id=UUID(args.org),
         kind=ExportKind.AUDIT_LOG,
         from_time=datetime.fromisoformat(args.start),
         to_time=datetime.fromisoformat(args.end),
         format=ExportFormat(args.format),
-        compression=Compression.NONE,
-        csv_bom=False,
-        filter={},
     )
     key = f"bench/{args.format.lower()}-{os.getpid()}"
     started = time.perf_counter()
@@ -145,10 +143,10 @@ def _run_child(
 
 
 async def _dispatch(settings: Settings, org: UUID, count: int) -> list[float]:
-    from logexport.exports.requests import ExportInput, request_export
+    from logexport.exports.requests import request_export
     from logexport.exports.worker import Worker
 
-    pool = await db.create_pool(settings.database_url)
+    pool = await db.create_pool(settings.require("database_url"))
     async with pool.acquire() as conn:
         user = await identity.create_user(conn, f"bench-{time.time_ns()}@example.test", "Bench")
         await identity.add_member(conn, org, user.id, Role.ADMIN)
