@@ -9,10 +9,11 @@ serve two backends:
   database.
 
 Arguments are the snake_case forms of the GraphQL inputs. Results are the GraphQL objects
-(camelCase, as ``schema.graphql`` documents them) without ``downloadUrl``: a download link
-in a model's context could end up anywhere. ``list_organizations`` answers the caller's
-organizations with their ``role`` and ``permissions`` (GraphQL's ``viewerRole`` and
-``viewerPermissions``), so a model can tell which tools will work before calling them.
+(camelCase, as ``schema.graphql`` documents them, with the fields ``logexport.shapes``
+lists) without ``downloadUrl``: a download link in a model's context could end up anywhere.
+``list_organizations`` answers the caller's organizations with their ``role`` and
+``permissions`` (GraphQL's ``viewerRole`` and ``viewerPermissions``), so a model can tell
+which tools will work before calling them.
 Errors come back as tool errors whose text names the code and the argument:
 ``BAD_USER_INPUT (from_time): …``.
 """
