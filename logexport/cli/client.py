@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypedDict, TypeVar, Unpack
 
 import click
 
@@ -35,6 +35,10 @@ from logexport.client import ApiError, ApiUnreachable, LogExportClient
 from logexport.errors import BadUserInput
 
 T = TypeVar("T")
+Decorated = TypeVar("Decorated", bound=Callable[..., None])
+
+# An object in the API's answer as the commands read it: any field may be absent or null.
+ApiRecord = Mapping[str, object]
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 EXIT_INTERRUPTED = 130
@@ -65,7 +69,7 @@ class TimeBound(click.ParamType[datetime]):
         self.end = end
 
     def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
     ) -> datetime:
         if isinstance(value, datetime):
             return value
@@ -84,7 +88,7 @@ def config_path() -> Path:
     return Path(base) / "logexport" / "config.json"
 
 
-def _saved_login() -> dict[str, Any]:
+def _saved_login() -> dict[str, object]:
     path = config_path()
     try:
         data = json.loads(path.read_text())
@@ -220,7 +224,7 @@ def _with_client(
 _COUNT_FIELDS = frozenset({"rowCount", "rowsWritten", "byteSize"})
 
 
-def json_counts(value: Any) -> Any:
+def json_counts(value: object) -> object:
     """``value`` with every ``rowCount``/``rowsWritten``/``byteSize`` as a JSON number."""
     if isinstance(value, dict):
         return {
@@ -236,7 +240,7 @@ def json_counts(value: Any) -> Any:
     return value
 
 
-def _print_json(value: Any) -> None:
+def _print_json(value: object) -> None:
     click.echo(json.dumps(json_counts(value), indent=2, ensure_ascii=False))
 
 
@@ -248,37 +252,55 @@ def _print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         click.echo("  ".join(cells).rstrip())
 
 
-def _filter(**values: Any) -> dict[str, Any] | None:
+def _filter(**values: object) -> dict[str, object] | None:
     chosen = {k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items()}
     chosen = {k: v for k, v in chosen.items() if v not in (None, [])}
     return chosen or None
 
 
-def _when(value: str | None) -> str:
+def _record(value: object) -> ApiRecord:
+    """A nested object of an answer (``requestedBy``, ``pageInfo``); empty when null."""
+    return value if isinstance(value, dict) else {}
+
+
+def _records(value: object) -> list[ApiRecord]:
+    """A list of objects in an answer (``edges``, ``organizations``); empty when null."""
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def _when(value: object) -> str:
     """A DateTime as ``2026-01-31 12:00:00Z``: easier on the eye, still exact to the second."""
-    if not value:
+    if not isinstance(value, str) or not value:
         return "-"
     return value.replace("T", " ").replace(".000000Z", "Z")
 
 
-def _when_to_the_second(value: str | None) -> str:
+def _when_to_the_second(value: object) -> str:
     """A moment for a table column (``2026-01-31 12:00:05Z``): the fraction dropped."""
     return re.sub(r"\.\d+Z$", "Z", _when(value))
 
 
-def _number(value: Any) -> str:
+def _count(value: object) -> int | None:
+    """A count as the API sends it (a BigInt is a decimal string); ``None`` when unknown."""
+    if not isinstance(value, int | float | str):
+        return None
     try:
-        return f"{int(value):,}"
-    except (TypeError, ValueError):
-        return "-"
+        return int(value)
+    except ValueError:
+        return None
 
 
-def human_size(value: Any) -> str:
+def _number(value: object) -> str:
+    count = _count(value)
+    return "-" if count is None else f"{count:,}"
+
+
+def human_size(value: object) -> str:
     """``1.5 MiB``: a byte count in binary units, ``-`` when unknown."""
-    try:
-        size = float(int(value))
-    except (TypeError, ValueError):
+    count = _count(value)
+    if count is None:
         return "-"
+    size = float(count)
     if size < 1024:
         return f"{int(size)} B"
     for unit in ("KiB", "MiB", "GiB", "TiB"):
@@ -288,7 +310,7 @@ def human_size(value: Any) -> str:
     return f"{size:.1f} {unit}"
 
 
-def _file_format(export: dict[str, Any]) -> str:
+def _file_format(export: ApiRecord) -> str:
     """``csv.gz``, ``jsonl``: the format as the file's extension reads."""
     text = str(export.get("format") or "-").lower()
     if export.get("compression") == "GZIP":
@@ -296,7 +318,7 @@ def _file_format(export: dict[str, Any]) -> str:
     return text
 
 
-def describe_export(export: dict[str, Any]) -> str:
+def describe_export(export: ApiRecord) -> str:
     kind = "audit log" if export.get("kind") == "AUDIT_LOG" else "SCIM event"
     lines = [f"{kind} export {export['id']}: {export['status']}"]
     fmt = str(export.get("format"))
@@ -310,7 +332,7 @@ def describe_export(export: dict[str, Any]) -> str:
     ]
     if export.get("filter"):
         rows.append(("filter", json.dumps(export["filter"], separators=(",", ":"))))
-    requester = (export.get("requestedBy") or {}).get("email", "")
+    requester = _record(export.get("requestedBy")).get("email", "")
     rows.append(("requested", f"{_when(export.get('createdAt'))} by {requester}"))
     status = export.get("status")
     if status == "PROCESSING":
@@ -326,15 +348,15 @@ def describe_export(export: dict[str, Any]) -> str:
         rows.append(("expires", _when(export["expiresAt"])))
     if export.get("emailedAt"):
         rows.append(("emailed", _when(export["emailedAt"])))
-    error = export.get("error")
+    error = _record(export.get("error"))
     if error:
         rows.append(("error", f"{error.get('code')}: {error.get('message')}"))
     lines += [f"  {label:<10} {value}" for label, value in rows]
     return "\n".join(lines)
 
 
-def _export_failure(export: dict[str, Any]) -> str:
-    error = export.get("error") or {}
+def _export_failure(export: ApiRecord) -> str:
+    error = _record(export.get("error"))
     detail = f": {error.get('code')}: {error.get('message')}" if error else ""
     return f"export {export['id']} is {export['status']}{detail}"
 
@@ -379,8 +401,8 @@ _TARGET = click.Path(path_type=Path)
 
 
 async def _request_with_retries(
-    call: Callable[[], Awaitable[dict[str, Any]]],
-) -> dict[str, Any]:
+    call: Callable[[], Awaitable[ApiRecord]],
+) -> ApiRecord:
     # Safe to repeat: every attempt carries the same idempotency key, so an attempt whose
     # answer was lost returns the export it created instead of starting another.
     for attempt in range(1, REQUEST_ATTEMPTS + 1):
@@ -394,8 +416,8 @@ async def _request_with_retries(
 
 
 async def wait_for_export(
-    client: LogExportClient, export: dict[str, Any], reporter: ProgressReporter, interval: float
-) -> dict[str, Any]:
+    client: LogExportClient, export: ApiRecord, reporter: ProgressReporter, interval: float
+) -> ApiRecord:
     """Poll until the export reaches a final status, showing progress; returns it."""
 
     async def redraw() -> None:
@@ -408,7 +430,10 @@ async def wait_for_export(
     ticker = asyncio.create_task(redraw()) if reporter.interactive else None
     try:
         return await client.wait_for_export(
-            export["id"], on_progress=reporter.update, interval=interval, max_interval=interval * 4
+            str(export["id"]),
+            on_progress=reporter.update,
+            interval=interval,
+            max_interval=interval * 4,
         )
     finally:
         if ticker is not None:
@@ -437,7 +462,7 @@ def _export_command(
     format: str | None,
     gzip: bool,
     csv_bom: bool,
-    filter: dict[str, Any] | None,
+    filter: Mapping[str, object] | None,
     idempotency_key: str | None,
     wait: bool,
     download: Path | None,
@@ -448,7 +473,7 @@ def _export_command(
     state = _Run()
     interactive = sys.stderr.isatty()
 
-    async def work(client: LogExportClient) -> dict[str, Any]:
+    async def work(client: LogExportClient) -> ApiRecord:
         export = await _request_with_retries(
             lambda: client.request_export(
                 kind,
@@ -462,7 +487,7 @@ def _export_command(
                 idempotency_key=key,
             )
         )
-        state.export_id = export["id"]
+        state.export_id = str(export["id"])
         if not wait:
             return export
         if not as_json:
@@ -472,7 +497,7 @@ def _export_command(
         if export["status"] != "COMPLETED":
             raise ApiError("EXPORT_NOT_COMPLETED", _export_failure(export))
         if download is not None:
-            await client.download_export(export["id"], download)
+            await client.download_export(str(export["id"]), download)
         return export
 
     try:
@@ -502,7 +527,7 @@ _export_json_option = click.option(
 )
 
 
-def _print_export(export: dict[str, Any], as_json: bool) -> None:
+def _print_export(export: ApiRecord, as_json: bool) -> None:
     if as_json:
         _print_json(export)
     else:
@@ -516,16 +541,29 @@ _ORG_OPTION = click.option(
 )
 
 
-def _apply(
-    command: Callable[..., Any], options: Sequence[Callable[[Any], Any]]
-) -> Callable[..., Any]:
+def _apply(command: Decorated, options: Sequence[Callable[[Decorated], Decorated]]) -> Decorated:
     for option in reversed(options):
         command = option(command)
     return command
 
 
-def _common_export_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
+class _ExportOptions(TypedDict):
+    """The flags every ``export`` command shares, as click passes them."""
+
+    org: str
+    from_time: datetime
+    to_time: datetime
+    format: str | None
+    gzip: bool
+    csv_bom: bool
+    idempotency_key: str | None
+    wait: bool
+    download: Path | None
+    as_json: bool
+
+
+def _common_export_options(command: Decorated) -> Decorated:
+    options: list[Callable[[Decorated], Decorated]] = [
         _ORG_OPTION,
         click.option(
             "--from",
@@ -566,8 +604,8 @@ def _common_export_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return _apply(command, options)
 
 
-def _list_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
+def _list_options(command: Decorated) -> Decorated:
+    options: list[Callable[[Decorated], Decorated]] = [
         _ORG_OPTION,
         click.option(
             "--first",
@@ -584,8 +622,8 @@ def _list_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return _apply(command, options)
 
 
-def _audit_filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
+def _audit_filter_options(command: Decorated) -> Decorated:
+    options: list[Callable[[Decorated], Decorated]] = [
         click.option(
             "--action",
             "actions",
@@ -611,8 +649,8 @@ def _audit_filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return _apply(command, options)
 
 
-def _scim_filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
+def _scim_filter_options(command: Decorated) -> Decorated:
+    options: list[Callable[[Decorated], Decorated]] = [
         click.option(
             "--method",
             "methods",
@@ -637,17 +675,17 @@ def _scim_filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return _apply(command, options)
 
 
-def _print_page(connection: dict[str, Any], line: Callable[[dict[str, Any]], str]) -> None:
-    edges = connection.get("edges") or []
+def _print_page(connection: ApiRecord, line: Callable[[ApiRecord], str]) -> None:
+    edges = _records(connection.get("edges"))
     for edge in edges:
-        click.echo(line(edge["node"]))
+        click.echo(line(_record(edge["node"])))
     if not edges:
         click.echo("(none)")
     _print_more(connection)
 
 
-def _print_more(connection: dict[str, Any]) -> None:
-    page = connection.get("pageInfo") or {}
+def _print_more(connection: ApiRecord) -> None:
+    page = _record(connection.get("pageInfo"))
     if page.get("hasNextPage"):
         click.echo(f"more: --after {page.get('endCursor')}")
 
@@ -659,8 +697,8 @@ _LIST_FLAGS = {"id": "--org", "organizationId": "--org"}
 def _list_command(
     org: str,
     as_json: bool,
-    fetch: Callable[[LogExportClient], Awaitable[dict[str, Any]]],
-    line: Callable[[dict[str, Any]], str],
+    fetch: Callable[[LogExportClient], Awaitable[ApiRecord]],
+    line: Callable[[ApiRecord], str],
 ) -> None:
     """Fetch one page of an organization's entries; print it as JSON or a line per node."""
     page = _with_client(fetch, flags=_LIST_FLAGS, about=f"--org {org}")
@@ -685,7 +723,7 @@ def audit_log_export(
     actions: tuple[str, ...],
     actor_ids: tuple[str, ...],
     resource_types: tuple[str, ...],
-    **options: Any,
+    **options: Unpack[_ExportOptions],
 ) -> None:
     """Export audit log entries from --from (inclusive) to --to."""
     chosen = _filter(actions=actions, actor_ids=actor_ids, resource_types=resource_types)
@@ -714,7 +752,7 @@ def audit_log_list(
     )
 
 
-def _audit_log_line(node: dict[str, Any]) -> str:
+def _audit_log_line(node: ApiRecord) -> str:
     actor = node.get("actorEmail") or node.get("actorId") or node.get("actorType")
     resource = ":".join(str(node[k]) for k in ("resourceType", "resourceId") if node.get(k))
     return f"{_when(node.get('createdAt'))}  {node.get('action')}  {actor}  {resource}".rstrip()
@@ -735,7 +773,7 @@ def scim_event_export(
     methods: tuple[str, ...],
     user_name: str | None,
     status_codes: tuple[int, ...],
-    **options: Any,
+    **options: Unpack[_ExportOptions],
 ) -> None:
     """Export SCIM events from --from (inclusive) to --to."""
     chosen = _filter(methods=methods, user_name=user_name, status_codes=status_codes)
@@ -764,7 +802,7 @@ def scim_event_list(
     )
 
 
-def _scim_event_line(node: dict[str, Any]) -> str:
+def _scim_event_line(node: ApiRecord) -> str:
     who = node.get("userName") or ""
     return (
         f"{_when(node.get('createdAt'))}  {node.get('method')} {node.get('path')}  "
@@ -780,7 +818,12 @@ def export_group() -> None:
     """Show, list, cancel and download exports."""
 
 
-def _about_export(export_id: str) -> dict[str, Any]:
+class _About(TypedDict):
+    flags: Mapping[str, str]
+    about: str
+
+
+def _about_export(export_id: str) -> _About:
     """``_with_client``'s arguments for a command on one export: errors name ``export ID``."""
     subject = f"export {export_id}"
     return {"flags": {"id": subject}, "about": subject}
@@ -798,7 +841,7 @@ def export_show(export_id: str, as_json: bool) -> None:
 EXPORT_LIST_HEADERS = ("ID", "KIND", "STATUS", "FORMAT", "FROM", "TO", "ROWS", "SIZE", "CREATED")
 
 
-def _export_row(export: dict[str, Any]) -> tuple[str, ...]:
+def _export_row(export: ApiRecord) -> tuple[str, ...]:
     rows = export.get("rowCount") or export.get("rowsWritten")
     return (
         str(export["id"]),
@@ -825,7 +868,7 @@ def export_list(org: str, first: int, after: str | None, as_json: bool) -> None:
     if as_json:
         _print_json(page)
         return
-    exports = [edge["node"] for edge in page.get("edges") or []]
+    exports = [_record(edge["node"]) for edge in _records(page.get("edges"))]
     if not exports:
         click.echo("(none)")
     else:
@@ -871,10 +914,10 @@ def export_download(export_id: str, output: Path, as_json: bool) -> None:
 # ---------------------------------------------------------------------------- whoami, login
 
 
-def _print_viewer(viewer: dict[str, Any]) -> None:
+def _print_viewer(viewer: ApiRecord) -> None:
     """The user, then each organization's id, name and the user's role in it."""
     click.echo(f"{viewer.get('fullName')} <{viewer.get('email')}>  user {viewer.get('id')}")
-    organizations = viewer.get("organizations") or []
+    organizations = _records(viewer.get("organizations"))
     if not organizations:
         click.echo("(no organizations)")
         return
@@ -912,7 +955,7 @@ def login(api_url: str | None, token: str) -> None:
         fail("--api-url must be an http:// or https:// URL", EXIT_USAGE)
     token = token.strip()
 
-    async def check() -> dict[str, Any]:
+    async def check() -> ApiRecord:
         async with LogExportClient(url, token) as client:
             return await client.viewer()
 

@@ -9,7 +9,8 @@ Everything goes to stderr: stdout carries only the result (``--json`` stays pars
 from __future__ import annotations
 
 import time
-from typing import Any, TextIO
+from collections.abc import Mapping
+from typing import TextIO
 
 from logexport.client import TERMINAL_STATUSES
 
@@ -18,10 +19,14 @@ __all__ = ["PLAIN_INTERVAL", "TERMINAL_STATUSES", "ProgressReporter"]
 PLAIN_INTERVAL = 5.0
 
 
-def _rows(export: dict[str, Any]) -> int:
+def _rows(export: Mapping[str, object]) -> int:
+    # rowsWritten is a BigInt, so it travels as a decimal string.
+    value = export.get("rowsWritten") or 0
+    if not isinstance(value, int | float | str):
+        return 0
     try:
-        return int(export.get("rowsWritten") or 0)
-    except (TypeError, ValueError):
+        return int(value)
+    except ValueError:
         return 0
 
 
@@ -45,7 +50,7 @@ class ProgressReporter:
         self._rate = 0.0
         self._drawn = False
 
-    def update(self, export: dict[str, Any]) -> None:
+    def update(self, export: Mapping[str, object]) -> None:
         now = time.monotonic()
         rows = _rows(export)
         status = str(export.get("status"))
