@@ -22,47 +22,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from uuid import UUID
 
 import asyncpg
 
 from logexport.db import q
 from logexport.exports.encoders import AmbiguousRows, Gzip, make_encoder
-from logexport.exports.models import Compression, ExportFormat, ExportKind, LogExport
+from logexport.exports.models import Compression
+from logexport.exports.requests import ExportInput
 from logexport.exports.storage import ObjectWriter
 from logexport.kinds import LOG_KINDS
 
 BATCH_ROWS = 2000
 _QUEUE_DEPTH = 2
 _DONE = None
-
-
-@dataclass(frozen=True)
-class ExportSpec:
-    """What to read and how to write it: the parts of a ``log_exports`` row that matter here."""
-
-    organization_id: UUID
-    kind: ExportKind
-    from_time: datetime
-    to_time: datetime
-    format: ExportFormat
-    compression: Compression
-    csv_bom: bool
-    # As stored in ``log_exports.filter``: the kind's filter in its canonical JSON form.
-    filter: dict[str, Any]
-
-    @classmethod
-    def of(cls, export: LogExport) -> ExportSpec:
-        return cls(
-            organization_id=export.organization_id,
-            kind=export.kind,
-            from_time=export.from_time,
-            to_time=export.to_time,
-            format=export.format,
-            compression=export.compression,
-            csv_bom=export.csv_bom,
-            filter=export.filter,
-        )
 
 
 @dataclass
@@ -80,12 +52,12 @@ class ExportResult:
     snapshot_at: datetime
 
 
-def export_query(spec: ExportSpec) -> tuple[str, list[Any], str]:
+def export_query(request: ExportInput) -> tuple[str, list[Any], str]:
     """The kind's named query and its parameters (filters apply in SQL), and the query
     that reads rows' exact fields when a packed row cannot be split."""
-    kind = LOG_KINDS[spec.kind]
-    filters = kind.filter_type.parse(spec.filter).sql_args()
-    params = [spec.organization_id, spec.from_time, spec.to_time, *filters]
+    kind = LOG_KINDS[request.kind]
+    chosen = request.filter if request.filter is not None else kind.filter_type()
+    params = [request.organization_id, request.from_time, request.to_time, *chosen.sql_args()]
     return q(kind.export_query), params, q(kind.exact_query)
 
 
@@ -120,7 +92,7 @@ _executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="logexport-sink
 
 async def run_export(
     conn: asyncpg.Connection,
-    spec: ExportSpec,
+    request: ExportInput,
     writer: ObjectWriter,
     *,
     progress: Progress | None = None,
@@ -133,11 +105,14 @@ async def run_export(
     """
     progress = progress or Progress()
     encoder = make_encoder(
-        spec.kind, spec.format, organization_id=spec.organization_id, csv_bom=spec.csv_bom
+        request.kind,
+        request.format,
+        organization_id=request.organization_id,
+        csv_bom=request.csv_bom,
     )
-    sink = _Sink(spec.compression is Compression.GZIP)
+    sink = _Sink(request.compression is Compression.GZIP)
     loop = asyncio.get_running_loop()
-    query, params, exact_query = export_query(spec)
+    query, params, exact_query = export_query(request)
 
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         # The first statement takes the snapshot; its time is what the file holds.
@@ -154,7 +129,7 @@ async def run_export(
 
         async def read_exact(ids: list[str]) -> dict[str, tuple[str | None, ...]]:
             async with connection_turn:
-                records = await conn.fetch(exact_query, ids, spec.organization_id)
+                records = await conn.fetch(exact_query, ids, request.organization_id)
             return {r[0]: tuple(r) for r in records}
 
         async def fetch() -> None:

@@ -43,7 +43,8 @@ _PRINTABLE_ASCII = frozenset(string.printable) - frozenset("\t\n\r\x0b\x0c")
 
 @dataclass(frozen=True)
 class ExportInput:
-    """What a surface asks to export, typed; ``request_export`` checks its rules again."""
+    """What to export, typed: what a surface asks for (``request_export`` checks its rules
+    again) and what the pipeline reads (``ExportInput.of`` a stored export)."""
 
     organization_id: UUID
     kind: ExportKind
@@ -55,6 +56,22 @@ class ExportInput:
     # The kind's filter type (``LOG_KINDS[kind].filter_type``); ``None`` keeps every row.
     filter: LogFilter | None = None
     idempotency_key: str | None = None
+
+    @classmethod
+    def of(cls, export: LogExport) -> ExportInput:
+        """What ``export`` was asked for, as stored in its ``log_exports`` row."""
+        kind = LOG_KINDS[export.kind]
+        return cls(
+            organization_id=export.organization_id,
+            kind=export.kind,
+            from_time=export.from_time,
+            to_time=export.to_time,
+            format=export.format,
+            compression=export.compression,
+            csv_bom=export.csv_bom,
+            filter=kind.filter_type.parse(export.filter),
+            idempotency_key=export.idempotency_key,
+        )
 
     def filter_json(self) -> dict[str, Any]:
         """The filter in canonical JSON form (sorted, de-duplicated, camelCase keys)."""

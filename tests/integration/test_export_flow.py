@@ -10,8 +10,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from logexport.entries import AuditLogEntryInput, record_audit_log_entries
-from logexport.exports.models import Compression, ExportFormat, ExportKind
-from logexport.exports.pipeline import ExportSpec, run_export
+from logexport.exports.models import ExportFormat, ExportKind
+from logexport.exports.pipeline import run_export
+from logexport.exports.requests import ExportInput
 from logexport.exports.worker import Worker
 from tests.support.exports import request_export
 from tests.support.world import build_world, wait_for_status
@@ -99,15 +100,12 @@ async def test_values_holding_separator_and_control_characters_are_exported_exac
                     )
                 ],
             )
-        spec = ExportSpec(
+        spec = ExportInput(
             organization_id=world.organization_id,
             kind=ExportKind.AUDIT_LOG,
             from_time=START,
             to_time=START + timedelta(hours=1),
             format=ExportFormat(format),
-            compression=Compression.NONE,
-            csv_bom=False,
-            filter={},
         )
         sink = _Collect()
         result = await run_export(conn, spec, sink)
