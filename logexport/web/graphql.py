@@ -31,8 +31,9 @@ import logging
 import re
 import weakref
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import ParamSpec, TypeVar
 
 from ariadne import load_schema_from_path, make_executable_schema
 from ariadne.explorer import ExplorerGraphiQL
@@ -177,26 +178,42 @@ async def _read_body(request: Request) -> bytes:
     return bytes(body)
 
 
-def _parse_payload(body: bytes) -> dict[str, Any]:
+@dataclass(frozen=True)
+class GraphQLRequest:
+    """The parts of a GraphQL request body that execution reads."""
+
+    query: str
+    variables: dict[str, object] | None = None
+    operation_name: str | None = None
+
+
+def _parse_payload(body: bytes) -> GraphQLRequest:
     def bad(message: str) -> _RequestError:
         return _RequestError(400, "BAD_USER_INPUT", message)
 
     try:
-        payload = json.loads(body)
+        payload: object = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise bad("The request body is not JSON") from None
     if not isinstance(payload, dict):
         raise bad("The request body must be one JSON object with a query")
-    if not isinstance(payload.get("query"), str):
+    query, variables, operation_name = (
+        payload.get("query"),
+        payload.get("variables"),
+        payload.get("operationName"),
+    )
+    if not isinstance(query, str):
         raise bad("The request has no query string")
-    if payload.get("variables") is not None and not isinstance(payload["variables"], dict):
+    if variables is not None and not isinstance(variables, dict):
         raise bad("variables must be a JSON object")
-    if payload.get("operationName") is not None and not isinstance(payload["operationName"], str):
+    if operation_name is not None and not isinstance(operation_name, str):
         raise bad("operationName must be a string")
-    return payload
+    return GraphQLRequest(query, variables, operation_name)
 
 
-async def run_query(schema: GraphQLSchema, payload: dict[str, Any], context: Any) -> dict[str, Any]:
+async def run_query(
+    schema: GraphQLSchema, payload: GraphQLRequest, context: Context
+) -> dict[str, object]:
     """Execute one GraphQL request and return its JSON-ready response body."""
     prepared = await _off_loop(_prepare, schema, payload)
     if not isinstance(prepared, DocumentNode):
@@ -207,18 +224,18 @@ async def run_query(schema: GraphQLSchema, payload: dict[str, Any], context: Any
         schema,
         document,
         context_value=context,
-        variable_values=payload.get("variables"),
-        operation_name=payload.get("operationName"),
+        variable_values=payload.variables,
+        operation_name=payload.operation_name,
     )
     # Introspection resolvers are plain functions over the schema: no I/O, no event loop.
     outcome = (
         await _off_loop(run)
-        if _introspection_only(document, payload.get("operationName"))
+        if _introspection_only(document, payload.operation_name)
         else run()
     )
     result = await outcome if inspect.isawaitable(outcome) else outcome
     assert isinstance(result, ExecutionResult)
-    body: dict[str, Any] = {}
+    body: dict[str, object] = {}
     if result.errors:
         body["errors"] = [format_error(e, document) for e in result.errors]
     # Variable values that do not fit the schema stop the request before execution: like
@@ -229,23 +246,23 @@ async def run_query(schema: GraphQLSchema, payload: dict[str, Any], context: Any
     return body
 
 
-def _prepare(schema: GraphQLSchema, payload: dict[str, Any]) -> DocumentNode | dict[str, Any]:
+def _prepare(schema: GraphQLSchema, payload: GraphQLRequest) -> DocumentNode | dict[str, object]:
     """The parsed document, priced and validated; or the response body refusing it."""
     too_large = (
         f"The query is too large: it has more than {MAX_TOKENS:,} tokens or "
         f"{MAX_COMMENTS:,} comments."
     )
-    tokens = sum(1 for _ in _TOKEN.finditer(payload["query"]))
+    tokens = sum(1 for _ in _TOKEN.finditer(payload.query))
     if tokens > MAX_TOKENS + MAX_COMMENTS:
         return {"errors": [{"message": too_large, "extensions": _TOO_COMPLEX}]}
     try:
-        document = parse(payload["query"], max_lexical_tokens=MAX_TOKENS, max_comments=MAX_COMMENTS)
+        document = parse(payload.query, max_lexical_tokens=MAX_TOKENS, max_comments=MAX_COMMENTS)
     except GraphQLError as error:
         if "Document contains more than" in error.message:
             return {"errors": [{"message": too_large, "extensions": _TOO_COMPLEX}]}
         return {"errors": [format_error(error, None)]}
     # Priced before validation: validating an enormous document is itself expensive.
-    cost = query_cost(schema, document, payload.get("operationName"), payload.get("variables"))
+    cost = query_cost(schema, document, payload.operation_name, payload.variables)
     if cost is None or cost > MAX_COST:
         message = too_complex_message(cost)
         return {"errors": [{"message": message, "extensions": _TOO_COMPLEX}]}
@@ -269,22 +286,23 @@ def _introspection_only(document: DocumentNode, operation_name: str | None) -> b
 
 
 _T = TypeVar("_T")
+_P = ParamSpec("_P")
 _cpu_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
     weakref.WeakKeyDictionary()
 )
 
 
-async def _off_loop(function: Callable[..., _T], *args: Any) -> _T:
+async def _off_loop(function: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
     """``function(*args)`` in a worker thread, at most ``_CPU_THREADS`` at once per loop."""
     loop = asyncio.get_running_loop()
     slots = _cpu_slots.get(loop)
     if slots is None:
         slots = _cpu_slots[loop] = asyncio.Semaphore(_CPU_THREADS)
     async with slots:
-        return await asyncio.to_thread(function, *args)
+        return await asyncio.to_thread(function, *args, **kwargs)
 
 
-def encode_json(value: Any, limit: int = MAX_RESPONSE_BYTES) -> bytes | None:
+def encode_json(value: object, limit: int = MAX_RESPONSE_BYTES) -> bytes | None:
     """``value`` as compact UTF-8 JSON, or None once it grows past ``limit`` bytes."""
     parts: list[bytes] = []
     size = 0
@@ -296,7 +314,7 @@ def encode_json(value: Any, limit: int = MAX_RESPONSE_BYTES) -> bytes | None:
     return b"".join(parts)
 
 
-def _json_parts(value: Any, depth: int) -> Iterator[bytes]:
+def _json_parts(value: object, depth: int) -> Iterator[bytes]:
     if depth < _SPLIT_DEPTH and isinstance(value, dict) and value:
         separator = b"{"
         for key, item in value.items():
@@ -315,7 +333,7 @@ def _json_parts(value: Any, depth: int) -> Iterator[bytes]:
         yield _dumps(value)
 
 
-def _dumps(value: Any) -> bytes:
+def _dumps(value: object) -> bytes:
     # The same text Starlette's JSONResponse writes.
     return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
@@ -327,8 +345,8 @@ def _cause(error: GraphQLError) -> BaseException | None:
     return original
 
 
-def format_error(error: GraphQLError, document: DocumentNode | None) -> dict[str, Any]:
-    formatted: dict[str, Any] = {"message": error.message}
+def format_error(error: GraphQLError, document: DocumentNode | None) -> dict[str, object]:
+    formatted: dict[str, object] = {"message": error.message}
     if error.locations:
         formatted["locations"] = [
             {"line": loc.line, "column": loc.column} for loc in error.locations
@@ -338,7 +356,7 @@ def format_error(error: GraphQLError, document: DocumentNode | None) -> dict[str
     cause = _cause(error)
     if isinstance(cause, LogExportError):
         formatted["message"] = cause.message
-        extensions: dict[str, Any] = {"code": cause.code}
+        extensions: dict[str, str] = {"code": cause.code}
         if cause.field:
             extensions["field"] = cause.field
     elif error.path is None:

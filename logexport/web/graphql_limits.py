@@ -26,9 +26,8 @@ costs no more than the largest query it lets through.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from graphql import (
     ArgumentNode,
@@ -62,6 +61,7 @@ from graphql import (
 )
 from graphql.execution.values import VariableValues, get_argument_values
 from graphql.language import BREAK, SKIP, Visitor, visit
+from graphql.language.visitor import VisitorAction
 from graphql.validation import ValidationRule
 
 from logexport.entries import MAX_PAGE_SIZE
@@ -86,7 +86,7 @@ class _Tally:
 
 
 class QueryLimits(ValidationRule):
-    def enter_operation_definition(self, node: OperationDefinitionNode, *_: Any) -> None:
+    def enter_operation_definition(self, node: OperationDefinitionNode, *_: object) -> None:
         tally = _Tally()
         self._walk(node.selection_set, 1, tally, frozenset())
         if tally.depth > MAX_DEPTH:
@@ -165,7 +165,7 @@ def query_cost(
     schema: GraphQLSchema,
     document: DocumentNode,
     operation_name: str | None = None,
-    variables: Mapping[str, Any] | None = None,
+    variables: Mapping[str, object] | None = None,
     *,
     limit: int = MAX_COST,
 ) -> int | None:
@@ -213,7 +213,7 @@ class _CostWalk:
         self,
         schema: GraphQLSchema,
         document: DocumentNode,
-        variables: Mapping[str, Any],
+        variables: Mapping[str, object],
         limit: int,
     ) -> None:
         self.schema = schema
@@ -227,11 +227,14 @@ class _CostWalk:
         }
         # (selection set, schema element) -> cost; the element is kept so that its id stays
         # unique while the walk lasts.
-        self.memo: dict[tuple[int, int], tuple[int, Any]] = {}
+        self.memo: dict[tuple[int, int], tuple[int, object]] = {}
         self.spreading: set[str] = set()
 
     def selections(
-        self, selection_set: SelectionSetNode | None, parent: GraphQLNamedType | None, source: Any
+        self,
+        selection_set: SelectionSetNode | None,
+        parent: GraphQLNamedType | None,
+        source: object,
     ) -> int:
         """The cost of ``selection_set`` on ``parent`` (``source``: the introspected element)."""
         if selection_set is None:
@@ -261,7 +264,7 @@ class _CostWalk:
         self.memo[key] = (total, source)
         return total
 
-    def field(self, node: FieldNode, parent: GraphQLNamedType | None, source: Any) -> int:
+    def field(self, node: FieldNode, parent: GraphQLNamedType | None, source: object) -> int:
         self.steps += 1
         if self.steps > self.limit:
             # Every step adds at least 1: the cost is over the limit already.
@@ -287,7 +290,7 @@ class _CostWalk:
         return weight + inner
 
     def _introspected(
-        self, node: FieldNode, definition: GraphQLField, target: GraphQLNamedType, source: Any
+        self, node: FieldNode, definition: GraphQLField, target: GraphQLNamedType, source: object
     ) -> int:
         """The cost of the selection below an introspection field, for what it returns."""
         try:
@@ -307,7 +310,7 @@ class _CostWalk:
 
     def _page_size(self, node: FieldNode, definition: GraphQLField) -> int:
         argument = next((a for a in node.arguments or () if a.name.value == "first"), None)
-        value: Any = definition.args["first"].default_value
+        value: object = definition.args["first"].default_value
         if argument is not None:
             if isinstance(argument.value, VariableNode):
                 name = argument.value.name.value
@@ -403,7 +406,14 @@ class _PathFinder(Visitor):
         self.object_fields: list[str] = []
         self.argument: str | None = None
 
-    def enter(self, node: Any, _key: Any, parent: Any, _path: Any, ancestors: Any) -> Any:
+    def enter(
+        self,
+        node: object,
+        _key: str | int | None,
+        parent: Node | Collection[Node] | None,
+        _path: list[str | int],
+        ancestors: list[Node | Collection[Node]],
+    ) -> VisitorAction:
         if self.skip_definitions and isinstance(node, VariableDefinitionNode):
             return SKIP
         if not isinstance(node, Node) or not self.target(node):
