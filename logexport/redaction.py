@@ -23,7 +23,6 @@ the two are kept in step by a test that runs both on the same generated bodies.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 REDACTED = "[REDACTED]"
 MAX_JSON_BYTES = 64 * 1024
@@ -40,13 +39,13 @@ def _is_secret_name(name: object) -> bool:
     return isinstance(name, str) and normalize_name(name).endswith(_SECRET_SUFFIX)
 
 
-def _is_password_operation(value: dict[str, Any]) -> bool:
+def _is_password_operation(value: dict[str, object]) -> bool:
     return any(
         normalize_name(key) == "path" and _is_secret_name(path) for key, path in value.items()
     )
 
 
-def _redact(value: Any) -> Any:
+def _redact(value: object) -> object:
     if isinstance(value, list):
         return [_redact(item) for item in value]
     if not isinstance(value, dict):
@@ -54,7 +53,7 @@ def _redact(value: Any) -> Any:
     # PATCH operations (also those nested in /Bulk ``data``) carry the secret under a
     # neutral key, ``value``, named only by the operation's ``path``.
     password_operation = _is_password_operation(value)
-    redacted: dict[str, Any] = {}
+    redacted: dict[str, object] = {}
     for key, item in value.items():
         secret = _is_secret_name(key) or (password_operation and normalize_name(key) == "value")
         if secret and item is not None:
@@ -64,7 +63,7 @@ def _redact(value: Any) -> Any:
     return redacted
 
 
-def redact_scim_body(body: Any, *, method: str, path: str) -> Any:
+def redact_scim_body(body: object, *, method: str, path: str) -> object:
     """A copy of ``body`` with every password value replaced by ``"[REDACTED]"``.
 
     ``method`` and ``path`` describe the request the body belongs to; the rules apply to
@@ -74,12 +73,12 @@ def redact_scim_body(body: Any, *, method: str, path: str) -> Any:
     return _redact(body)
 
 
-def to_compact_json(value: Any) -> str:
+def to_compact_json(value: object) -> str:
     """The JSON text Postgres receives for a ``jsonb`` value (see ``db._encode_json``)."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def limit_json_size(value: Any, limit: int = MAX_JSON_BYTES) -> Any:
+def limit_json_size(value: object, limit: int = MAX_JSON_BYTES) -> object:
     """``value`` itself when its compact JSON fits in ``limit`` bytes, else a stand-in.
 
     The stand-in keeps what a reader needs to recognise the original::

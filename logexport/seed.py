@@ -13,7 +13,6 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -156,7 +155,9 @@ def _ips(rng: random.Random) -> list[IpAddress]:
     return [ipaddress.ip_address(text) for text in v4 + v6]
 
 
-def _metadata(rng: random.Random, action: str, people: list[tuple[str, str, str]]) -> Any:
+def _metadata(
+    rng: random.Random, action: str, people: list[tuple[str, str, str]]
+) -> dict[str, object]:
     if action.startswith("user.login"):
         return {
             "method": rng.choice(["password", "sso", "passkey"]),
@@ -250,9 +251,11 @@ def _audit_stream(
         done += n
 
 
-def _scim_user(rng: random.Random, uid: str, email: str, name: str, password: bool) -> Any:
+def _scim_user(
+    rng: random.Random, uid: str, email: str, name: str, password: bool
+) -> dict[str, object]:
     first, _, last = name.partition(" ")
-    body: dict[str, Any] = {
+    body: dict[str, object] = {
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
         "userName": email,
         "externalId": uid,
@@ -265,10 +268,14 @@ def _scim_user(rng: random.Random, uid: str, email: str, name: str, password: bo
     return body
 
 
-def _scim_templates(rng: random.Random) -> list[tuple[Any, ...]]:
-    """(method, path, user_name, status, error, request body, response body) samples."""
+# (method, path, user_name, status, error, request body, response body)
+_ScimTemplate = tuple[str, str, str | None, int, str | None, object, object]
+
+
+def _scim_templates(rng: random.Random) -> list[_ScimTemplate]:
+    """Sample SCIM requests and their answers, bodies as JSON objects."""
     people = _users(rng, 200)
-    templates: list[tuple[Any, ...]] = []
+    templates: list[_ScimTemplate] = []
     errors = [
         (409, "uniqueness: User already exists in the database."),
         (400, "invalidValue: Attribute 'emails' has an invalid value."),
@@ -297,14 +304,17 @@ def _scim_templates(rng: random.Random) -> list[tuple[Any, ...]]:
                 {"totalResults": 1, "Resources": [stored]},
             )
         )
-        patch: dict[str, Any] = {
-            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-            "Operations": [{"op": "replace", "path": "active", "value": rng.random() < 0.5}],
-        }
+        operations: list[dict[str, object]] = [
+            {"op": "replace", "path": "active", "value": rng.random() < 0.5}
+        ]
         if rng.random() < 0.3:
-            patch["Operations"].append(
+            operations.append(
                 {"op": "replace", "path": "password", "value": f"Pw-{rng.getrandbits(40):x}"}
             )
+        patch = {
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": operations,
+        }
         templates.append(("PATCH", f"/Users/{scim_id}", email, 200, None, patch, stored))
         templates.append(("PUT", f"/Users/{scim_id}", email, 200, None, create, stored))
         templates.append(("DELETE", f"/Users/{scim_id}", email, 204, None, None, None))

@@ -10,7 +10,7 @@ database driver are imported by ``run``, when a command actually does its work.
 from __future__ import annotations
 
 from collections.abc import Coroutine
-from typing import Any, NoReturn, TypeVar
+from typing import NoReturn, TypeVar
 
 import click
 
@@ -37,7 +37,7 @@ def load_settings(*needs: str) -> Settings:
         fail(str(exc), EXIT_USAGE)
 
 
-def run(coroutine: Coroutine[Any, Any, T]) -> T:
+def run(coroutine: Coroutine[object, object, T]) -> T:
     """Run a command's coroutine; domain and database errors become one line and exit 1."""
     import asyncio
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
 from uuid import UUID
 
 import asyncpg
@@ -17,9 +17,9 @@ SYSTEM_ACTOR_NAME = "logexport"
 FAIL_ACTION = "iam:log-export:fail"
 
 
-def export_metadata(export: LogExport) -> dict[str, Any]:
+def export_metadata(export: LogExport) -> dict[str, object]:
     """Kind, range, format and filter; rows and SHA-256 once they are known."""
-    metadata: dict[str, Any] = {
+    metadata: dict[str, object] = {
         "kind": export.kind.value,
         "from_time": format_rfc3339(export.from_time),
         "to_time": format_rfc3339(export.to_time),
@@ -44,7 +44,7 @@ async def record_export_event(
     actor: Principal | None,
     ip_address: str | None = None,
     user_agent: str | None = None,
-    extra: dict[str, Any] | None = None,
+    extra: Mapping[str, object] | None = None,
 ) -> UUID:
     """One entry about ``export``; ``actor=None`` means the worker acted (``SYSTEM``)."""
     metadata = export_metadata(export)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import NotRequired, TypedDict
 
 import asyncpg
 from starlette.requests import Request
@@ -32,7 +32,14 @@ async def healthz(_request: Request) -> Response:
     return JSONResponse({"status": "ok"}, headers=_NO_STORE)
 
 
-async def _database_checks(pool: asyncpg.Pool) -> dict[str, Any]:
+class Check(TypedDict):
+    """One readiness check: whether it passed, and why not."""
+
+    ok: bool
+    reason: NotRequired[str]
+
+
+async def _database_checks(pool: asyncpg.Pool) -> dict[str, Check]:
     async with pool.acquire(timeout=DATABASE_TIMEOUT) as conn:
         await conn.fetchval("SELECT 1", timeout=DATABASE_TIMEOUT)
         pending = await db.pending_migrations(conn)
@@ -49,7 +56,7 @@ async def _database_checks(pool: asyncpg.Pool) -> dict[str, Any]:
 
 async def readyz(request: Request) -> Response:
     state = request.app.state
-    checks: dict[str, Any]
+    checks: dict[str, Check]
     try:
         checks = await asyncio.wait_for(_database_checks(state.pool), DATABASE_TIMEOUT * 2)
     except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

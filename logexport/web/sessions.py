@@ -25,7 +25,6 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -138,10 +137,10 @@ def encode_session(settings: Settings, session: Session) -> str:
 def decode_session(settings: Settings, value: str) -> Session | None:
     """The session a cookie names; ``None`` when tampered with, malformed or too old."""
     try:
-        payload: Any = _serializer(settings).loads(value, max_age=SESSION_MAX_AGE)
-        session_id = payload["s"]
-    except (BadSignature, KeyError, TypeError, ValueError):
+        payload: object = _serializer(settings).loads(value, max_age=SESSION_MAX_AGE)
+    except (BadSignature, TypeError, ValueError):
         return None
+    session_id = payload.get("s") if isinstance(payload, dict) else None
     if not isinstance(session_id, str) or not session_id:
         return None
     return _session(settings, session_id)
