@@ -5,7 +5,7 @@ The asyncio library every surface (GraphQL, MCP, console, CLI) is built on::
     import logexport
 
     settings = logexport.Settings.from_env(needs=["database_url"])
-    pool = await logexport.create_pool(settings.database_url)
+    pool = await logexport.create_pool(settings.require("database_url"))
     async with pool.acquire() as conn:
         await logexport.record_audit_log_entry(
             conn, organization_id=org_id, action="user.login", actor_type="USER"
