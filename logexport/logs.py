@@ -1,4 +1,4 @@
-"""Structured logging for ``serve`` and ``worker`` (SPEC §11).
+"""Structured logging for ``serve`` and ``worker`` (README.md, "Behaviour worth knowing").
 
 JSON lines when stderr is not a terminal (one object per record: time, level, logger,
 message and the ``extra`` fields such as ``export_id`` and ``organization_id``), readable

@@ -1,4 +1,5 @@
 """HTTP surfaces, each a small module of Starlette routes wired together by the app factory.
 
-``download`` serves the links in export emails and ``LogExport.downloadUrl`` (SPEC §6).
+``download`` serves the links in export emails and ``LogExport.downloadUrl`` (README.md,
+"Download links").
 """

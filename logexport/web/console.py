@@ -1,4 +1,4 @@
-"""The console: web pages over the GraphQL API (SPEC §9 "Console").
+"""The console: web pages over the GraphQL API (README.md, "The console").
 
 The server renders page shells (navigation, headings, empty tables, the export dialog);
 small ES modules in ``static/console`` fill them through ``fetch('/graphql')`` with the

@@ -1,4 +1,6 @@
-"""``POST /graphql``: authenticate, bound, parse, validate, execute, map errors (SPEC §9).
+"""``POST /graphql``: authenticate, bound, parse, validate, execute, map errors.
+
+The bounds are described in README.md, "Query cost limits".
 
 Every error leaves with ``extensions.code``:
 

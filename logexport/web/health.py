@@ -1,4 +1,4 @@
-"""``/healthz``, ``/readyz`` and ``/metrics`` (SPEC §11).
+"""``/healthz``, ``/readyz`` and ``/metrics`` (README.md, "Behaviour worth knowing").
 
 ``/healthz`` says the process answers. ``/readyz`` says it can do its job: the database
 answers, every migration this version knows is applied (``serve`` never migrates), and the

@@ -1,4 +1,4 @@
-"""Hostile sign-ins and page requests to the console (SPEC §9 Console)."""
+"""Hostile sign-ins and page requests to the console."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Hostile input to ``POST /graphql``: every request is refused with a clear error naming
-its field, writes nothing and reveals nothing internal (SPEC §3, §9)."""
+its field, writes nothing and reveals nothing internal."""
 
 from __future__ import annotations
 

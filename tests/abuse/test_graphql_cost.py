@@ -1,6 +1,6 @@
 """Expensive GraphQL queries against a real ``logexport serve``: priced before they run,
 refused with ``QUERY_TOO_COMPLEX`` naming cost and limit, answers capped at 32 MiB, and the
-event loop free for ``/healthz`` while attackers keep sending them (SPEC §9).
+event loop free for ``/healthz`` while attackers keep sending them.
 
 The organization holds 100 SCIM events whose request and response bodies are 64 KiB each:
 one full page of them is the largest legitimate answer, and must still be served.

@@ -1,4 +1,4 @@
-"""Ids of another organization, on every field and tool that takes one (SPEC §7).
+"""Ids of another organization, on every field and tool that takes one.
 
 For each, the caller gets the same answer for a foreign id as for an id that exists
 nowhere, byte for byte once the id they passed is blanked out; nothing is written and

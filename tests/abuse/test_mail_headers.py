@@ -1,4 +1,4 @@
-"""A display name carrying CR/LF cannot add mail headers or recipients (SPEC §3, §6).
+"""A display name carrying CR/LF cannot add mail headers or recipients.
 
 The identity writers refuse control characters in names, but rows written by older
 versions or other tools may still hold them; the mailer must not trust them either. This

@@ -1,5 +1,5 @@
 """Hostile requests to ``/mcp``: malformed JSON-RPC, wrong argument types, huge bodies,
-guessed tokens, foreign origins and cursors (SPEC §9 MCP)."""
+guessed tokens, foreign origins and cursors."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Path tricks cannot reach the file system or the bucket: export file names come from
-dates only, object keys from ids, and the local backend refuses keys that climb (SPEC §5)."""
+dates only, object keys from ids, and the local backend refuses keys that climb."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Fault tests: real worker processes against real Postgres, S3 and SMTP (SPEC §4, §5).
+"""Fault tests: real worker processes against real Postgres, S3 and SMTP.
 
 The checks below are what every fault test asserts once the dust settles: the export is
 delivered whole, exactly once, and nothing is left behind.

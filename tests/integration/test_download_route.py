@@ -1,4 +1,4 @@
-"""The download page and download through a real Starlette app, Postgres and S3 (SPEC §6)."""
+"""The download page and download through a real Starlette app, Postgres and S3."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """What an export file holds, and how its email link leads to exactly those bytes, through
-real Postgres, S3 (moto over HTTP) and SMTP (SPEC §3 times and filters, §5, §6)."""
+real Postgres, S3 (moto over HTTP) and SMTP."""
 
 from __future__ import annotations
 

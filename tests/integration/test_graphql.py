@@ -1,5 +1,5 @@
 """The GraphQL API through the real application: authentication, authorization, input
-rules, error codes and request limits (SPEC §3, §7, §9)."""
+rules, error codes and request limits."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Migrations build the schema SPEC §2 describes, once, even when started concurrently."""
+"""Migrations build the documented schema, once, even when started concurrently."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Settings: a missing or malformed variable is named, and its value never echoed (SPEC §10)."""
+"""Settings: a missing or malformed variable is named, and its value never echoed."""
 
 from __future__ import annotations
 
