@@ -54,8 +54,8 @@ _EXPORTS: dict[str, str] = {
     "record_scim_events": "logexport.entries",
     "AuditLogEntryInput": "logexport.entries",
     "ScimEventInput": "logexport.entries",
-    "AuditLogFilter": "logexport.entries",
-    "ScimEventFilter": "logexport.entries",
+    "AuditLogFilter": "logexport.records",
+    "ScimEventFilter": "logexport.records",
     "list_audit_log_entries": "logexport.entries",
     "list_scim_events": "logexport.entries",
     # exports
@@ -158,8 +158,6 @@ if TYPE_CHECKING:
     from logexport.db import connect, create_pool, migrate
     from logexport.entries import (
         AuditLogEntryInput,
-        AuditLogFilter,
-        ScimEventFilter,
         ScimEventInput,
         list_audit_log_entries,
         list_scim_events,
@@ -193,3 +191,4 @@ if TYPE_CHECKING:
     )
     from logexport.exports.worker import Worker
     from logexport.identity import Principal, authenticate
+    from logexport.records import AuditLogFilter, ScimEventFilter

@@ -30,7 +30,6 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from types import TracebackType
@@ -42,6 +41,7 @@ import httpx
 
 from logexport import errors, shapes
 from logexport.errors import LogExportError
+from logexport.kinds import LOG_KINDS, ExportKind, LogKind, log_kind
 from logexport.timeutil import format_rfc3339, parse_time_bound
 
 # Every selection comes from ``logexport.shapes``, the list the server's resolvers and MCP
@@ -51,24 +51,6 @@ fragment LogExportFields on LogExport {{ {shapes.selection(shapes.LOG_EXPORT_FIE
 """
 
 _PAGE_INFO = f"pageInfo {{ {shapes.selection(shapes.PAGE_INFO_FIELDS)} }}"
-
-REQUEST_AUDIT_LOG_EXPORT = (
-    """
-mutation RequestAuditLogExport($input: RequestAuditLogExportInput!) {
-  requestAuditLogExport(input: $input) { logExport { ...LogExportFields } }
-}
-"""
-    + LOG_EXPORT_FRAGMENT
-)
-
-REQUEST_SCIM_EVENT_EXPORT = (
-    """
-mutation RequestScimEventExport($input: RequestScimEventExportInput!) {
-  requestScimEventExport(input: $input) { logExport { ...LogExportFields } }
-}
-"""
-    + LOG_EXPORT_FRAGMENT
-)
 
 GET_LOG_EXPORT = (
     """
@@ -112,28 +94,37 @@ mutation CancelLogExport($input: CancelLogExportInput!) {
 )
 
 
-def _entries_query(operation: str, connection: str, node_type: str, filter_type: str) -> str:
+def request_document(row: LogKind) -> str:
+    """The mutation that queues an export of ``row``'s kind."""
+    operation = row.graphql_request_operation
+    return (
+        f"""
+mutation {operation}($input: {operation}Input!) {{
+  {row.graphql_request}(input: $input) {{ logExport {{ ...LogExportFields }} }}
+}}
+"""
+        + LOG_EXPORT_FRAGMENT
+    )
+
+
+def listing_document(row: LogKind) -> str:
+    """The query of a page of ``row``'s entries."""
     return f"""
-query {operation}(
-  $organizationId: ID!, $first: Int, $after: String, $filter: {filter_type},
+query {row.graphql_list_operation}(
+  $organizationId: ID!, $first: Int, $after: String, $filter: {row.graphql_filter},
   $fromTime: DateTime, $toTime: DateTime
 ) {{
   organization(id: $organizationId) {{
-    {connection}(
+    {row.graphql_connection}(
       first: $first, after: $after, filter: $filter, fromTime: $fromTime, toTime: $toTime
     ) {{
-      edges {{ cursor node {{ {shapes.selection(shapes.ENTRY_FIELDS[node_type])} }} }}
+      edges {{ cursor node {{ {shapes.selection(shapes.ENTRY_FIELDS[row.graphql_node])} }} }}
       {_PAGE_INFO}
     }}
   }}
 }}
 """
 
-
-LIST_AUDIT_LOG_ENTRIES = _entries_query(
-    "AuditLogEntries", "auditLogEntries", "AuditLogEntry", "AuditLogFilter"
-)
-LIST_SCIM_EVENTS = _entries_query("ScimEvents", "scimEvents", "ScimEvent", "ScimEventFilter")
 
 VIEWER = f"""
 query Viewer {{
@@ -146,37 +137,14 @@ query Viewer {{
 """
 
 
-@dataclass(frozen=True)
-class KindDocuments:
-    """The documents that differ by log kind, and the fields their results sit under."""
-
-    request: str
-    request_field: str
-    listing: str
-    listing_field: str
-
-
-# By ``LogExportKind``: the remote client cannot load the server's kind table (it would pull
-# in the database driver), so the GraphQL names of each kind live here.
-KIND_DOCUMENTS: Mapping[str, KindDocuments] = {
-    "AUDIT_LOG": KindDocuments(
-        REQUEST_AUDIT_LOG_EXPORT, "requestAuditLogExport", LIST_AUDIT_LOG_ENTRIES, "auditLogEntries"
-    ),
-    "SCIM_EVENT": KindDocuments(
-        REQUEST_SCIM_EVENT_EXPORT, "requestScimEventExport", LIST_SCIM_EVENTS, "scimEvents"
-    ),
-}
-
 # Every document this client sends, so a test can validate them against schema.graphql.
 DOCUMENTS = {
-    "requestAuditLogExport": REQUEST_AUDIT_LOG_EXPORT,
-    "requestScimEventExport": REQUEST_SCIM_EVENT_EXPORT,
+    **{row.graphql_request: request_document(row) for row in LOG_KINDS.values()},
     "logExport": GET_LOG_EXPORT,
     "logExportDownload": GET_LOG_EXPORT_DOWNLOAD,
     "logExports": LIST_LOG_EXPORTS,
     "cancelLogExport": CANCEL_LOG_EXPORT,
-    "auditLogEntries": LIST_AUDIT_LOG_ENTRIES,
-    "scimEvents": LIST_SCIM_EVENTS,
+    **{row.graphql_connection: listing_document(row) for row in LOG_KINDS.values()},
     "viewer": VIEWER,
 }
 
@@ -331,11 +299,11 @@ def graphql_filter(raw: Mapping[str, object] | None) -> dict[str, object] | None
     return {_FILTER_KEYS.get(key, key): value for key, value in raw.items()}
 
 
-def _documents(kind: str) -> KindDocuments:
-    documents = KIND_DOCUMENTS.get(str(getattr(kind, "value", kind)).upper())
-    if documents is None:
-        raise ValueError(f"kind must be {' or '.join(KIND_DOCUMENTS)}")
-    return documents
+def _log_kind(kind: str) -> LogKind:
+    try:
+        return log_kind(kind)
+    except ValueError:
+        raise ValueError(f"kind must be {' or '.join(LOG_KINDS)}") from None
 
 
 class LogExportClient:
@@ -435,7 +403,7 @@ class LogExportClient:
         that whole UTC day. A bound that cannot be read raises ``BadUserInput`` before
         anything is sent.
         """
-        documents = _documents(kind)
+        row = _log_kind(kind)
         payload: dict[str, object] = {
             "organizationId": str(organization_id),
             "fromTime": _bound(from_time, "fromTime", end=False),
@@ -449,8 +417,8 @@ class LogExportClient:
             "idempotencyKey": idempotency_key,
         }
         payload.update({k: v for k, v in optional.items() if v is not None})
-        data = await self.execute(documents.request, {"input": payload})
-        return dict(data[documents.request_field]["logExport"])
+        data = await self.execute(request_document(row), {"input": payload})
+        return dict(data[row.graphql_request]["logExport"])
 
     async def get_export(self, id: Id, *, download_url: bool = False) -> ApiObject:
         """The LogExport; ``download_url=True`` adds a fresh ``downloadUrl`` (when COMPLETED)."""
@@ -535,9 +503,9 @@ class LogExportClient:
         filter: Mapping[str, object] | None = None,
     ) -> ApiObject:
         """An AuditLogEntryConnection or ScimEventConnection (``kind``), newest first."""
-        documents = _documents(kind)
+        row = _log_kind(kind)
         data = await self.execute(
-            documents.listing,
+            listing_document(row),
             {
                 "organizationId": str(organization_id),
                 "first": first,
@@ -545,7 +513,7 @@ class LogExportClient:
                 "filter": graphql_filter(filter),
             },
         )
-        return dict(data["organization"][documents.listing_field])
+        return dict(data["organization"][row.graphql_connection])
 
     async def list_audit_log_entries(
         self,
@@ -555,7 +523,7 @@ class LogExportClient:
         filter: Mapping[str, object] | None = None,
     ) -> ApiObject:
         """An AuditLogEntryConnection, newest first."""
-        return await self.list_entries("AUDIT_LOG", organization_id, first, after, filter)
+        return await self.list_entries(ExportKind.AUDIT_LOG, organization_id, first, after, filter)
 
     async def list_scim_events(
         self,
@@ -565,7 +533,7 @@ class LogExportClient:
         filter: Mapping[str, object] | None = None,
     ) -> ApiObject:
         """A ScimEventConnection, newest first."""
-        return await self.list_entries("SCIM_EVENT", organization_id, first, after, filter)
+        return await self.list_entries(ExportKind.SCIM_EVENT, organization_id, first, after, filter)
 
     async def viewer(self) -> ApiObject:
         """The authenticated user, their organizations, and ``maxRangeDays``."""

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime
 from itertools import islice
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 from uuid import UUID
 
 import asyncpg
@@ -25,14 +25,20 @@ import asyncpg
 from logexport.db import q
 from logexport.errors import BadUserInput
 from logexport.identity import Principal
-from logexport.policy import Action, authorize
+from logexport.kinds import LOG_KINDS, ExportKind, LogFilter
+from logexport.policy import authorize
+from logexport.records import (
+    AuditLogEntry,
+    AuditLogFilter,
+    ScimEvent,
+    ScimEventFilter,
+)
 from logexport.redaction import MAX_JSON_BYTES, limit_json_size, redact_scim_body, to_compact_json
 from logexport.timeutil import format_rfc3339, parse_rfc3339
 
 ACTOR_TYPES = frozenset({"USER", "API_KEY", "SYSTEM", "SCIM"})
 COPY_BATCH_SIZE = 50_000
 MAX_PAGE_SIZE = 100
-MAX_FILTER_VALUES = 100
 _MAX_TEXT = 10_000
 
 T = TypeVar("T")
@@ -40,38 +46,7 @@ IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # ---------------------------------------------------------------------------- records
 
-
-@dataclass(frozen=True)
-class AuditLogEntry:
-    id: UUID
-    organization_id: UUID
-    created_at: datetime
-    actor_type: str
-    actor_id: str | None
-    actor_email: str | None
-    actor_name: str | None
-    action: str
-    resource_type: str | None
-    resource_id: str | None
-    ip_address: str | None
-    user_agent: str | None
-    metadata: Any
-
-
-@dataclass(frozen=True)
-class ScimEvent:
-    id: UUID
-    organization_id: UUID
-    created_at: datetime
-    method: str
-    path: str
-    user_name: str | None
-    status_code: int
-    error_message: str | None
-    ip_address: str | None
-    user_agent: str | None
-    request_body: Any
-    response_body: Any
+# The records a listing reads back, and the filters, are plain data in ``logexport.records``.
 
 
 # Input records are built by the million in bulk loads; plain slotted dataclasses cost a
@@ -373,144 +348,6 @@ async def record_scim_events(conn: asyncpg.Connection, events: Iterable[ScimEven
     return await _copy(conn, "scim_events", _SCIM_COPY_COLUMNS, events, _scim_values)
 
 
-# ---------------------------------------------------------------------------- filters
-
-
-def _string_list(mapping: Mapping[str, Any], key: str, prefix: str) -> tuple[str, ...] | None:
-    value = mapping.get(key)
-    field = f"{prefix}.{key}"
-    if value is None:
-        return None
-    if not isinstance(value, list | tuple) or not 1 <= len(value) <= MAX_FILTER_VALUES:
-        raise BadUserInput(f"{field} must list 1 to {MAX_FILTER_VALUES} values", field=field)
-    for item in value:
-        if not _is_filter_text(item):
-            raise BadUserInput(f"{field} values must be non-empty text", field=field)
-    return tuple(sorted(set(value)))
-
-
-def _is_filter_text(value: Any) -> bool:
-    # NUL cannot be stored or compared by PostgreSQL: no value could ever match it.
-    return isinstance(value, str) and 0 < len(value) <= 1000 and "\x00" not in value
-
-
-def _pick(mapping: Mapping[str, Any], *names: str) -> str:
-    """The key the caller used: GraphQL sends camelCase, MCP and Python snake_case."""
-    present = [n for n in names if mapping.get(n) is not None]
-    return present[0] if present else names[0]
-
-
-def _check_keys(mapping: Mapping[str, Any], allowed: set[str], prefix: str) -> None:
-    unknown = sorted(set(mapping) - allowed)
-    if unknown:
-        raise BadUserInput(f"{prefix}.{unknown[0]} is not a known filter", field=prefix)
-
-
-@dataclass(frozen=True)
-class AuditLogFilter:
-    """OR within a field, AND across fields, exact and case-sensitive; ``None`` = any."""
-
-    actions: tuple[str, ...] | None = None
-    actor_ids: tuple[str, ...] | None = None
-    resource_types: tuple[str, ...] | None = None
-
-    @classmethod
-    def parse(cls, mapping: Mapping[str, Any] | None, prefix: str = "filter") -> AuditLogFilter:
-        if mapping is None:
-            return cls()
-        if not isinstance(mapping, Mapping):
-            raise BadUserInput(f"{prefix} must be an object", field=prefix)
-        _check_keys(
-            mapping,
-            {"actions", "actorIds", "actor_ids", "resourceTypes", "resource_types"},
-            prefix,
-        )
-        return cls(
-            actions=_string_list(mapping, "actions", prefix),
-            actor_ids=_string_list(mapping, _pick(mapping, "actorIds", "actor_ids"), prefix),
-            resource_types=_string_list(
-                mapping, _pick(mapping, "resourceTypes", "resource_types"), prefix
-            ),
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        """Canonical form (camelCase, sorted, unset fields omitted) for storage and hashing."""
-        out: dict[str, Any] = {}
-        for key, value in (
-            ("actions", self.actions),
-            ("actorIds", self.actor_ids),
-            ("resourceTypes", self.resource_types),
-        ):
-            if value is not None:
-                out[key] = list(value)
-        return out
-
-    def sql_args(self) -> tuple[list[str] | None, list[str] | None, list[str] | None]:
-        """``(actions, actor_ids, resource_types)`` for ``$n::text[] IS NULL OR …``."""
-        return _as_list(self.actions), _as_list(self.actor_ids), _as_list(self.resource_types)
-
-
-@dataclass(frozen=True)
-class ScimEventFilter:
-    """Like ``AuditLogFilter``; ``user_name`` is a single, case-insensitive value."""
-
-    methods: tuple[str, ...] | None = None
-    user_name: str | None = None
-    status_codes: tuple[int, ...] | None = None
-
-    @classmethod
-    def parse(cls, mapping: Mapping[str, Any] | None, prefix: str = "filter") -> ScimEventFilter:
-        if mapping is None:
-            return cls()
-        if not isinstance(mapping, Mapping):
-            raise BadUserInput(f"{prefix} must be an object", field=prefix)
-        _check_keys(
-            mapping, {"methods", "userName", "user_name", "statusCodes", "status_codes"}, prefix
-        )
-        user_key = _pick(mapping, "userName", "user_name")
-        user_name = mapping.get(user_key)
-        if user_name is not None and not _is_filter_text(user_name):
-            field = f"{prefix}.{user_key}"
-            raise BadUserInput(f"{field} must be non-empty text", field=field)
-        codes_key = _pick(mapping, "statusCodes", "status_codes")
-        codes = mapping.get(codes_key)
-        status_codes: tuple[int, ...] | None = None
-        if codes is not None:
-            field = f"{prefix}.{codes_key}"
-            if not isinstance(codes, list | tuple) or not 1 <= len(codes) <= MAX_FILTER_VALUES:
-                raise BadUserInput(
-                    f"{field} must list 1 to {MAX_FILTER_VALUES} values", field=field
-                )
-            if any(
-                isinstance(c, bool) or not isinstance(c, int) or not 100 <= c <= 599 for c in codes
-            ):
-                raise BadUserInput(f"{field} values must be HTTP status codes", field=field)
-            status_codes = tuple(sorted(set(codes)))
-        return cls(
-            methods=_string_list(mapping, "methods", prefix),
-            user_name=user_name,
-            status_codes=status_codes,
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        if self.methods is not None:
-            out["methods"] = list(self.methods)
-        if self.user_name is not None:
-            out["userName"] = self.user_name
-        if self.status_codes is not None:
-            out["statusCodes"] = list(self.status_codes)
-        return out
-
-    def sql_args(self) -> tuple[list[str] | None, str | None, list[int] | None]:
-        """``(methods, user_name, status_codes)`` for the listing and export queries."""
-        return _as_list(self.methods), self.user_name, _as_list(self.status_codes)
-
-
-def _as_list(value: tuple[Any, ...] | None) -> list[Any] | None:
-    return None if value is None else list(value)
-
-
 # ---------------------------------------------------------------------------- pages
 
 
@@ -668,6 +505,40 @@ async def _list(
     return Page(edges, len(rows) > limit, edges[-1].cursor if edges else None)
 
 
+async def list_entries(
+    conn: asyncpg.Connection,
+    principal: Principal,
+    kind: ExportKind,
+    organization_id: UUID,
+    *,
+    first: int = 50,
+    after: str | None = None,
+    filter: LogFilter | None = None,
+    time_range: TimeRange | None = None,
+) -> Page[AuditLogEntry] | Page[ScimEvent]:
+    """A page of the organization's log of ``kind``, newest first, within ``time_range``.
+
+    The caller needs the kind's list action; ``filter`` must be the kind's filter type.
+    """
+    row = LOG_KINDS[kind]
+    await authorize(conn, principal, organization_id, row.list_action)
+    chosen = row.filter_type() if filter is None else filter
+    if not isinstance(chosen, row.filter_type):
+        raise BadUserInput(f"filter must be a {row.filter_type.__name__}", field="filter")
+    return await _list(
+        conn,
+        kind=row.cursor_tag,
+        query=row.list_query,
+        record=row.record_type,
+        organization_id=organization_id,
+        first=first,
+        after=after,
+        time_range=time_range or TimeRange(),
+        filter_json=chosen.to_json(),
+        filter_args=chosen.sql_args(),
+    )
+
+
 async def list_audit_log_entries(
     conn: asyncpg.Connection,
     principal: Principal,
@@ -678,21 +549,12 @@ async def list_audit_log_entries(
     filter: AuditLogFilter | None = None,
     time_range: TimeRange | None = None,
 ) -> Page[AuditLogEntry]:
-    """A page of the organization's audit log, newest first, within ``time_range``."""
-    await authorize(conn, principal, organization_id, Action.AUDIT_LOG_LIST)
-    chosen = filter or AuditLogFilter()
-    return await _list(
-        conn,
-        kind="audit",
-        query="list_audit_log_entries",
-        record=AuditLogEntry,
-        organization_id=organization_id,
-        first=first,
-        after=after,
-        time_range=time_range or TimeRange(),
-        filter_json=chosen.to_json(),
-        filter_args=chosen.sql_args(),
-    )
+    """``list_entries`` of the audit log."""
+    page = await list_entries(
+        conn, principal, ExportKind.AUDIT_LOG, organization_id,
+        first=first, after=after, filter=filter, time_range=time_range,
+    )  # fmt: skip
+    return cast(Page[AuditLogEntry], page)
 
 
 async def list_scim_events(
@@ -705,18 +567,9 @@ async def list_scim_events(
     filter: ScimEventFilter | None = None,
     time_range: TimeRange | None = None,
 ) -> Page[ScimEvent]:
-    """A page of the organization's SCIM events, newest first, within ``time_range``."""
-    await authorize(conn, principal, organization_id, Action.SCIM_EVENT_LIST)
-    chosen = filter or ScimEventFilter()
-    return await _list(
-        conn,
-        kind="scim",
-        query="list_scim_events",
-        record=ScimEvent,
-        organization_id=organization_id,
-        first=first,
-        after=after,
-        time_range=time_range or TimeRange(),
-        filter_json=chosen.to_json(),
-        filter_args=chosen.sql_args(),
-    )
+    """``list_entries`` of the SCIM events."""
+    page = await list_entries(
+        conn, principal, ExportKind.SCIM_EVENT, organization_id,
+        first=first, after=after, filter=filter, time_range=time_range,
+    )  # fmt: skip
+    return cast(Page[ScimEvent], page)

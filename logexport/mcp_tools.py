@@ -33,8 +33,9 @@ import mcp_types as types
 from mcp.server import Server, ServerRequestContext
 
 from logexport import shapes
-from logexport.client import KIND_DOCUMENTS, LogExportClient, graphql_filter
+from logexport.client import LogExportClient, graphql_filter, listing_document, request_document
 from logexport.errors import LogExportError
+from logexport.kinds import LOG_KINDS, ExportKind
 from logexport.shapes import JSON, JSONObject
 
 log = logging.getLogger(__name__)
@@ -388,7 +389,13 @@ class ToolBackend(Protocol):
     async def list_entries(self, query: EntryQuery) -> ToolResult: ...
 
 
-_ENTRY_KINDS = {"list_audit_log_entries": "AUDIT_LOG", "list_scim_events": "SCIM_EVENT"}
+# Each kind's MCP tools, by tool name.
+_REQUEST_KINDS: Mapping[str, ExportKind] = {
+    row.mcp_request_tool: kind for kind, row in LOG_KINDS.items()
+}
+_ENTRY_KINDS: Mapping[str, ExportKind] = {
+    row.mcp_list_tool: kind for kind, row in LOG_KINDS.items()
+}
 
 
 async def _dispatch(backend: ToolBackend, name: str, args: Mapping[str, Any]) -> ToolResult:
@@ -396,10 +403,8 @@ async def _dispatch(backend: ToolBackend, name: str, args: Mapping[str, Any]) ->
     after = args.get("after")
     if name == "list_organizations":
         return await backend.list_organizations()
-    if name == "request_audit_log_export":
-        return await backend.request_export("AUDIT_LOG", args)
-    if name == "request_scim_event_export":
-        return await backend.request_export("SCIM_EVENT", args)
+    if name in _REQUEST_KINDS:
+        return await backend.request_export(_REQUEST_KINDS[name], args)
     if name == "get_log_export":
         return await backend.get_export(str(args["id"]))
     if name == "cancel_log_export":
@@ -594,9 +599,9 @@ class GraphQLBackend:
         chosen = payload.get("filter")
         if isinstance(chosen, Mapping):
             payload["filter"] = graphql_filter(chosen)
-        documents = KIND_DOCUMENTS[kind]
-        data = await self.client.execute(documents.request, {"input": payload})
-        return dict(data[documents.request_field]["logExport"])
+        row = LOG_KINDS[ExportKind(kind)]
+        data = await self.client.execute(request_document(row), {"input": payload})
+        return dict(data[row.graphql_request]["logExport"])
 
     async def get_export(self, id: str) -> ToolResult:
         return await self.client.get_export(id)
@@ -608,9 +613,9 @@ class GraphQLBackend:
         return await self.client.list_exports(organization_id, first, after)
 
     async def list_entries(self, query: EntryQuery) -> ToolResult:
-        documents = KIND_DOCUMENTS[query.kind]
+        row = LOG_KINDS[ExportKind(query.kind)]
         data = await self.client.execute(
-            documents.listing,
+            listing_document(row),
             {
                 "organizationId": query.organization_id,
                 "first": query.first,
@@ -620,7 +625,7 @@ class GraphQLBackend:
                 "toTime": query.to_time,
             },
         )
-        return dict(data["organization"][documents.listing_field])
+        return dict(data["organization"][row.graphql_connection])
 
 
 async def serve_stdio(api_url: str, token: str) -> None:

@@ -3,15 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from enum import StrEnum
 from types import MappingProxyType
 from typing import Protocol
 from uuid import UUID
 
 import asyncpg
 
+from logexport.actions import Action, Role
 from logexport.db import q
 from logexport.errors import Forbidden
+from logexport.kinds import LOG_KINDS
+
+# ``Role`` and ``Action`` are defined in ``logexport.actions`` and offered here with the
+# rules that use them.
+__all__ = [
+    "NO_ACCESS_MESSAGE",
+    "ROLE_ACTIONS",
+    "Action",
+    "Caller",
+    "Role",
+    "allows",
+    "authorize",
+    "permissions",
+    "role_of",
+]
 
 
 class Caller(Protocol):
@@ -21,27 +36,12 @@ class Caller(Protocol):
     def user_id(self) -> UUID: ...
 
 
-class Role(StrEnum):
-    OWNER = "OWNER"
-    ADMIN = "ADMIN"
-    VIEWER = "VIEWER"
-
-
-class Action(StrEnum):
-    AUDIT_LOG_LIST = "iam:audit-log:list"
-    AUDIT_LOG_EXPORT = "iam:audit-log:export"
-    SCIM_EVENT_LIST = "iam:scim-event:list"
-    SCIM_EVENT_EXPORT = "iam:scim-event:export"
-    LOG_EXPORT_GET = "iam:log-export:get"
-    LOG_EXPORT_CANCEL = "iam:log-export:cancel"
-    LOG_EXPORT_DOWNLOAD = "iam:log-export:download"
-
-
 ROLE_ACTIONS: Mapping[Role, frozenset[Action]] = MappingProxyType(
     {
         Role.OWNER: frozenset(Action),
         Role.ADMIN: frozenset(Action),
-        Role.VIEWER: frozenset({Action.AUDIT_LOG_LIST, Action.SCIM_EVENT_LIST}),
+        # A viewer may read every log, and export none.
+        Role.VIEWER: frozenset(row.list_action for row in LOG_KINDS.values()),
     }
 )
 

@@ -24,13 +24,15 @@ from datetime import datetime
 from operator import attrgetter
 from typing import TYPE_CHECKING, TypeAlias, TypeVar, cast
 
+from logexport.actions import Action
+from logexport.kinds import LOG_KINDS
 from logexport.timeutil import format_rfc3339
 
 if TYPE_CHECKING:
-    from logexport.entries import AuditLogEntry, ScimEvent
+    from logexport.actions import Role
     from logexport.exports.models import LogExport
     from logexport.identity import Organization, Principal, User
-    from logexport.policy import Action, Role
+    from logexport.records import AuditLogEntry, ScimEvent
 
 JSON: TypeAlias = "bool | int | float | str | list[JSON] | dict[str, JSON] | None"
 JSONObject: TypeAlias = dict[str, JSON]
@@ -150,12 +152,14 @@ ENTRY_FIELDS: Mapping[str, tuple[Field, ...]] = {
     ),
 }
 
-# ViewerPermissions field → the policy action it reports (an ``Action`` member name).
-PERMISSIONS: Mapping[str, str] = {
-    "canListAuditLog": "AUDIT_LOG_LIST",
-    "canExportAuditLog": "AUDIT_LOG_EXPORT",
-    "canListScimEvents": "SCIM_EVENT_LIST",
-    "canExportScimEvents": "SCIM_EVENT_EXPORT",
+# ViewerPermissions field → the policy action it reports: each kind's list and export.
+PERMISSIONS: Mapping[str, Action] = {
+    name: action
+    for row in LOG_KINDS.values()
+    for name, action in (
+        (row.list_permission, row.list_action),
+        (row.export_permission, row.export_action),
+    )
 }
 
 VIEWER_FIELDS = (
@@ -237,10 +241,7 @@ def viewer_dict(principal: Principal) -> JSONObject:
 
 def permissions_dict(allows: Callable[[Action], bool]) -> dict[str, bool]:
     """ViewerPermissions, each field answered by ``allows(action)``."""
-    # Imported here: policy loads the database driver, which the remote client never needs.
-    from logexport.policy import Action
-
-    return {name: allows(Action[member]) for name, member in PERMISSIONS.items()}
+    return {name: allows(action) for name, action in PERMISSIONS.items()}
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from logexport.cli.common import EXIT_USAGE, fail, load_settings
 from logexport.cli.progress import ProgressReporter
 from logexport.client import ApiError, ApiUnreachable, LogExportClient
 from logexport.errors import BadUserInput
+from logexport.kinds import log_kind
 
 T = TypeVar("T")
 Decorated = TypeVar("Decorated", bound=Callable[..., None])
@@ -319,7 +320,7 @@ def _file_format(export: ApiRecord) -> str:
 
 
 def describe_export(export: ApiRecord) -> str:
-    kind = "audit log" if export.get("kind") == "AUDIT_LOG" else "SCIM event"
+    kind = log_kind(str(export.get("kind"))).label
     lines = [f"{kind} export {export['id']}: {export['status']}"]
     fmt = str(export.get("format"))
     if export.get("compression") == "GZIP":

@@ -10,12 +10,11 @@ from uuid import UUID
 
 import asyncpg
 
+from logexport.kinds import ExportKind
 
-class ExportKind(StrEnum):
-    """Which log an export reads; ``logexport.kinds.LOG_KINDS`` holds what each implies."""
-
-    AUDIT_LOG = "AUDIT_LOG"
-    SCIM_EVENT = "SCIM_EVENT"
+# ``ExportKind`` lives with the kinds table, which the remote client loads without this
+# module; it is offered here with the rest of the export record's types.
+__all__ = ["Compression", "ExportFormat", "ExportKind", "ExportStatus", "LogExport"]
 
 
 class ExportStatus(StrEnum):

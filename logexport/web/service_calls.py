@@ -21,6 +21,7 @@ from logexport.exports.models import ExportKind, LogExport
 from logexport.identity import Principal
 from logexport.kinds import LOG_KINDS
 from logexport.policy import authorize
+from logexport.records import AuditLogEntry, ScimEvent
 
 # One cursor format for GraphQL's Organization.logExports and MCP's list_log_exports, so a
 # cursor from one works in the other.
@@ -84,7 +85,7 @@ async def list_entries(
     filter: Mapping[str, Any] | None,
     from_time: object = None,
     to_time: object = None,
-) -> entries.Page[entries.AuditLogEntry] | entries.Page[entries.ScimEvent]:
+) -> entries.Page[AuditLogEntry] | entries.Page[ScimEvent]:
     """A page of the organization's audit log entries or SCIM events, by ``kind``, created
     in [``from_time``, ``to_time``) when either bound is given."""
     chosen = LOG_KINDS[ExportKind(kind)]
@@ -92,9 +93,10 @@ async def list_entries(
     entry_filter = chosen.filter_type.parse(filter)
     size = page_size(first)
     async with pool.acquire() as conn:
-        return await chosen.list_entries(
+        return await entries.list_entries(
             conn,
             principal,
+            chosen.kind,
             organization_id,
             first=size,
             after=after,

@@ -18,7 +18,7 @@ from logexport.exports.mailer import (
     build_ready_message,
 )
 from logexport.exports.models import ExportKind
-from logexport.kinds import LOG_KINDS, log_kind
+from logexport.kinds import LOG_KINDS, console_kinds, log_kind
 from logexport.policy import Role, allows
 
 SETTINGS = Settings(
@@ -133,3 +133,18 @@ def test_emails_name_the_kind(kind: ExportKind, ready: str, failed: str, rows: s
 def test_download_page_titles_the_rows() -> None:
     assert LOG_KINDS[ExportKind.AUDIT_LOG].rows_title == "Audit log entries"
     assert LOG_KINDS[ExportKind.SCIM_EVENT].rows_title == "SCIM events"
+
+
+@pytest.mark.parametrize("kind", list(ExportKind))
+def test_the_consoles_filter_fields_are_the_filters_own(kind: ExportKind) -> None:
+    row = LOG_KINDS[kind]
+    values: dict[str, object] = {}
+    for field in row.filter_fields:
+        value: object = int(field.example) if field.integer else field.example
+        values[field.key] = [value] if field.many else value
+    parsed = row.filter_type.parse(values)
+    assert list(parsed.to_json()) == [field.key for field in row.filter_fields]
+    assert parsed.to_json() == values
+    console = console_kinds()[kind.value]["filterFields"]
+    assert isinstance(console, list)
+    assert [field["key"] for field in console] == list(values)

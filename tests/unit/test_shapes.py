@@ -13,10 +13,11 @@ import graphql
 import pytest
 
 from logexport import client, shapes
-from logexport.entries import AuditLogEntry, ScimEvent
 from logexport.exports.models import Compression, ExportFormat, ExportKind, ExportStatus, LogExport
 from logexport.identity import Organization, User
+from logexport.kinds import LOG_KINDS
 from logexport.policy import Role
+from logexport.records import AuditLogEntry, ScimEvent
 from logexport.web.graphql import executable_schema
 
 SCHEMA = executable_schema()
@@ -143,9 +144,8 @@ def test_mcp_log_export_is_what_graphql_answers(export: LogExport) -> None:
 def test_mcp_entries_are_what_graphql_answers_and_what_the_client_selects(type_name: str) -> None:
     entry = ENTRIES[type_name]
     mcp = shapes.entry_dict(entry)  # type: ignore[arg-type]
-    document = (
-        client.LIST_AUDIT_LOG_ENTRIES if type_name == "AuditLogEntry" else client.LIST_SCIM_EVENTS
-    )
+    (row,) = [row for row in LOG_KINDS.values() if row.graphql_node == type_name]
+    document = client.listing_document(row)
 
     assert list(mcp) == names(shapes.ENTRY_FIELDS[type_name])
     assert shapes.selection(shapes.ENTRY_FIELDS[type_name]) in document
