@@ -33,6 +33,7 @@ from starlette.staticfiles import StaticFiles
 from logexport import identity, policy
 from logexport.config import Settings
 from logexport.identity import Principal
+from logexport.kinds import console_kinds
 from logexport.web import sessions
 from logexport.web.origins import same_origin
 
@@ -343,6 +344,7 @@ async def organization_page(request: Request, page: str) -> Response:
         page=page,
         # Shown only to those who may cancel; the API checks again on every cancel.
         can_cancel=policy.Action.LOG_EXPORT_CANCEL in held,
+        log_kinds=console_kinds(),
         **_user_context(principal, session),
     )
 

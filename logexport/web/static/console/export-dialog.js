@@ -5,17 +5,9 @@
 // double click, or a retry after a lost response, never exports twice.
 
 import { announce, breakable, gql, organizationId, viewerEmail } from "./api.js";
-import { isoDay, utcDay } from "./filters.js";
+import { LOG_KINDS, isoDay, utcDay } from "./filters.js";
 
 const DAY_MS = 86400000;
-const MUTATIONS = {
-  AUDIT_LOG: "requestAuditLogExport(input: $input)",
-  SCIM_EVENT: "requestScimEventExport(input: $input)",
-};
-const INPUT_TYPES = {
-  AUDIT_LOG: "RequestAuditLogExportInput",
-  SCIM_EVENT: "RequestScimEventExportInput",
-};
 const FIELD_LABELS = {
   fromTime: "From",
   toTime: "To",
@@ -187,8 +179,8 @@ export function setUpExportDialog({ kind, maxRangeDays, current }) {
     refresh();
     try {
       const query =
-        `mutation RequestExport($input: ${INPUT_TYPES[kind]}!) {` +
-        ` ${MUTATIONS[kind]} { logExport { id status } } }`;
+        `mutation RequestExport($input: ${LOG_KINDS[kind].requestInput}!) {` +
+        ` ${LOG_KINDS[kind].request}(input: $input) { logExport { id status } } }`;
       await gql(query, { input: { ...values, idempotencyKey: key } });
       const message = `Export requested — an email with a download link is on its way to ${viewerEmail}.`;
       fields.hidden = true;

@@ -15,14 +15,13 @@ import {
   plural,
   showPageError,
 } from "./api.js";
-import { describeFilter } from "./filters.js";
+import { LOG_KINDS, describeFilter } from "./filters.js";
 
 const PAGE_SIZE = 50;
 const REFRESH_MS = 2000;
 const ACTIVE = new Set(["PENDING", "PROCESSING"]);
 // A failed or expired export is already over; a canceled one is canceled.
 const CANCELABLE = new Set(["PENDING", "PROCESSING", "COMPLETED"]);
-const KINDS = { AUDIT_LOG: "Audit log", SCIM_EVENT: "SCIM events" };
 const STATUSES = {
   PENDING: "Pending",
   PROCESSING: "Processing",
@@ -96,7 +95,7 @@ function expiryText(exp) {
 }
 
 function describe(exp) {
-  return `${KINDS[exp.kind] ?? exp.kind} export ${rangeText(exp)}`;
+  return `${LOG_KINDS[exp.kind]?.exportsLabel ?? exp.kind} export ${rangeText(exp)}`;
 }
 
 async function download(exp, button) {
@@ -174,7 +173,7 @@ function renderRow(exp) {
   row.className = "item";
   row.dataset.id = exp.id;
   row.dataset.signature = JSON.stringify(exp);
-  cell(row, KINDS[exp.kind] ?? exp.kind, "nowrap");
+  cell(row, LOG_KINDS[exp.kind]?.exportsLabel ?? exp.kind, "nowrap");
   wholeWords(cell(row, ""), rangeText(exp));
   const filters = cell(row, "", "wrap");
   const lines = describeFilter(exp.kind, exp.filter);

@@ -1,22 +1,14 @@
 // What a log page shows: a UTC day range and the API's filters, kept in the page's URL.
 //
-// One table per kind of log names each filter: its API field, its URL parameter and its
+// The page carries the service's table of log kinds as a JSON data block (see
+// logexport/kinds.py); each kind names its filter fields there: API field, URL parameter,
 // label. The log pages, the export dialog and the Exports page all read it.
 
-export const FILTER_FIELDS = {
-  AUDIT_LOG: [
-    { key: "actions", param: "action", label: "Action", many: true, example: "user.login" },
-    { key: "actorIds", param: "actorId", label: "Actor ID", many: true, example: "usr_123" },
-    { key: "resourceTypes", param: "resourceType", label: "Resource type", many: true, example: "User" },
-  ],
-  SCIM_EVENT: [
-    { key: "methods", param: "method", label: "Method", many: true, example: "POST",
-      suggestions: ["GET", "POST", "PUT", "PATCH", "DELETE"] },
-    { key: "userName", param: "userName", label: "User name", many: false, example: "ada@example.com" },
-    { key: "statusCodes", param: "statusCode", label: "Status code", many: true, example: "409",
-      integer: true },
-  ],
-};
+export const LOG_KINDS = JSON.parse(document.getElementById("log-kinds").textContent);
+
+export const FILTER_FIELDS = Object.fromEntries(
+  Object.entries(LOG_KINDS).map(([kind, row]) => [kind, row.filterFields]),
+);
 
 // The API accepts at most this many values per field.
 export const MAX_VALUES = 100;
