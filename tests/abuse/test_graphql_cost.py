@@ -314,6 +314,11 @@ async def test_healthz_stays_fast_while_clients_keep_sending_attacks(served: Ser
                 codes.append(response.json()["errors"][0]["extensions"]["code"])
 
     latencies = await _probe_healthz(served.url, asyncio.gather(*(attacker(i) for i in range(6))))
+    # The machine may be busier (or quieter) after than before: the bound is over and above
+    # the worse of the two idle measurements, so only the attack's own cost is judged.
+    after = await _probe_healthz(served.url, asyncio.sleep(3))
+    if _p99(after) > _p99(baseline):
+        baseline = after
 
     print(
         f"{len(codes)} attacks refused; /healthz p99 {_p99(latencies) * 1000:.0f} ms, "
@@ -505,7 +510,7 @@ def test_unknown_fields_fragments_and_cycles_are_priced_without_failing():
 
 def _product_queries() -> list[tuple[str, str]]:
     """Every document the client library and the console send, by where it comes from."""
-    found = []
+    found = [(f"client.DOCUMENTS[{name!r}]", text) for name, text in client.DOCUMENTS.items()]
     for name in dir(client):
         value = getattr(client, name)
         if isinstance(value, str) and re.search(r"^\s*(query|mutation)\b", value, re.M):
