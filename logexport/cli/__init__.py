@@ -76,6 +76,14 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "logexport.cli.server:worker",
         "Process exports until SIGTERM or SIGINT, then finish or hand back running ones.",
     ),
+    "verify": Subcommand(
+        "logexport.cli.verify:verify",
+        "Check an exported file, or a chain of manifests, against the signed manifests, offline.",
+    ),
+    "keys": Subcommand(
+        "logexport.cli.keys:keys_group",
+        "Make a manifest signing key; print the public keys that verify manifests.",
+    ),
     "demo": Subcommand(
         "logexport.cli.demo:demo",
         "Run an audit log export end to end against local servers: request, email, download.",
