@@ -1,17 +1,32 @@
 #!/usr/bin/env python3
-"""Export throughput, memory and dispatch latency, against baselines measured in the same run.
+"""Export throughput, CPU, memory and dispatch latency, against baselines measured in the
+same run, on several data shapes.
 
-    .venv/bin/python scripts/bench_export.py [--rows 1000000] [--skip-s3] [--dispatch 200]
+    .venv/bin/python scripts/bench_export.py [--rows 1000000] [--shapes seed,wide,scim]
+                                             [--skip-s3] [--dispatch 200]
 
-Seeds N audit entries into a private PostgreSQL cluster, then measures over the same rows:
+Shapes (each in its own organization of one private PostgreSQL cluster):
 
-  (a) naive    psql \\copy (SELECT row_to_json(t) FROM (<export query>) t) TO file
-  (b) ceiling  COPY (<export query>) TO '/dev/null' — the database reading the rows, nothing else
-  (c) logexport's pipeline to the local backend, JSONL and CSV (each in a fresh process)
-  (d) the same to S3 (moto over HTTP on 127.0.0.1)
+  seed   audit entries written by ``logexport.seed`` (short lines, a few hostile values);
+  wide   an independent audit set written here with COPY: JSONL lines of about 670 bytes,
+         nested ``metadata`` (request id, source, changes with field / old / new), 500
+         distinct actors, long browser user agents;
+  scim   SCIM events with large request bodies (8-64 KiB), ``--scim-rows`` of them
+         (default: a twentieth of ``--rows``).
 
-and prints rows/s, MB/s, the ratios (c)/(a) and (c)/(b), the pipeline's peak RSS at N/10 and
-at N, and dispatch latency (request committed → job PROCESSING) over requests to an idle
+For each shape, over the same rows and the same query:
+
+  psql \\copy (SELECT row_to_json(t) FROM (<query>) t) TO file          (naive JSONL)
+  psql \\copy (<query>) TO file WITH (FORMAT csv, HEADER)               (psql CSV)
+  COPY (<query>) TO '/dev/null'                 (ceiling: the database reading the rows)
+  logexport's pipeline to the local backend: JSONL and CSV, each with and without gzip,
+  each in a fresh process; and JSONL to S3 (moto over HTTP on 127.0.0.1) unless --skip-s3
+
+with seconds, rows/s, MB/s, the ratio to its psql baseline (JSONL against the naive
+``row_to_json``, CSV against psql's CSV), client CPU µs/row (the export process, or psql),
+database CPU µs/row (utime + stime of the export's backend from /proc; for psql, the
+postmaster's reaped-children time across the run), and the pipeline's peak RSS at N/10 and
+at N. Then dispatch latency (request committed → job PROCESSING) over requests to an idle
 worker. It passes or fails nothing: the figures are for reading.
 """
 
@@ -19,15 +34,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
+import io
+import itertools
 import json
 import os
+import random
 import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -37,7 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from devtools import services
 from logexport import db, identity
 from logexport.config import Settings
-from logexport.exports.models import ExportFormat, ExportKind
+from logexport.exports.models import Compression, ExportFormat, ExportKind
 from logexport.exports.pipeline import run_export
 from logexport.exports.requests import ExportInput
 from logexport.exports.storage import storage_from_settings
@@ -46,29 +68,107 @@ from logexport.seed import seed
 
 START = datetime(2025, 1, 1, tzinfo=UTC)
 END = datetime(2026, 1, 1, tzinfo=UTC)
-COLUMNS = (
+SHAPES = ("seed", "wide", "scim")
+AUDIT_COLUMNS = (
     "id, organization_id, created_at, actor_type, actor_id, actor_email, actor_name, action, "
     "resource_type, resource_id, ip_address, user_agent, metadata"
 )
+SCIM_COLUMNS = (
+    "id, organization_id, created_at, method, path, user_name, status_code, error_message, "
+    "ip_address, user_agent, request_body, response_body"
+)
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def _sql_literal_query(org: UUID, start: datetime, end: datetime) -> str:
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    kind: ExportKind
+    table: str
+    columns: str
+
+
+def _shape(name: str) -> Shape:
+    if name == "scim":
+        return Shape(name, ExportKind.SCIM_EVENT, "scim_events", SCIM_COLUMNS)
+    return Shape(name, ExportKind.AUDIT_LOG, "audit_log_entries", AUDIT_COLUMNS)
+
+
+def _sql_literal_query(shape: Shape, org: UUID, start: datetime, end: datetime) -> str:
     # Values are ours (a UUID and two datetimes we formatted), not user input.
     return (
-        f"SELECT {COLUMNS} FROM audit_log_entries "
+        f"SELECT {shape.columns} FROM {shape.table} "
         f"WHERE organization_id = '{org}' AND created_at >= '{start.isoformat()}' "
         f"AND created_at < '{end.isoformat()}' ORDER BY created_at, id"
     )
 
 
-def _psql(url: str, command: str) -> float:
+# ------------------------------------------------------------------ CPU from /proc
+
+
+def _proc_ticks(pid: int) -> tuple[int, int]:
+    """(utime + stime, cutime + cstime) of ``pid``, in clock ticks."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14])
+
+
+def _parent_pid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass
+class Run:
+    label: str
+    seconds: float
+    size: int
+    client_cpu: float | None = None
+    db_cpu: float | None = None
+    peak_rss_mib: float | None = None
+    baseline: str | None = None
+
+
+_BACKEND_PID = ("-c", "SELECT pg_backend_pid()")
+
+
+def _psql(url: str, command: str, postmaster: int, label: str, out: Path | None) -> Run:
+    """One psql session: its backend's CPU is what the postmaster reaps when it ends."""
+    client_before = _children_cpu()
+    db_before = _proc_ticks(postmaster)[1]
     started = time.perf_counter()
-    subprocess.run(
-        ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", url, "-c", command],
+    proc = subprocess.run(
+        [
+            "psql",
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            url,
+            *_BACKEND_PID,
+            "-c",
+            command,
+        ],
         check=True,
-        stdout=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
     )
-    return time.perf_counter() - started
+    elapsed = time.perf_counter() - started
+    backend = int(proc.stdout.split()[0])
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{backend}").exists() and time.monotonic() < deadline:
+        time.sleep(0.005)  # the postmaster reaps the backend shortly after psql leaves
+    db_cpu = (_proc_ticks(postmaster)[1] - db_before) / _CLK_TCK
+    size = 0
+    if out is not None:
+        size = out.stat().st_size
+        out.unlink()
+    return Run(label, elapsed, size, _children_cpu() - client_before, db_cpu)
 
 
 # ------------------------------------------------------------------ child: one pipeline run
@@ -77,18 +177,23 @@ def _psql(url: str, command: str) -> float:
 async def _child(args: argparse.Namespace) -> None:
     env = json.loads(os.environ["BENCH_SETTINGS"])
     settings = Settings.from_env(env=env)
+    # The bench opens the export's connection so that it can read its backend's CPU.
     conn = await db.connect(settings.require("database_url"))
+    backend = await conn.fetchval("SELECT pg_backend_pid()")
     storage = storage_from_settings(settings)
     spec = ExportInput(
         organization_id=UUID(args.org),
-        kind=ExportKind.AUDIT_LOG,
+        kind=ExportKind(args.kind),
         from_time=datetime.fromisoformat(args.start),
         to_time=datetime.fromisoformat(args.end),
         format=ExportFormat(args.format),
+        compression=Compression.GZIP if args.gzip else Compression.NONE,
     )
     key = f"bench/{args.format.lower()}-{os.getpid()}"
-    started = time.perf_counter()
     async with storage:
+        db_before = _proc_ticks(backend)[0]
+        cpu_before = time.process_time()
+        started = time.perf_counter()
         writer = await storage.open_writer(
             key, content_type="application/octet-stream", file_name="b"
         )
@@ -99,6 +204,8 @@ async def _child(args: argparse.Namespace) -> None:
             await writer.abort()
             raise
         elapsed = time.perf_counter() - started
+        cpu = time.process_time() - cpu_before
+        db_cpu = (_proc_ticks(backend)[0] - db_before) / _CLK_TCK
         await storage.delete(key)
     await conn.close()
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -108,6 +215,8 @@ async def _child(args: argparse.Namespace) -> None:
                 "seconds": elapsed,
                 "rows": result.row_count,
                 "bytes": result.byte_size,
+                "client_cpu": cpu,
+                "db_cpu": db_cpu,
                 "peak_rss_mib": peak_kib / 1024,
             }
         )
@@ -115,28 +224,183 @@ async def _child(args: argparse.Namespace) -> None:
 
 
 def _run_child(
-    settings_env: dict[str, str], org: UUID, start: datetime, end: datetime, fmt: str
+    settings_env: dict[str, str],
+    shape: Shape,
+    org: UUID,
+    start: datetime,
+    end: datetime,
+    fmt: str,
+    *,
+    gzip: bool = False,
 ) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--child", "--kind", shape.kind.value, "--org", str(org)]
+    command += ["--start", start.isoformat(), "--end", end.isoformat(), "--format", fmt]
     out = subprocess.run(
-        [
-            sys.executable,
-            __file__,
-            "--child",
-            "--org",
-            str(org),
-            "--start",
-            start.isoformat(),
-            "--end",
-            end.isoformat(),
-            "--format",
-            fmt,
-        ],
+        command + (["--gzip"] if gzip else []),
         check=True,
         capture_output=True,
         text=True,
         env={**os.environ, "BENCH_SETTINGS": json.dumps(settings_env)},
     )
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def _child_run(label: str, result: dict[str, Any], baseline: str) -> Run:
+    return Run(
+        label,
+        result["seconds"],
+        result["bytes"],
+        result["client_cpu"],
+        result["db_cpu"],
+        result["peak_rss_mib"],
+        baseline,
+    )
+
+
+# ------------------------------------------------------------------ data shapes
+
+_BROWSERS = [
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/{v}.0.{b}.{p} Safari/537.36 Edg/{v}.0.{b}.{p}",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.{p} Safari/605.1.15",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:{v}.0) Gecko/20100101 Firefox/{v}.0",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_{p} like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/17.{p} Mobile/15E148 Safari/604.1",
+]
+_ACTIONS = [
+    "user.updated", "user.login", "role.assigned", "group.member_added", "api_key.created",
+    "settings.changed", "sso.connection_updated", "directory.synced", "export.requested",
+]  # fmt: skip
+_FIELDS = ["email", "role", "display_name", "department", "title", "mfa_enabled", "locale"]
+_SOURCES = ["dashboard", "api", "scim", "terraform", "admin-cli"]
+
+
+def _user_agents(rng: random.Random, count: int) -> list[str]:
+    return [
+        rng.choice(_BROWSERS).format(
+            v=rng.randrange(100, 131), b=rng.randrange(1000, 7000), p=rng.randrange(0, 200)
+        )
+        for _ in range(count)
+    ]
+
+
+def _wide_rows(org: UUID, rows: int, rng: random.Random) -> Iterator[tuple[Any, ...]]:
+    span_us = (END - START) // timedelta(microseconds=1)
+    actors = [
+        (f"usr_{rng.getrandbits(64):016x}", f"person{i}@corp-{i % 37}.example.com", f"Person {i}")
+        for i in range(500)
+    ]
+    agents = _user_agents(rng, 200)
+    for _ in range(rows):
+        actor_id, email, name = rng.choice(actors)
+        field = rng.choice(_FIELDS)
+        metadata = {
+            "request_id": f"req_{rng.getrandbits(96):024x}",
+            "source": rng.choice(_SOURCES),
+            "changes": {
+                "field": field,
+                "old": f"{field}-value-{rng.getrandbits(40):010x}",
+                "new": f"{field}-value-{rng.getrandbits(40):010x}",
+            },
+        }
+        yield (
+            uuid.UUID(int=rng.getrandbits(128), version=4),
+            org,
+            START + timedelta(microseconds=rng.randrange(span_us)),
+            "USER",
+            actor_id,
+            email,
+            name,
+            rng.choice(_ACTIONS),
+            "User",
+            f"usr_{rng.getrandbits(64):016x}",
+            f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}",
+            rng.choice(agents),
+            json.dumps(metadata),
+        )
+
+
+def _scim_rows(org: UUID, rows: int, rng: random.Random) -> Iterator[tuple[Any, ...]]:
+    span_us = (END - START) // timedelta(microseconds=1)
+    members = [
+        {"value": str(uuid.UUID(int=rng.getrandbits(128), version=4)), "display": f"Member {i}"}
+        for i in range(2000)
+    ]
+    member_size = len(json.dumps(members[0])) + 2
+    members += members  # a slice from any start holds up to 2,000 members
+    agents = _user_agents(rng, 20)
+    for _ in range(rows):
+        target = rng.randrange(8 * 1024, 64 * 1024)
+        first = rng.randrange(len(members))
+        count = target // member_size
+        body = {
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+            "displayName": f"Group {rng.randrange(10_000)}",
+            "members": members[first : first + count],
+        }
+        group = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        yield (
+            uuid.UUID(int=rng.getrandbits(128), version=4),
+            org,
+            START + timedelta(microseconds=rng.randrange(span_us)),
+            "PUT",
+            f"/scim/v2/Groups/{group}",
+            None,
+            200,
+            None,
+            f"192.168.{rng.randrange(256)}.{rng.randrange(1, 255)}",
+            rng.choice(agents),
+            json.dumps(body),
+            json.dumps({"id": group, "meta": {"resourceType": "Group"}}),
+        )
+
+
+async def _prepare(url: str, shape: Shape, rows: int) -> tuple[UUID, float]:
+    conn = await db.connect(url)
+    org = await identity.create_organization(conn, f"Bench {shape.name}")
+    rng = random.Random(12)
+    started = time.perf_counter()
+    if shape.name == "seed":
+        await seed(conn, org.id, audit_entries=rows, scim_events=0, start=START, end=END)
+    else:
+        produce = _scim_rows if shape.name == "scim" else _wide_rows
+        columns = [c.strip() for c in shape.columns.split(",")]
+        rows_left = iter(produce(org.id, rows, rng))
+        while batch := list(itertools.islice(rows_left, 2000)):
+            buffer = io.StringIO()
+            csv.writer(buffer).writerows(batch)
+            await conn.copy_to_table(
+                shape.table,
+                source=io.BytesIO(buffer.getvalue().encode()),
+                columns=columns,
+                format="csv",
+            )
+    seeded = time.perf_counter() - started
+    await conn.execute(f"VACUUM ANALYZE {shape.table}")
+    await conn.close()
+    return org.id, seeded
+
+
+async def _tenth_boundary(url: str, shape: Shape, org: UUID, rows: int) -> datetime:
+    conn = await db.connect(url)
+    value = await conn.fetchval(
+        f"SELECT created_at FROM {shape.table} WHERE organization_id = $1 "
+        "ORDER BY created_at, id OFFSET $2 LIMIT 1",
+        org,
+        max(rows // 10, 1),
+    )
+    await conn.close()
+    assert isinstance(value, datetime)
+    return value
+
+
+async def _postmaster_pid(url: str) -> int:
+    conn = await db.connect(url)
+    try:
+        return _parent_pid(int(await conn.fetchval("SELECT pg_backend_pid()")))
+    finally:
+        await conn.close()
 
 
 # ------------------------------------------------------------------ dispatch latency
@@ -187,28 +451,91 @@ def _pct(values: list[float], p: float) -> float:
 # ------------------------------------------------------------------ main
 
 
-async def _prepare(url: str, rows: int) -> tuple[UUID, float]:
-    conn = await db.connect(url)
-    org = await identity.create_organization(conn, "Bench Org")
-    started = time.perf_counter()
-    await seed(conn, org.id, audit_entries=rows, scim_events=0, start=START, end=END)
-    seeded = time.perf_counter() - started
-    await conn.execute("VACUUM ANALYZE audit_log_entries")
-    await conn.close()
-    return org.id, seeded
-
-
-async def _tenth_boundary(url: str, org: UUID, rows: int) -> datetime:
-    conn = await db.connect(url)
-    value = await conn.fetchval(
-        "SELECT created_at FROM audit_log_entries WHERE organization_id = $1 "
-        "ORDER BY created_at, id OFFSET $2 LIMIT 1",
-        org,
-        max(rows // 10, 1),
+def _print_table(shape: Shape, rows: int, runs: list[Run]) -> None:
+    by_label = {run.label: run for run in runs}
+    print()
+    print(f"### {shape.name}: {rows:,} rows")
+    print()
+    print(
+        "| run | seconds | rows/s | MB/s | vs psql | client CPU µs/row | DB CPU µs/row "
+        "| peak RSS MiB |"
     )
-    await conn.close()
-    assert isinstance(value, datetime)
-    return value
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for run in runs:
+        mbps = f"{run.size / run.seconds / 1e6:,.1f}" if run.size else "-"
+        ratio = "-"
+        if run.baseline is not None:
+            ratio = f"{by_label[run.baseline].seconds / run.seconds:.2f}x"
+        client = "-" if run.client_cpu is None else f"{run.client_cpu / rows * 1e6:,.1f}"
+        db_cpu = "-" if run.db_cpu is None else f"{run.db_cpu / rows * 1e6:,.1f}"
+        rss = "-" if run.peak_rss_mib is None else f"{run.peak_rss_mib:.0f}"
+        print(
+            f"| {run.label} | {run.seconds:.2f} | {rows / run.seconds:,.0f} | {mbps} "
+            f"| {ratio} | {client} | {db_cpu} | {rss} |"
+        )
+
+
+NAIVE = "psql \\copy row_to_json → file"
+PSQL_CSV = "psql \\copy CSV HEADER → file"
+
+
+def _bench_shape(
+    url: str, shape: Shape, rows: int, workdir: Path, skip_s3: bool, s3_env: dict[str, str]
+) -> UUID:
+    org, seeded = asyncio.run(_prepare(url, shape, rows))
+    print(f"{shape.name}: seeded {rows:,} rows in {seeded:.1f} s ({rows / seeded:,.0f} rows/s)")
+    postmaster = asyncio.run(_postmaster_pid(url))
+    query = _sql_literal_query(shape, org, START, END)
+    out_file = workdir / f"{shape.name}.out"
+    runs = [
+        _psql(
+            url,
+            f"\\copy (SELECT row_to_json(t) FROM ({query}) t) TO '{out_file}'",
+            postmaster,
+            NAIVE,
+            out_file,
+        ),
+        _psql(
+            url,
+            f"\\copy ({query}) TO '{out_file}' WITH (FORMAT csv, HEADER)",
+            postmaster,
+            PSQL_CSV,
+            out_file,
+        ),
+        _psql(url, f"COPY ({query}) TO '/dev/null'", postmaster, "COPY … TO /dev/null", None),
+    ]
+    local_env = {"LOGEXPORT_DATABASE_URL": url, "LOGEXPORT_STORAGE_URL": f"file://{workdir}"}
+    full: dict[str, Any] = {}
+    for fmt in ("JSONL", "CSV"):
+        baseline = NAIVE if fmt == "JSONL" else PSQL_CSV
+        for gzip in (False, True):
+            result = _run_child(local_env, shape, org, START, END, fmt, gzip=gzip)
+            assert result["rows"] == rows, result
+            full.setdefault(fmt, result)
+            label = f"logexport → local, {fmt}" + (" + gzip" if gzip else "")
+            runs.append(_child_run(label, result, baseline))
+    if not skip_s3:
+        result = _run_child(s3_env, shape, org, START, END, "JSONL")
+        runs.append(_child_run("logexport → S3 (moto), JSONL", result, NAIVE))
+    _print_table(shape, rows, runs)
+    by_label = {run.label: run for run in runs}
+    jsonl = by_label["logexport → local, JSONL"]
+    csv_ = by_label["logexport → local, CSV"]
+    print()
+    print(
+        f"{shape.name}: JSONL vs naive row_to_json {by_label[NAIVE].seconds / jsonl.seconds:.2f}x "
+        f"(target ≥ 1.6); CSV vs psql CSV {by_label[PSQL_CSV].seconds / csv_.seconds:.2f}x "
+        "(target ≥ 1.0)"
+    )
+    tenth_end = asyncio.run(_tenth_boundary(url, shape, org, rows))
+    small = _run_child(local_env, shape, org, START, tenth_end, "JSONL")
+    growth = full["JSONL"]["peak_rss_mib"] - small["peak_rss_mib"]
+    print(
+        f"{shape.name}: peak RSS {small['peak_rss_mib']:.0f} MiB at {small['rows']:,} rows, "
+        f"{full['JSONL']['peak_rss_mib']:.0f} MiB at {rows:,} rows "
+        f"(growth {growth:+.0f} MiB, target < 50)"
+    )
+    return org
 
 
 def main() -> None:
@@ -216,20 +543,32 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--scim-rows", type=int, help="SCIM events (default: rows / 20)")
+    parser.add_argument("--shape", choices=SHAPES, help="one shape (default: seed)")
+    parser.add_argument("--shapes", help="several shapes, comma-separated: seed,wide,scim")
     parser.add_argument("--skip-s3", action="store_true")
     parser.add_argument("--dispatch", type=int, default=200)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--kind", default="AUDIT_LOG", help=argparse.SUPPRESS)
     parser.add_argument("--org", help=argparse.SUPPRESS)
     parser.add_argument("--start", help=argparse.SUPPRESS)
     parser.add_argument("--end", help=argparse.SUPPRESS)
     parser.add_argument("--format", default="JSONL", help=argparse.SUPPRESS)
+    parser.add_argument("--gzip", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         asyncio.run(_child(args))
         return
-
+    names = [args.shape or "seed"]
+    if args.shapes:
+        names = [name.strip() for name in args.shapes.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(SHAPES))
+    if unknown:
+        parser.error(f"--shapes: unknown shape {', '.join(unknown)} (choose from seed, wide, scim)")
     n = args.rows
-    print(f"== logexport export benchmark: {n:,} audit entries, {os.cpu_count()} cores")
+    scim_rows = args.scim_rows or max(n // 20, 1)
+
+    print(f"== logexport export benchmark: {', '.join(names)}, {os.cpu_count()} cores")
     cluster = services.PostgresCluster(name=f"bench-{os.getpid()}").start()
     s3 = None
     smtp = services.SmtpSink().start()
@@ -237,33 +576,7 @@ def main() -> None:
     try:
         url = asyncio.run(cluster.create_database("bench"))
         asyncio.run(db.migrate(url))
-        org, seeded = asyncio.run(_prepare(url, n))
-        print(f"seeded {n:,} rows in {seeded:.1f} s ({n / seeded:,.0f} rows/s, COPY)")
-        query = _sql_literal_query(org, START, END)
-
-        results: list[tuple[str, float, int]] = []
-        out_file = workdir / "naive.jsonl"
-        naive = _psql(url, f"\\copy (SELECT row_to_json(t) FROM ({query}) t) TO '{out_file}'")
-        naive_bytes = out_file.stat().st_size
-        out_file.unlink()
-        results.append(("(a) psql \\copy row_to_json → file", naive, naive_bytes))
-        ceiling = _psql(url, f"COPY ({query}) TO '/dev/null'")
-        results.append(("(b) COPY … TO '/dev/null' (ceiling)", ceiling, 0))
-
-        local_env = {
-            "LOGEXPORT_DATABASE_URL": url,
-            "LOGEXPORT_STORAGE_URL": f"file://{workdir}",
-        }
-        runs: dict[str, dict[str, Any]] = {}
-        for fmt in ("JSONL", "CSV"):
-            runs[f"local-{fmt}"] = _run_child(local_env, org, START, END, fmt)
-            results.append(
-                (
-                    f"(c) logexport → local, {fmt}",
-                    runs[f"local-{fmt}"]["seconds"],
-                    runs[f"local-{fmt}"]["bytes"],
-                )
-            )
+        s3_env: dict[str, str] = {}
         if not args.skip_s3:
             s3 = services.S3Server().start()
             s3.create_bucket("bench-exports")
@@ -278,48 +591,24 @@ def main() -> None:
                 AWS_SECRET_ACCESS_KEY=services.S3_SECRET_KEY,
                 AWS_DEFAULT_REGION=services.S3_REGION,
             )
-            runs["s3-JSONL"] = _run_child(s3_env, org, START, END, "JSONL")
-            results.append(
-                (
-                    "(d) logexport → S3 (moto), JSONL",
-                    runs["s3-JSONL"]["seconds"],
-                    runs["s3-JSONL"]["bytes"],
-                )
-            )
-
-        tenth_end = asyncio.run(_tenth_boundary(url, org, n))
-        small = _run_child(local_env, org, START, tenth_end, "JSONL")
-
-        print()
-        print("| run | seconds | rows/s | MB/s |")
-        print("|---|---:|---:|---:|")
-        for label, seconds, size in results:
-            mbps = f"{size / seconds / 1e6:,.1f}" if size else "-"
-            print(f"| {label} | {seconds:.2f} | {n / seconds:,.0f} | {mbps} |")
-        jsonl = runs["local-JSONL"]["seconds"]
-        csv_ = runs["local-CSV"]["seconds"]
-        print()
-        print(f"(c)/(a) JSONL speed-up over naive: {naive / jsonl:.2f}x   (target ≥ 1.5)")
-        print(f"(c)/(a) CSV speed-up over naive:   {naive / csv_:.2f}x")
-        print(f"(c)/(b) JSONL share of ceiling:     {ceiling / jsonl:.2f}    (target ≥ 0.5)")
-        growth = runs["local-JSONL"]["peak_rss_mib"] - small["peak_rss_mib"]
-        print(
-            f"peak RSS: {small['peak_rss_mib']:.0f} MiB at {small['rows']:,} rows, "
-            f"{runs['local-JSONL']['peak_rss_mib']:.0f} MiB at {n:,} rows "
-            f"(growth {growth:+.0f} MiB, target < 50)"
-        )
+        orgs = []
+        for name in names:
+            rows = scim_rows if name == "scim" else n
+            orgs.append(_bench_shape(url, _shape(name), rows, workdir, args.skip_s3, s3_env))
 
         if args.dispatch:
             settings = Settings.from_env(
                 env={
-                    **local_env,
+                    "LOGEXPORT_DATABASE_URL": url,
+                    "LOGEXPORT_STORAGE_URL": f"file://{workdir}",
                     "LOGEXPORT_BASE_URL": "http://127.0.0.1:1",
                     "LOGEXPORT_SMTP_URL": smtp.url,
                     "LOGEXPORT_MAIL_FROM": "bench@example.test",
                     "LOGEXPORT_MAX_ACTIVE_EXPORTS_PER_ORG": "1000",
                 }
             )
-            latencies = asyncio.run(_dispatch(settings, org, args.dispatch))
+            latencies = asyncio.run(_dispatch(settings, orgs[0], args.dispatch))
+            print()
             print(
                 f"dispatch latency over {len(latencies)} requests: "
                 f"p50 {_pct(latencies, 50):.1f} ms, "
