@@ -23,6 +23,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import re
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
@@ -60,6 +61,7 @@ _BASE64URL = re.compile(r"[A-Za-z0-9_-]*=*", re.ASCII)
 _READ_SIZE = 1 << 20
 _BLOCK_SIZE = 4 << 20
 _CSV_FIELD_LIMIT = 16 << 20
+_PARALLEL_ROWS = 200_000
 
 
 class VerificationFailed(Exception):
@@ -70,6 +72,10 @@ class VerificationFailed(Exception):
         super().__init__(message)
         self.check = check
         self.message = message
+
+    def __reduce__(self) -> tuple[type[VerificationFailed], tuple[str, str]]:
+        # Raised in worker processes too, and pickled back.
+        return (VerificationFailed, (self.check, self.message))
 
 
 class KeyFormatError(ValueError):
@@ -458,17 +464,17 @@ class _HashingReader(io.RawIOBase):
 
 class _RowChecker:
     """Each row's organization, time in ``[from_time, to_time)`` and strict
-    ``(created_at, id)`` order; remembers the first and last rows."""
+    ``(created_at, id)`` order, counting rows from ``before``; keeps the first and last."""
 
-    def __init__(self, manifest: Mapping[str, Any]) -> None:
-        self.organization_id = manifest["organization_id"]
-        self.start = manifest["from_time"]
-        self.end = manifest["to_time"]
-        self.count = 0
+    def __init__(self, organization_id: str, start: str, end: str, before: int = 0) -> None:
+        self.organization_id = organization_id
+        self.start = start
+        self.end = end
+        self.count = before
         self.first: tuple[str, str] | None = None
         self.last: tuple[str, str] = ("", "")
 
-    def check(self, rows: Iterable[tuple[Any, Any, Any]]) -> None:
+    def check(self, rows: list[tuple[Any, Any, Any]]) -> None:
         """``rows`` as ``(id, organization_id, created_at)``."""
         organization_id, start, end, match = (
             self.organization_id,
@@ -498,24 +504,55 @@ class _RowChecker:
                     raise VerificationFailed("row", f"row {count}: id is not a string")
                 mark = (created, row_id)
                 if mark <= last:
-                    raise VerificationFailed(
-                        "row",
-                        f"row {count}: out of order: ({created}, {row_id}) does not follow "
-                        f"({last[0]}, {last[1]})",
-                    )
+                    raise _out_of_order(count, mark, last)
                 last = mark
-                if count == 1:
-                    self.first = mark
         finally:
             self.count, self.last = count, last
+        if self.first is None and rows:
+            self.first = (rows[0][2], rows[0][0])
 
 
-def _jsonl_rows(
-    stream: io.BufferedIOBase | io.RawIOBase, columns: frozenset[str], checker: _RowChecker
-) -> None:
+def _out_of_order(row: int, mark: tuple[str, str], last: tuple[str, str]) -> VerificationFailed:
+    return VerificationFailed(
+        "row",
+        f"row {row}: out of order: ({mark[0]}, {mark[1]}) does not follow ({last[0]}, {last[1]})",
+    )
+
+
+# What checking one block of JSONL rows found: its row count, first and last rows, and the
+# first failure in it.
+_BlockResult = tuple[int, tuple[str, str] | None, tuple[str, str] | None, VerificationFailed | None]
+
+
+def _check_jsonl_block(
+    block: bytes, before: int, columns: frozenset[str], bounds: tuple[str, str, str]
+) -> _BlockResult:
+    """Parse and check whole lines of JSONL; ``before`` rows precede them in the file.
+    A plain function of plain values, so a worker process can run it."""
+    lines = block.split(b"\n")
+    lines.pop()  # after the last newline
+    checker = _RowChecker(*bounds, before=before)
+    first = None
+    try:
+        objects = _parse_jsonl_block(lines, before)
+        for index, row in enumerate(objects):
+            if row.__class__ is not dict or row.keys() != columns:
+                raise VerificationFailed(
+                    "row", f"row {before + index + 1}: not an object with the columns of this kind"
+                )
+        rows = [(o["id"], o["organization_id"], o["created_at"]) for o in objects]
+        if rows and isinstance(rows[0][0], str) and isinstance(rows[0][2], str):
+            first = (rows[0][2], rows[0][0])
+        checker.check(rows)
+    except VerificationFailed as failure:
+        return len(lines), first, None, failure
+    return len(lines), checker.first, checker.last if lines else None, None
+
+
+def _jsonl_blocks(stream: io.BufferedIOBase | io.RawIOBase) -> Iterator[tuple[bytes, int]]:
+    """Blocks of whole lines, each with the number of lines before it."""
     remainder = b""
-    line_number = 0
-    keys = set(columns)
+    before = 0
     while True:
         block = stream.read(_BLOCK_SIZE)
         if not block:
@@ -523,21 +560,61 @@ def _jsonl_rows(
         block = remainder + block
         cut = block.rfind(b"\n") + 1
         remainder = block[cut:]
-        lines = block[:cut].split(b"\n")
-        lines.pop()  # after the last newline
-        objects = _parse_jsonl_block(lines, line_number)
-        line_number += len(lines)
-        for index, row in enumerate(objects):
-            if row.__class__ is not dict or row.keys() != keys:
-                number = checker.count + index + 1
-                raise VerificationFailed(
-                    "row", f"row {number}: not an object with the columns of this kind"
-                )
-        checker.check([(o["id"], o["organization_id"], o["created_at"]) for o in objects])
+        if cut:
+            yield block[:cut], before
+            before += block.count(b"\n", 0, cut)
     if remainder:
         raise VerificationFailed(
-            "content", f"row {line_number + 1}: the last line has no line break (truncated?)"
+            "content", f"row {before + 1}: the last line has no line break (truncated?)"
         )
+
+
+def _jsonl_rows(
+    stream: io.BufferedIOBase | io.RawIOBase,
+    columns: frozenset[str],
+    checker: _RowChecker,
+    workers: int,
+) -> None:
+    """Check every JSONL row; with several ``workers``, blocks are parsed in parallel by
+    worker processes (parsing JSON is most of the cost), a bounded number in flight, and
+    their results merged in file order."""
+    bounds = (checker.organization_id, checker.start, checker.end)
+
+    def merge(result: _BlockResult, before: int) -> None:
+        count, first, last, failure = result
+        if first is not None and checker.count and first <= checker.last:
+            raise _out_of_order(before + 1, first, checker.last)
+        if failure is not None:
+            raise failure
+        if first is not None and checker.first is None:
+            checker.first = first
+        checker.count += count
+        if last is not None:
+            checker.last = last
+
+    if workers <= 1:
+        for block, before in _jsonl_blocks(stream):
+            merge(_check_jsonl_block(block, before, columns, bounds), before)
+        return
+    from collections import deque
+    from concurrent.futures import Future, ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        pending: deque[tuple[Future[_BlockResult], int]] = deque()
+        try:
+            for block, before in _jsonl_blocks(stream):
+                pending.append(
+                    (pool.submit(_check_jsonl_block, block, before, columns, bounds), before)
+                )
+                if len(pending) > 2 * workers:
+                    future, at = pending.popleft()
+                    merge(future.result(), at)
+            while pending:
+                future, at = pending.popleft()
+                merge(future.result(), at)
+        finally:
+            for future, _ in pending:
+                future.cancel()
 
 
 def _parse_jsonl_block(lines: list[bytes], before: int) -> list[Any]:
@@ -604,13 +681,15 @@ def _csv_rows(
         text.detach()
 
 
-def _check_content(stream: io.BufferedIOBase | io.RawIOBase, manifest: Mapping[str, Any]) -> None:
+def _check_content(
+    stream: io.BufferedIOBase | io.RawIOBase, manifest: Mapping[str, Any], workers: int
+) -> None:
     kind = LOG_KINDS[ExportKind(manifest["kind"])]
-    checker = _RowChecker(manifest)
+    checker = _RowChecker(manifest["organization_id"], manifest["from_time"], manifest["to_time"])
     if manifest["format"] == "CSV":
         _csv_rows(stream, kind.columns, checker)
     else:
-        _jsonl_rows(stream, frozenset(kind.columns), checker)
+        _jsonl_rows(stream, frozenset(kind.columns), checker, workers)
     if checker.count != manifest["row_count"]:
         raise VerificationFailed(
             "count",
@@ -628,12 +707,31 @@ def _check_content(stream: io.BufferedIOBase | io.RawIOBase, manifest: Mapping[s
             )
 
 
+def _default_workers(manifest: Mapping[str, Any]) -> int:
+    """Worker processes for a large JSONL file (one per CPU this process may use, up to
+    four); a small file is quicker to check than a process is to start."""
+    if manifest["format"] != "JSONL" or manifest["row_count"] < _PARALLEL_ROWS:
+        return 1
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return min(cpus, 4)
+
+
 def verify_file(
-    path: Path, envelope: Mapping[str, Any], keys: Mapping[str, Ed25519PublicKey]
+    path: Path,
+    envelope: Mapping[str, Any],
+    keys: Mapping[str, Ed25519PublicKey],
+    *,
+    workers: int | None = None,
 ) -> FileSummary:
     """Check ``path`` against its signed manifest; ``VerificationFailed`` names the first
-    failing check. The file is read once, whatever its size, in bounded memory."""
+    failing check. The file is read once, whatever its size, in bounded memory; JSONL rows
+    are parsed by ``workers`` processes (by default, several for a large file)."""
     manifest = verify_envelope(envelope, keys)
+    if workers is None:
+        workers = _default_workers(manifest)
     try:
         size = path.stat().st_size
     except OSError as exc:
@@ -651,11 +749,11 @@ def verify_file(
                 import gzip
 
                 with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
-                    _check_content(unzipped, manifest)
+                    _check_content(unzipped, manifest, workers)
                     if unzipped.read(1):
                         raise VerificationFailed("content", "content: data after the last row")
             else:
-                _check_content(raw, manifest)
+                _check_content(raw, manifest, workers)
         except VerificationFailed as failure:
             content_failure = failure
         except (OSError, EOFError, zlib.error) as exc:

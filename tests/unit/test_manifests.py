@@ -332,7 +332,7 @@ def test_a_csv_row_with_a_missing_cell_is_named(tmp_path: Path, key: Ed25519Priv
 def test_the_csv_formula_guard_and_bom_are_read(tmp_path: Path, key: Ed25519PrivateKey) -> None:
     export = write_export(tmp_path, key, audit_rows(12), format="CSV", bom=True)
     data = export.path.read_bytes()
-    assert data.startswith(b"\xef\xbb\xbf") and b"\"'+1\"" in data
+    assert data.startswith(b"\xef\xbb\xbf") and b'"\'+1"' in data
     assert verify(export, key).row_count == 12
 
 
@@ -436,3 +436,65 @@ def test_a_folder_mixing_organizations_is_refused(tmp_path: Path, key: Ed25519Pr
     build_chain(tmp_path, key, 1)
     write_export(tmp_path, key, audit_rows(1), organization_id=OTHER_ORG, name="other.jsonl")
     assert "mixes 2 chains" in chain_failure(tmp_path, key).message
+
+
+# ------------------------------------------------------------------------------ in blocks
+
+
+@pytest.fixture
+def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks of a few rows, so that every check also runs across block boundaries."""
+    monkeypatch.setattr(manifests, "_BLOCK_SIZE", 1500)
+
+
+@pytest.mark.usefixtures("small_blocks")
+@pytest.mark.parametrize("position", range(0, 29))
+def test_swapped_rows_are_caught_wherever_the_block_boundaries_fall(
+    tmp_path: Path, key: Ed25519PrivateKey, position: int
+) -> None:
+    export = write_export(tmp_path, key, audit_rows(30), compression="GZIP")
+
+    def swap(lines: list[bytes]) -> list[bytes]:
+        lines[position], lines[position + 1] = lines[position + 1], lines[position]
+        return lines
+
+    tamper(export, swap, resign_with=key)
+    with pytest.raises(VerificationFailed) as caught:
+        manifests.verify_file(export.path, export.envelope(), keys_of(key), workers=1)
+    assert caught.value.message.startswith(f"row {position + 2}: out of order: ")
+
+
+@pytest.mark.usefixtures("small_blocks")
+def test_worker_processes_find_what_one_process_finds(
+    tmp_path: Path, key: Ed25519PrivateKey
+) -> None:
+    rows = audit_rows(60)
+    (tmp_path / "genuine").mkdir()
+    genuine = write_export(tmp_path / "genuine", key, rows)
+    summary = manifests.verify_file(genuine.path, genuine.envelope(), keys_of(key), workers=2)
+    assert summary.row_count == 60
+
+    def duplicate(lines: list[bytes]) -> list[bytes]:
+        return [*lines[:33], lines[32], *lines[33:59]]
+
+    def move(lines: list[bytes]) -> list[bytes]:
+        lines[41] = lines[41].replace(ORG.encode(), OTHER_ORG.encode())
+        return lines
+
+    def break_row(lines: list[bytes]) -> list[bytes]:
+        lines[50] = b"{" + lines[50]
+        return lines
+
+    expected = {
+        "duplicate": (duplicate, "row 34: out of order: "),
+        "move": (move, f"row 42: organization '{OTHER_ORG}' is not {ORG}"),
+        "break": (break_row, "row 51: not a JSON object"),
+    }
+    for name, (change, message) in expected.items():
+        (tmp_path / name).mkdir()
+        export = write_export(tmp_path / name, key, rows)
+        tamper(export, change, resign_with=key)
+        for workers in (1, 2):
+            with pytest.raises(VerificationFailed) as caught:
+                manifests.verify_file(export.path, export.envelope(), keys_of(key), workers=workers)
+            assert caught.value.message.startswith(message), (name, workers)
