@@ -290,3 +290,30 @@ def test_an_auditor_checks_a_chain_and_sees_a_deleted_or_reordered_manifest(
         "e3.jsonl.gz.manifest.json (sequence 3): that manifest was altered, replaced or "
         "reordered"
     )
+
+
+def test_keys_can_come_from_a_url(tmp_path: Path, key: Ed25519PrivateKey) -> None:
+    import functools
+    import http.server
+    import threading
+
+    export = write_export(tmp_path, key, audit_rows(3))
+    keys = keys_file(tmp_path, key)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        fetched = logexport("verify", str(export.path), "--keys", f"{url}/{keys.name}")
+        assert fetched.returncode == 0, fetched.stderr
+        assert one_line(fetched.stdout).startswith(f"OK {export.path.name}: 3 rows")
+        missing = logexport("verify", str(export.path), "--keys", f"{url}/nothing.json")
+        assert missing.returncode == 2
+        assert one_line(missing.stderr).startswith(
+            f"error: --keys: cannot fetch {url}/nothing.json"
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
