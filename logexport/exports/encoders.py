@@ -222,9 +222,32 @@ def _fix_json_cell(cell: bytes) -> bytes:
     return cell
 
 
+# Values are joined up to about this many bytes at a time: splitting the joined text at
+# quotes makes one object per piece, which must stay bounded for large JSON bodies.
+_JOINED_BYTES = 1024 * 1024
+
+
 def json_cells(values: list[bytes]) -> list[bytes]:
-    """``_json_cell`` of every value of a column, with a few byte operations for the whole
-    batch: without a backslash every value holds whole strings only, so the pieces between
+    """``_json_cell`` of every value of a column, with a few byte operations per group of
+    values rather than per value."""
+    if sum(map(len, values)) <= _JOINED_BYTES:
+        return _joined_json_cells(values)
+    cells: list[bytes] = []
+    group: list[bytes] = []
+    size = 0
+    for value in values:
+        group.append(value)
+        size += len(value)
+        if size >= _JOINED_BYTES:
+            cells += _joined_json_cells(group)
+            group, size = [], 0
+    if group:
+        cells += _joined_json_cells(group)
+    return cells
+
+
+def _joined_json_cells(values: list[bytes]) -> list[bytes]:
+    """Without a backslash every value holds whole strings only, so the pieces between
     quotes alternate outside / inside strings across the joined values as within each."""
     joined = _VALUE_JOIN.join(values)
     if b"\\" in joined:

@@ -44,3 +44,10 @@ def test_batch_without_backslashes_takes_the_joined_path_and_still_matches() -> 
             inner = cell[1:-1].replace(b'""', b'"')
             inner = inner[1:] if inner.startswith(b"'-") else inner
             assert json.loads(inner) == json.loads(value)
+
+
+def test_a_column_larger_than_one_join_is_rendered_in_groups_alike() -> None:
+    big = json.dumps({"members": [{"value": f"m{i}", "display": f"M, {i}"} for i in range(9000)]})
+    column = [v for v in VALUES if b"\\" not in v] + [big.encode()] * 8 + [b"-1", b"null"]
+    assert len(b"".join(column)) > 2 * 1024 * 1024
+    assert json_cells(column) == [_json_cell(v) for v in column]
