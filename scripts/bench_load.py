@@ -23,15 +23,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import secrets
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +38,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from devtools import services
+from devtools.serving import serve_env, serving
 from logexport import db, identity
 from logexport.policy import Role
 from logexport.seed import seed
@@ -108,71 +106,6 @@ async def prepare(url: str, entries: int) -> tuple[str, str]:
     finally:
         await conn.close()
     return str(org.id), token
-
-
-def serve_env(
-    url: str, s3: services.S3Server, smtp: services.SmtpSink, port: int
-) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOGEXPORT_")}
-    env.update(
-        {
-            "PYTHONPATH": str(REPO),
-            "NO_PROXY": "127.0.0.1,localhost",
-            "AWS_ACCESS_KEY_ID": services.S3_ACCESS_KEY,
-            "AWS_SECRET_ACCESS_KEY": services.S3_SECRET_KEY,
-            "AWS_DEFAULT_REGION": services.S3_REGION,
-            "AWS_EC2_METADATA_DISABLED": "true",
-            "LOGEXPORT_DATABASE_URL": url,
-            "LOGEXPORT_STORAGE_URL": f"s3://{BUCKET}/exports",
-            "LOGEXPORT_S3_ENDPOINT_URL": s3.endpoint_url,
-            "LOGEXPORT_S3_ADDRESSING_STYLE": "path",
-            "LOGEXPORT_SMTP_URL": smtp.url,
-            "LOGEXPORT_MAIL_FROM": "bench@example.test",
-            "LOGEXPORT_BASE_URL": f"http://127.0.0.1:{port}",
-            "LOGEXPORT_SECRET_KEY": secrets.token_urlsafe(48),
-            "LOGEXPORT_MAX_ACTIVE_EXPORTS_PER_ORG": "1000000",
-        }
-    )
-    return env
-
-
-@contextlib.contextmanager
-def serving(env: dict[str, str], port: int, log_path: Path) -> Iterator[str]:
-    """``logexport serve`` on 127.0.0.1:``port`` until the block ends; yields its base URL."""
-    log = log_path.open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from logexport.cli import main; sys.exit(main())",
-         "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        cwd=REPO,
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(
-                    f"logexport serve exited with {process.returncode}; see {log_path}"
-                )
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"logexport serve was not ready within 60 s; see {log_path}")
-            time.sleep(0.2)
-        yield base
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        log.close()
 
 
 # ------------------------------------------------------------------ load
@@ -353,7 +286,9 @@ def main() -> None:
         org, token = asyncio.run(prepare(url, args.entries))
         print(f"seeded {args.entries:,} entries in {time.perf_counter() - started:.1f} s")
         port = services.free_port()
-        with serving(serve_env(url, s3, smtp, port), port, workdir / "serve.log") as base:
+        extra = {"LOGEXPORT_MAX_ACTIVE_EXPORTS_PER_ORG": "1000000"}
+        env = serve_env(url, s3, smtp, port, BUCKET, extra)
+        with serving(env, port, workdir / "serve.log") as (base, _):
             outcomes = asyncio.run(scenarios(base, token, org, args))
             queue = asyncio.run(queue_state(url))
         print()
