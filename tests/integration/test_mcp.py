@@ -8,30 +8,26 @@ client of that same server.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.metadata
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import httpx2
 import pytest
-import uvicorn
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
-from devtools import services
 from logexport.entries import (
     AuditLogEntryInput,
     ScimEventInput,
     record_audit_log_entries,
     record_scim_events,
 )
-from logexport.web.app import create_app
+from tests.support.app import running_app
 from tests.support.cli import logexport_command
 from tests.support.world import build_world, export_status, wait_for_status
 
@@ -45,33 +41,6 @@ READ_TOOLS = {
 }
 WRITE_TOOLS = {"request_audit_log_export", "request_scim_event_export", "cancel_log_export"}
 VERSION = importlib.metadata.version("logexport")
-
-
-@contextlib.asynccontextmanager
-async def running_app(settings, pool, *, run_worker: bool = True) -> AsyncIterator[str]:
-    """The application on a free port; yields its base URL (also its LOGEXPORT_BASE_URL).
-
-    Without the worker, a requested export stays PENDING until something cancels it.
-    """
-    port = services.free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    app = create_app(settings.derive(base_url=base_url), pool=pool, run_worker=run_worker)
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    deadline = asyncio.get_running_loop().time() + 20
-    while not server.started:
-        if task.done():
-            task.result()
-            raise AssertionError("the server stopped while starting")
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("the server did not start within 20s")
-        await asyncio.sleep(0.05)
-    try:
-        yield base_url
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, timeout=30)
 
 
 def http_client(base_url: str, token: str, **headers: str) -> Client:

@@ -9,21 +9,18 @@ surface is read and searched for every planted password at once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import httpx2
-import uvicorn
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from devtools import services
 from logexport.entries import ScimEventInput, record_scim_event, record_scim_events
 from logexport.redaction import REDACTED
+from tests.support.app import running_app
 from tests.support.scim_bodies import PlantedBody, collect, planted_bodies
 from tests.support.world import World, build_world, wait_for_status
 
@@ -56,31 +53,6 @@ mutation Export($input: RequestScimEventExportInput!) {
   requestScimEventExport(input: $input) { logExport { id } }
 }
 """
-
-
-@contextlib.asynccontextmanager
-async def served(settings: Any, pool: Any) -> AsyncIterator[str]:
-    """The whole application (worker included) on a free loopback port; yields its URL."""
-    from logexport.web.app import create_app
-
-    port = services.free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    app = create_app(settings.derive(base_url=base_url), pool=pool)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    deadline = asyncio.get_running_loop().time() + 20
-    while not server.started:
-        if task.done():
-            task.result()
-            raise AssertionError("the server stopped while starting")
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("the server did not start within 20 s")
-        await asyncio.sleep(0.05)
-    try:
-        yield base_url
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, timeout=30)
 
 
 async def store(pool: Any, world: World) -> list[str]:
@@ -146,7 +118,7 @@ async def test_planted_passwords_reach_no_surface(pool, settings, s3):
 
     org = str(world.organization_id)
     async with (
-        served(settings, pool) as base_url,
+        running_app(settings, pool) as base_url,
         httpx.AsyncClient(base_url=base_url, timeout=30) as client,
     ):
         pages, after = [], None

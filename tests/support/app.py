@@ -1,4 +1,5 @@
-"""The real application in-process: its lifespan running, and an HTTP client on it."""
+"""The real application in-process: its lifespan running, an HTTP client on it, or the
+application served by uvicorn on a free loopback port."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import httpx
+import uvicorn
 from starlette.applications import Starlette
+
+from devtools import services
 
 BASE_URL = "http://testserver"
 
@@ -48,3 +52,31 @@ async def asgi_client(
         transport = httpx.ASGITransport(app=app, client=(client_ip, 40000))
     async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
         yield client
+
+
+@contextlib.asynccontextmanager
+async def running_app(settings, pool, *, run_worker: bool = True) -> AsyncIterator[str]:
+    """The application on a free port; yields its base URL (also its LOGEXPORT_BASE_URL).
+
+    Without the worker, a requested export stays PENDING until something cancels it.
+    """
+    from logexport.web.app import create_app
+
+    port = services.free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    app = create_app(settings.derive(base_url=base_url), pool=pool, run_worker=run_worker)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    deadline = asyncio.get_running_loop().time() + 20
+    while not server.started:
+        if task.done():
+            task.result()
+            raise AssertionError("the server stopped while starting")
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("the server did not start within 20 s")
+        await asyncio.sleep(0.05)
+    try:
+        yield base_url
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, timeout=30)
