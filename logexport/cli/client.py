@@ -201,7 +201,8 @@ def _with_client(
     """Run ``work`` with a client; an API, network or file error is one line and exit 1.
 
     ``about`` is what the command acts on (``--org ID``, ``export ID``): a refusal that
-    names no field is about it, and says so.
+    names no field is about it, and says so; an error about that same flag shows the value
+    given (``--org acme is not a valid id``).
     """
     conn = connection()
 
@@ -215,6 +216,8 @@ def _with_client(
         message = flag_message(exc, flags)
         if about is not None and exc.code in _REFUSALS and not exc.field:
             message = f"{about}: {message}"
+        elif about is not None and exc.field and message.startswith(about.split(" ")[0] + " "):
+            message = about + message[len(about.split(" ")[0]) :]
         fail(message)
     except OSError as exc:
         where = f" {exc.filename}" if exc.filename else ""

@@ -200,6 +200,9 @@ async def test_idempotency_filters_and_rejections(pool, settings, s3, tmp_path):
                 assert flag in line, line
             for field in api_fields:
                 assert field not in line, line
+        # An error about the organization shows the value that was typed.
+        assert "--org acme" in one_error_line(bad_org)
+        assert "--org acme" in one_error_line(bad_list_org)
         assert one_error_line(backwards) == "error: --from must be earlier than --to"
         assert viewer.code == 1
         assert "permission" in one_error_line(viewer)
