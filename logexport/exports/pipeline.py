@@ -26,7 +26,7 @@ from typing import Any
 import asyncpg
 
 from logexport.db import q
-from logexport.exports.encoders import AmbiguousRows, Gzip, make_encoder
+from logexport.exports.encoders import FIELD_SEPARATOR, AmbiguousRows, Gzip, make_encoder
 from logexport.exports.models import Compression
 from logexport.exports.requests import ExportInput
 from logexport.exports.storage import ObjectWriter
@@ -50,6 +50,15 @@ class ExportResult:
     byte_size: int
     sha256: str
     snapshot_at: datetime
+    # ``(created_at, id)`` of the first and last rows as the file holds them; None when empty.
+    first_row: tuple[str, str] | None = None
+    last_row: tuple[str, str] | None = None
+
+
+def _row_mark(row: Sequence[Any]) -> tuple[str, str]:
+    """``(created_at, id)`` of a packed row: its first two fields."""
+    row_id, created_at, _ = bytes(row[0]).split(FIELD_SEPARATOR, 2)
+    return created_at.decode(), row_id.decode()
 
 
 def export_query(request: ExportInput) -> tuple[str, list[Any], str]:
@@ -143,6 +152,8 @@ async def run_export(
                     break
             await fetched.put(_DONE)
 
+        marks: list[tuple[str, str]] = []
+
         async def encode() -> None:
             header = encoder.header()
             if header:
@@ -154,6 +165,9 @@ async def run_export(
                     exact = await read_exact(ambiguous.ids)
                     data = encoder.encode(rows, exact)
                 progress.rows += len(rows)
+                if not marks:
+                    marks.append(_row_mark(rows[0]))
+                marks[1:] = [_row_mark(rows[-1])]
                 await encoded.put(data)
                 # Let the fetch stage read the batch that has arrived and send the next
                 # FETCH before encoding on: otherwise the database waits on us.
@@ -177,5 +191,10 @@ async def run_export(
             group.create_task(store())
 
     return ExportResult(
-        row_count=progress.rows, byte_size=sink.size, sha256=sink.sha256, snapshot_at=snapshot_at
+        row_count=progress.rows,
+        byte_size=sink.size,
+        sha256=sink.sha256,
+        snapshot_at=snapshot_at,
+        first_row=marks[0] if marks else None,
+        last_row=marks[-1] if marks else None,
     )

@@ -120,3 +120,6 @@ async def test_values_holding_separator_and_control_characters_are_exported_exac
         assert rows[1][key] == value
     assert rows[0]["actor_name"] == rows[2]["actor_name"] == "Ada"
     assert rows[0]["resource_id"] == ("" if format == "CSV" else None)
+    # The manifest's first and last rows are the file's, as written.
+    assert result.first_row == (rows[0]["created_at"], rows[0]["id"])
+    assert result.last_row == (rows[2]["created_at"], rows[2]["id"])
