@@ -75,6 +75,12 @@ class LogExport:
     error_message: str | None
     created_at: datetime
     updated_at: datetime
+    # The signed manifest envelope (JSON text, as stored beside the file), its place in the
+    # organization's chain for this kind, and the SHA-256 of its canonical manifest bytes.
+    manifest: str | None = None
+    manifest_sequence: int | None = None
+    manifest_sha256: str | None = None
+    manifest_stored_at: datetime | None = None
 
     @classmethod
     def from_record(cls, record: asyncpg.Record) -> LogExport:
