@@ -123,6 +123,20 @@ def _secret_key(text: str) -> str:
     return text
 
 
+def _signing_key(text: str) -> str:
+    from logexport.manifests import parse_signing_key
+
+    parse_signing_key(text)
+    return text.strip()
+
+
+def _verify_keys(text: str) -> str:
+    from logexport.manifests import parse_verify_keys
+
+    parse_verify_keys(text)
+    return text.strip()
+
+
 def _email(text: str) -> str:
     if "@" not in text or any(c in text for c in "\r\n"):
         raise ValueError("expected an email address")
@@ -178,6 +192,7 @@ Required = Literal[
     "smtp_url",
     "mail_from",
     "secret_key",
+    "signing_key",
     "token",
 ]
 
@@ -194,6 +209,10 @@ class Settings:
     smtp_url: str | None = _optional("LOGEXPORT_SMTP_URL", _url("smtp", "smtps"))
     mail_from: str | None = _optional("LOGEXPORT_MAIL_FROM", _email)
     secret_key: str | None = _optional("LOGEXPORT_SECRET_KEY", _secret_key)
+    # Ed25519 key that signs manifests (base64url seed or PKCS#8 PEM), and retired public
+    # keys that still verify files signed before a rotation (JWKS or base64url, comma-separated).
+    signing_key: str | None = _optional("LOGEXPORT_SIGNING_KEY", _signing_key)
+    verify_keys: str | None = _optional("LOGEXPORT_VERIFY_KEYS", _verify_keys)
     link_ttl: float = _setting("LOGEXPORT_LINK_TTL", _positive_duration, "24h")
     max_range_days: int = _setting("LOGEXPORT_MAX_RANGE_DAYS", _positive_int, "366")
     max_active_exports_per_org: int = _setting(
