@@ -1,0 +1,1 @@
+"""Log streams: every new entry delivered continuously to a customer's destination."""
