@@ -26,7 +26,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import jsonschema
 import mcp_types as types
@@ -295,8 +295,9 @@ TOOLS: tuple[ToolSpec, ...] = (
         "get_log_export",
         "Get a log export",
         "One export by id: status (PENDING, PROCESSING, COMPLETED, EXPIRED, FAILED, CANCELED), "
-        "rowsWritten while it runs, then rowCount, byteSize, sha256, fileName and expiresAt, "
-        "or error {code, message} when it failed.",
+        "rowsWritten while it runs, then rowCount, byteSize, sha256, fileName, expiresAt and "
+        "manifest {sequence, sha256, keyId} (its signed manifest's place in the organization's "
+        "chain), or error {code, message} when it failed.",
         _object({"id": _EXPORT_ID}, ["id"]),
         read_only=True,
         subject="id",
@@ -404,13 +405,14 @@ async def _dispatch(backend: ToolBackend, name: str, args: Mapping[str, Any]) ->
     if name == "list_organizations":
         return await backend.list_organizations()
     if name in _REQUEST_KINDS:
-        return await backend.request_export(_REQUEST_KINDS[name], args)
+        return shapes.mcp_log_export(await backend.request_export(_REQUEST_KINDS[name], args))
     if name == "get_log_export":
-        return await backend.get_export(str(args["id"]))
+        return shapes.mcp_log_export(await backend.get_export(str(args["id"])))
     if name == "cancel_log_export":
-        return await backend.cancel_export(str(args["id"]))
+        return shapes.mcp_log_export(await backend.cancel_export(str(args["id"])))
     if name == "list_log_exports":
-        return await backend.list_exports(str(args["organization_id"]), first, after)
+        page = await backend.list_exports(str(args["organization_id"]), first, after)
+        return _with_export_nodes(page)
     if name in _ENTRY_KINDS:
         query = EntryQuery(
             _ENTRY_KINDS[name],
@@ -423,6 +425,14 @@ async def _dispatch(backend: ToolBackend, name: str, args: Mapping[str, Any]) ->
         )
         return await backend.list_entries(query)
     raise LogExportError(f"unknown tool {name}")
+
+
+def _with_export_nodes(page: ToolResult) -> ToolResult:
+    edges = cast(list[Mapping[str, Any]], page["edges"])
+    return {
+        **page,
+        "edges": [{**edge, "node": shapes.mcp_log_export(edge["node"])} for edge in edges],
+    }
 
 
 # ---------------------------------------------------------------------------- errors

@@ -18,6 +18,7 @@ The module imports no database, GraphQL or HTTP stack: the remote client loads i
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -91,6 +92,9 @@ USER_FIELDS = (
 
 ERROR_FIELDS = (Field("code"), Field("message"))
 
+# The signed manifest: its whole JSON text over GraphQL; over MCP, its place in the chain.
+MANIFEST = "manifest"
+
 LOG_EXPORT_FIELDS = (
     Field("id", "id", text),
     Field("kind", "kind.value", text),
@@ -114,6 +118,7 @@ LOG_EXPORT_FIELDS = (
     Field("sha256", "sha256", text),
     Field("fileName", "file_name", text),
     Field("expiresAt", "expires_at", datetime_text),
+    Field(MANIFEST, "manifest", text),
     Field("error", fields=ERROR_FIELDS),
 )
 
@@ -228,6 +233,31 @@ def log_export_dict(export: LogExport, requester: User) -> JSONObject:
         "error": cast(JSON, error_dict(export)),
     }
     return object_dict(LOG_EXPORT_FIELDS, export, resolved)
+
+
+def manifest_summary(envelope: JSON) -> JSON:
+    """What MCP shows of a signed manifest (``LogExport.manifest``, JSON text): its
+    ``sequence`` in the organization's chain, its ``sha256`` (of the canonical manifest, the
+    link the next manifest carries) and the ``keyId`` that signed it; null without one."""
+    if not isinstance(envelope, str):
+        return None
+    from logexport.manifests import manifest_sha256
+
+    parsed = json.loads(envelope)
+    manifest = parsed["manifest"]
+    return {
+        "sequence": manifest["sequence"],
+        "sha256": manifest_sha256(manifest),
+        "keyId": parsed["key_id"],
+    }
+
+
+def mcp_log_export(export: Mapping[str, object]) -> dict[str, object]:
+    """A LogExport as MCP shows it: the manifest summarized, the rest as GraphQL has it."""
+    return {
+        name: manifest_summary(cast(JSON, value)) if name == MANIFEST else value
+        for name, value in export.items()
+    }
 
 
 def entry_dict(entry: AuditLogEntry | ScimEvent) -> JSONObject:

@@ -5,6 +5,7 @@
     /console/...                 the console pages (web.console)
     /mcp                         MCP over streamable HTTP (web.mcp)
     /healthz /readyz /metrics    probes and Prometheus metrics (web.health)
+    /.well-known/logexport-keys.json  public keys that verify manifests (web.keys)
 
 The lifespan opens the database pool and the storage backend (unless given) and runs the
 export worker in-process (unless told not to), sharing both; shutdown stops the worker
@@ -35,6 +36,7 @@ from logexport.web.console import console_routes
 from logexport.web.download import download_routes
 from logexport.web.graphql import graphql_routes
 from logexport.web.health import health_routes
+from logexport.web.keys import keys_routes
 from logexport.web.mcp import create_mcp_app
 
 access_log = logging.getLogger("logexport.access")
@@ -167,6 +169,7 @@ def create_app(
         *graphql_routes(debug=debug),
         *download_routes(),
         *health_routes(),
+        *keys_routes(),
         *console_routes(),
         # A Route, not a Mount: it serves exactly /mcp (a Mount would redirect to /mcp/).
         Route("/mcp", endpoint=mcp_app),

@@ -143,6 +143,7 @@ FIELD_WEIGHTS: dict[tuple[str, str], int] = {
     ("ScimEvent", "errorMessage"): LONG_TEXT,
     ("AuditLogEntry", "userAgent"): LONG_TEXT,
     ("LogExport", "filter"): LONG_TEXT,
+    ("LogExport", "manifest"): LONG_TEXT,
     ("LogExport", "downloadUrl"): LONG_TEXT,
 }
 # Costs beyond this are not worth spelling out digit by digit.
