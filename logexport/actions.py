@@ -21,3 +21,5 @@ class Action(StrEnum):
     LOG_EXPORT_GET = "iam:log-export:get"
     LOG_EXPORT_CANCEL = "iam:log-export:cancel"
     LOG_EXPORT_DOWNLOAD = "iam:log-export:download"
+    # Creating, changing, testing and deleting log streams (listing them needs membership only).
+    LOG_STREAM_MANAGE = "iam:log-stream:manage"

@@ -39,7 +39,8 @@ class Caller(Protocol):
 ROLE_ACTIONS: Mapping[Role, frozenset[Action]] = MappingProxyType(
     {
         Role.OWNER: frozenset(Action),
-        Role.ADMIN: frozenset(Action),
+        # Streams send the organization's logs outside: only owners point them somewhere.
+        Role.ADMIN: frozenset(Action) - {Action.LOG_STREAM_MANAGE},
         # A viewer may read every log, and export none.
         Role.VIEWER: frozenset(row.list_action for row in LOG_KINDS.values()),
     }

@@ -3,10 +3,15 @@ import pytest
 from logexport.policy import ROLE_ACTIONS, Action, Role, allows
 
 
-def test_owner_and_admin_hold_every_action():
-    for role in (Role.OWNER, Role.ADMIN):
-        assert ROLE_ACTIONS[role] == frozenset(Action)
-        assert all(allows(role, action) for action in Action)
+def test_owner_holds_every_action():
+    assert ROLE_ACTIONS[Role.OWNER] == frozenset(Action)
+    assert all(allows(Role.OWNER, action) for action in Action)
+
+
+def test_admin_holds_every_action_but_managing_log_streams():
+    assert ROLE_ACTIONS[Role.ADMIN] == frozenset(Action) - {Action.LOG_STREAM_MANAGE}
+    assert not allows(Role.ADMIN, Action.LOG_STREAM_MANAGE)
+    assert not allows(Role.VIEWER, Action.LOG_STREAM_MANAGE)
 
 
 def test_viewer_holds_only_the_two_list_actions():
@@ -40,6 +45,7 @@ def test_action_names_are_the_public_ones():
         "iam:log-export:get",
         "iam:log-export:cancel",
         "iam:log-export:download",
+        "iam:log-stream:manage",
     }
 
 
