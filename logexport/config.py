@@ -230,6 +230,13 @@ class Settings:
     worker_max_attempts: int = _setting("LOGEXPORT_WORKER_MAX_ATTEMPTS", _positive_int, "5")
     worker_retry_base: float = _setting("LOGEXPORT_WORKER_RETRY_BASE", _positive_duration, "2s")
     shutdown_grace: float = _setting("LOGEXPORT_SHUTDOWN_GRACE", parse_duration, "30s")
+    # Log streams: plain http and private addresses only for tests and demos; the shortest
+    # interval accepted; the size of one delivery; the longest wait between retries.
+    stream_allow_private: bool = _setting("LOGEXPORT_STREAM_ALLOW_PRIVATE", _bool, "0")
+    stream_min_interval: float = _setting("LOGEXPORT_STREAM_MIN_INTERVAL", _positive_duration, "1m")
+    stream_max_rows: int = _setting("LOGEXPORT_STREAM_MAX_ROWS", _positive_int, "10000")
+    stream_max_bytes: int = _setting("LOGEXPORT_STREAM_MAX_BYTES", _positive_int, "8388608")
+    stream_retry_cap: float = _setting("LOGEXPORT_STREAM_RETRY_CAP", _positive_duration, "5m")
     api_url: str = _setting("LOGEXPORT_API_URL", _url("http", "https"), "http://127.0.0.1:8000")
     token: str | None = _optional("LOGEXPORT_TOKEN", str)
     trusted_proxies: tuple[IPNetwork, ...] = _setting("LOGEXPORT_TRUSTED_PROXIES", _networks, "")
