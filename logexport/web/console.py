@@ -97,6 +97,7 @@ _PAGES = {
     "audit-log": ("Audit Log", "audit_log.html.j2"),
     "scim-events": ("SCIM Events", "scim_events.html.j2"),
     "exports": ("Exports", "exports.html.j2"),
+    "streams": ("Streams", "streams.html.j2"),
 }
 
 
@@ -344,6 +345,8 @@ async def organization_page(request: Request, page: str) -> Response:
         page=page,
         # Shown only to those who may cancel; the API checks again on every cancel.
         can_cancel=policy.Action.LOG_EXPORT_CANCEL in held,
+        # Streams are listed to every member; only owners see the controls that manage them.
+        can_manage_streams=policy.Action.LOG_STREAM_MANAGE in held,
         log_kinds=console_kinds(),
         **_user_context(principal, session),
     )
