@@ -178,7 +178,8 @@ class S3Destination:
         self._sealed = stream.secret
         self._settings = settings
         self._roles = role_cache or _ROLE_CREDENTIALS
-        self._secrets: list[str] = []
+        # Every secret this destination has held, scrubbed from failure messages.
+        self._secrets: set[str] = set()
 
     # -------------------------------------------------------------------- delivering
 
@@ -263,7 +264,7 @@ class S3Destination:
         secret = values.get("secret_access_key")
         if not secret:
             raise DeliveryFailed("the stream's secret holds no secret access key", retryable=False)
-        self._secrets.append(secret)
+        self._secrets.add(secret)
         return Credentials(self.access_key_id, secret)
 
     async def _credentials(self) -> tuple[Credentials | None, tuple[str, ...] | None]:
@@ -297,7 +298,7 @@ class S3Destination:
         if cached is None:
             cached = await self._assume_role(pair)
             self._roles.put(cache_key, cached)
-        self._secrets.extend(filter(None, (cached.secret_access_key, cached.session_token)))
+        self._secrets.update(filter(None, (cached.secret_access_key, cached.session_token)))
         return cached, cache_key
 
     async def _assume_role(self, pair: Credentials | None) -> Credentials:
