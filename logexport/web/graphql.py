@@ -66,6 +66,7 @@ from logexport.web.graphql_limits import (
     too_complex_message,
 )
 from logexport.web.graphql_resolvers import BINDABLES, Context
+from logexport.web.graphql_streams import STREAM_BINDABLES
 
 log = logging.getLogger("logexport.graphql")
 
@@ -110,7 +111,9 @@ def schema_path() -> Path:
 
 @functools.cache
 def executable_schema() -> GraphQLSchema:
-    return make_executable_schema(load_schema_from_path(str(schema_path())), *BINDABLES)
+    return make_executable_schema(
+        load_schema_from_path(str(schema_path())), *BINDABLES, *STREAM_BINDABLES
+    )
 
 
 class _RequestError(Exception):

@@ -145,6 +145,9 @@ FIELD_WEIGHTS: dict[tuple[str, str], int] = {
     ("LogExport", "filter"): LONG_TEXT,
     ("LogExport", "manifest"): LONG_TEXT,
     ("LogExport", "downloadUrl"): LONG_TEXT,
+    ("LogStream", "filter"): LONG_TEXT,
+    ("LogStream", "lastError"): LONG_TEXT,
+    ("LogStreamDelivery", "error"): LONG_TEXT,
 }
 # Costs beyond this are not worth spelling out digit by digit.
 _SHOWN_COST_CEILING = 10**12
