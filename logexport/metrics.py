@@ -146,6 +146,22 @@ class WorkerMetrics:
             "Age of the oldest export snapshot open in this process",
             self.snapshots.oldest_age,
         )
+        self.stream_deliveries = Counter(
+            "logexport_stream_deliveries_total", "Log stream deliveries, by outcome"
+        )
+        for outcome in ("delivered", "failed"):
+            self.stream_deliveries.inc(0, outcome=outcome)
+        self.stream_rows_delivered = Counter(
+            "logexport_stream_rows_delivered_total", "Rows delivered by log streams"
+        )
+        # Per row, from its created_at (its transaction's start, a close bound on its commit
+        # for short transactions) to the commit that recorded it delivered. A long
+        # transaction's rows show here as the lag it caused.
+        self.stream_lag = Histogram(
+            "logexport_stream_delivery_lag_seconds",
+            "Time from an entry's creation to its delivery by a log stream",
+            (0.5, 1, 2.5, 5, 10, 30, 60, 90, 120, 300, 600, 1800, 3600, 21600, 86400),
+        )
 
     def render(self) -> Iterable[str]:
         for metric in (
@@ -157,5 +173,8 @@ class WorkerMetrics:
             self.export_duration,
             self.claim_latency,
             self.oldest_snapshot,
+            self.stream_deliveries,
+            self.stream_rows_delivered,
+            self.stream_lag,
         ):
             yield from metric.render()

@@ -70,6 +70,7 @@ from logexport.exports.storage import (
 )
 from logexport.exports.sweeper import SWEEP_SETTLE, Sweeper
 from logexport.metrics import WorkerMetrics
+from logexport.streams.loop import StreamLoop
 
 log = logging.getLogger("logexport.worker")
 
@@ -199,6 +200,16 @@ class Worker:
             spawn(
                 Sweeper(self.pool, self.storage).run(self.sweep_interval, lambda: self._stopping),
                 name="logexport-sweeper",
+            ),
+            spawn(
+                StreamLoop(
+                    self.settings,
+                    self.pool,
+                    worker_id=self.worker_id,
+                    lock_key=lambda: self.lock_key,
+                    metrics=self.metrics,
+                ).run(lambda: self._stopping),
+                name="logexport-streams",
             ),
         ]
         self.started = True

@@ -1,0 +1,71 @@
+"""What a stream delivers, and the destinations it is delivered to.
+
+A destination receives one ``Delivery`` at a time, in sequence order, and either takes it
+whole or raises ``DeliveryFailed``. The same delivery (same id, sequence, body and manifest)
+may come again after a failure or a crash: destinations write it idempotently (the S3 key
+is fixed per sequence; an HTTPS receiver sees the same ``X-Logexport-Delivery`` id).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+from uuid import UUID
+
+from logexport.config import Settings
+from logexport.kinds import ExportKind
+from logexport.streams.models import DestinationType, LogStream
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: UUID
+    stream_id: UUID
+    organization_id: UUID
+    kind: ExportKind
+    # None: a test delivery (no rows, outside the chain).
+    sequence: int | None
+    # gzip NDJSON, rows encoded exactly as a JSONL export.
+    body: bytes
+    row_count: int
+    # The signed manifest envelope as JSON bytes (None for a test delivery).
+    manifest: bytes | None
+    # When the delivery was first recorded: stable across retries.
+    created_at: datetime
+
+    @property
+    def file_name(self) -> str:
+        """``<organization>-<sequence>.jsonl.gz``, the name its manifest states."""
+        return delivery_file_name(self.organization_id, self.sequence)
+
+
+def delivery_file_name(organization_id: UUID, sequence: int | None) -> str:
+    return f"{organization_id}-{sequence if sequence is not None else 'test'}.jsonl.gz"
+
+
+class DeliveryFailed(Exception):
+    """The destination did not take the delivery. ``message`` is safe to show the owner (no
+    secret, no response body); ``retryable`` is False when retrying cannot help by itself
+    (a refused address, rejected credentials) — the stream still retries, with backoff."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+
+
+class Destination(Protocol):
+    async def deliver(self, delivery: Delivery) -> None: ...
+
+
+def open_destination(stream: LogStream, settings: Settings) -> Destination:
+    """The destination of ``stream``, with its secrets unsealed."""
+    if stream.destination_type is DestinationType.HTTPS:
+        from logexport.streams.https import HttpsDestination
+
+        return HttpsDestination(stream, settings)
+    from logexport.streams.s3 import S3Destination  # type: ignore[import-not-found,unused-ignore]
+
+    destination: Destination = S3Destination(stream, settings)
+    return destination

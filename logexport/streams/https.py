@@ -1,0 +1,131 @@
+"""The HTTPS destination: one signed gzip NDJSON ``POST`` per delivery.
+
+Each request carries:
+
+    Content-Type: application/x-ndjson      Content-Encoding: gzip
+    X-Logexport-Delivery: <uuid>            the same on every retry of the delivery
+    X-Logexport-Sequence: <n>               1, 2, 3, … within the stream ("test" for a test)
+    X-Logexport-Signature: sha256=<hex>     HMAC-SHA256 of the body with the stream's secret
+    X-Logexport-Manifest: <base64url>       the signed manifest envelope (JSON)
+
+Any 2xx answer means delivered. Before each delivery the host is resolved and every address
+checked (no loopback, private, link-local or metadata address; https only) unless private
+destinations are allowed, and the request connects to the address that was checked, so a
+DNS answer that changes in between cannot redirect it. Redirects are not followed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from logexport.config import Settings
+from logexport.manifests import b64url_encode
+from logexport.streams.destinations import Delivery, DeliveryFailed
+from logexport.streams.models import LogStream
+from logexport.streams.secrets import SecretUnsealError, unseal
+from logexport.streams.ssrf import DestinationRefused, IPAddress, checked_addresses
+
+CONNECT_TIMEOUT = 10.0
+REQUEST_TIMEOUT = 60.0
+USER_AGENT = "logexport-stream/1"
+
+
+def signature(secret: str, body: bytes) -> str:
+    """The ``X-Logexport-Signature`` value of ``body``."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def delivery_headers(delivery: Delivery, secret: str) -> dict[str, str]:
+    headers = {
+        "Content-Type": "application/x-ndjson",
+        "Content-Encoding": "gzip",
+        "User-Agent": USER_AGENT,
+        "X-Logexport-Delivery": str(delivery.id),
+        "X-Logexport-Sequence": str(delivery.sequence) if delivery.sequence is not None else "test",
+        "X-Logexport-Signature": signature(secret, delivery.body),
+    }
+    if delivery.manifest is not None:
+        headers["X-Logexport-Manifest"] = b64url_encode(delivery.manifest)
+    return headers
+
+
+def _pinned_url(url: str, address: IPAddress) -> tuple[str, str, str]:
+    """``url`` with its host replaced by ``address``; the Host header and TLS server name to
+    send instead."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    literal = f"[{address}]" if address.version == 6 else str(address)
+    netloc = literal if parts.port is None else f"{literal}:{parts.port}"
+    host_header = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, "")), host_header, host
+
+
+class HttpsDestination:
+    def __init__(
+        self,
+        stream: LogStream,
+        settings: Settings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        url = stream.url
+        if url is None:
+            raise DeliveryFailed("the stream has no URL", retryable=False)
+        self.url = url
+        self.stream = stream
+        self.allow_private = settings.stream_allow_private
+        self._secret_key = settings.secret_key
+        self._transport = transport
+
+    def _secret(self) -> str:
+        if self.stream.secret is None or self._secret_key is None:
+            raise DeliveryFailed("the stream's signing secret is not available", retryable=False)
+        try:
+            values = unseal(self._secret_key, self.stream.id, self.stream.secret)
+        except SecretUnsealError:
+            raise DeliveryFailed(
+                "the stream's signing secret cannot be opened with this server's secret key",
+                retryable=False,
+            ) from None
+        secret = values.get("secret")
+        if not secret:
+            raise DeliveryFailed("the stream's signing secret is missing", retryable=False)
+        return secret
+
+    async def deliver(self, delivery: Delivery) -> None:
+        headers = delivery_headers(delivery, self._secret())
+        try:
+            addresses = await checked_addresses(self.url, allow_private=self.allow_private)
+        except DestinationRefused as refused:
+            raise DeliveryFailed(f"destination refused: URL {refused.message}") from None
+        timeout = httpx.Timeout(REQUEST_TIMEOUT, connect=CONNECT_TIMEOUT)
+        last_error = "no address answered"
+        async with httpx.AsyncClient(
+            timeout=timeout, follow_redirects=False, trust_env=False, transport=self._transport
+        ) as client:
+            for address in addresses:
+                url, host_header, server_name = _pinned_url(self.url, address)
+                try:
+                    response = await client.post(
+                        url,
+                        content=delivery.body,
+                        headers={**headers, "Host": host_header},
+                        extensions={"sni_hostname": server_name},
+                    )
+                except httpx.ConnectError:
+                    last_error = f"could not connect to {server_name}"
+                    continue
+                except httpx.TimeoutException:
+                    raise DeliveryFailed(f"{server_name} did not answer in time") from None
+                except httpx.HTTPError as exc:
+                    raise DeliveryFailed(
+                        f"the request to {server_name} failed ({type(exc).__name__})"
+                    ) from None
+                if 200 <= response.status_code < 300:
+                    return
+                raise DeliveryFailed(f"{server_name} answered HTTP {response.status_code}")
+        raise DeliveryFailed(last_error)
