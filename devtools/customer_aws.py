@@ -8,7 +8,8 @@ policy, and the delivery role trusts only the named principals presenting the ex
 - ``service``: the identity logexport runs as, allowed only ``sts:AssumeRole``;
 - ``role_arn``: a role allowed ``s3:PutObject`` into the bucket, which ``service`` and
   ``writer`` may assume with ``external_id``;
-- ``auditor``: reads the bucket back, for assertions.
+- ``auditor``: reads the bucket back, for assertions, and may change IAM (to take the
+  writer's permission away for a while, as a customer might by mistake).
 """
 
 from __future__ import annotations
@@ -77,6 +78,24 @@ class CustomerAccount:
         head: dict[str, Any] = self.client().head_object(Bucket=self.bucket, Key=key)
         return head
 
+    def allow_writer(self, allowed: bool) -> None:
+        """Give the writer's ``s3:PutObject`` permission back, or take it away."""
+        iam = self.client("iam")
+        if allowed:
+            iam.put_user_policy(
+                UserName="stream-writer",
+                PolicyName="stream-writer-policy",
+                PolicyDocument=_policy(
+                    {
+                        "Effect": "Allow",
+                        "Action": "s3:PutObject",
+                        "Resource": f"arn:aws:s3:::{self.bucket}/*",
+                    }
+                ),
+            )
+        else:
+            iam.delete_user_policy(UserName="stream-writer", PolicyName="stream-writer-policy")
+
     def stop(self) -> None:
         self.server.stop()
 
@@ -133,6 +152,7 @@ def start_customer_account(
         iam,
         "auditor",
         {"Effect": "Allow", "Action": "s3:*", "Resource": [f"arn:aws:s3:::{bucket}", objects]},
+        {"Effect": "Allow", "Action": "iam:*", "Resource": "*"},
     )
     trust = _policy(
         {
