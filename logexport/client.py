@@ -137,6 +137,44 @@ query Viewer {{
 """
 
 
+# Log streams: a stream never carries a secret back; its deliveries are a short page.
+LOG_STREAM_FRAGMENT = """
+fragment LogStreamFields on LogStream {
+  id kind state intervalSeconds filter lastError nextRunAt startAt createdAt
+  destination { type url bucket prefix }
+  deliveries(first: $deliveries) {
+    edges { node { id sequence rowCount byteSize status attempts deliveredAt error } }
+    pageInfo { hasNextPage endCursor }
+  }
+}
+"""
+
+LIST_LOG_STREAMS = (
+    """
+query LogStreams($organizationId: ID!, $deliveries: Int = 5) {
+  organization(id: $organizationId) { logStreams { ...LogStreamFields } }
+}
+"""
+    + LOG_STREAM_FRAGMENT
+)
+
+
+def stream_mutation_document(name: str) -> str:
+    """``createLogStream``, ``updateLogStream``, ``deleteLogStream`` or ``testLogStream``."""
+    operation = name[:1].upper() + name[1:]
+    return (
+        f"""
+mutation {operation}($input: {operation}Input!, $deliveries: Int = 5) {{
+  {name}(input: $input) {{ logStream {{ ...LogStreamFields }} }}
+}}
+"""
+        + LOG_STREAM_FRAGMENT
+    )
+
+
+STREAM_MUTATIONS = ("createLogStream", "updateLogStream", "deleteLogStream", "testLogStream")
+
+
 # Every document this client sends, so a test can validate them against schema.graphql.
 DOCUMENTS = {
     **{row.graphql_request: request_document(row) for row in LOG_KINDS.values()},
@@ -146,6 +184,8 @@ DOCUMENTS = {
     "cancelLogExport": CANCEL_LOG_EXPORT,
     **{row.graphql_connection: listing_document(row) for row in LOG_KINDS.values()},
     "viewer": VIEWER,
+    "logStreams": LIST_LOG_STREAMS,
+    **{name: stream_mutation_document(name) for name in STREAM_MUTATIONS},
 }
 
 # Python and MCP callers spell filter keys in snake_case; GraphQL wants camelCase.
@@ -154,6 +194,15 @@ _FILTER_KEYS = {
     "resource_types": "resourceTypes",
     "user_name": "userName",
     "status_codes": "statusCodes",
+}
+
+# S3 destination fields as Python callers spell them → the GraphQL input's.
+_S3_KEYS = {
+    "endpoint_url": "endpointUrl",
+    "access_key_id": "accessKeyId",
+    "secret_access_key": "secretAccessKey",
+    "role_arn": "roleArn",
+    "external_id": "externalId",
 }
 
 _CHUNK = 64 * 1024
@@ -539,6 +588,109 @@ class LogExportClient:
         """The authenticated user, their organizations, and ``maxRangeDays``."""
         data = await self.execute(VIEWER)
         return {**data["viewer"], "maxRangeDays": data["maxRangeDays"]}
+
+    # ---------------------------------------------------------------------------- streams
+
+    async def list_streams(self, organization_id: Id, *, deliveries: int = 5) -> list[ApiObject]:
+        """The organization's LogStreams, newest first, each with its latest ``deliveries``."""
+        data = await self.execute(
+            LIST_LOG_STREAMS,
+            {"organizationId": str(organization_id), "deliveries": deliveries},
+        )
+        return [dict(stream) for stream in data["organization"]["logStreams"]]
+
+    async def get_stream(
+        self, id: Id, *, organization_id: Id | None = None, deliveries: int = 20
+    ) -> ApiObject:
+        """One LogStream, with the ``organizationId`` it belongs to; looked for in
+        ``organization_id``, or else in each of the viewer's organizations. ``NotFound``
+        when none of them has it."""
+        if organization_id is not None:
+            organizations = [str(organization_id)]
+        else:
+            organizations = [org["id"] for org in (await self.viewer())["organizations"]]
+        for organization in organizations:
+            for stream in await self.list_streams(organization, deliveries=deliveries):
+                if stream["id"] == str(id):
+                    return {**stream, "organizationId": organization}
+        raise NotFound("No such log stream", "id")
+
+    async def _stream_mutation(self, name: str, payload: Mapping[str, object]) -> ApiObject:
+        data = await self.execute(stream_mutation_document(name), {"input": dict(payload)})
+        return dict(data[name]["logStream"])
+
+    async def create_stream(
+        self,
+        kind: str,
+        organization_id: Id,
+        *,
+        https_url: str | None = None,
+        secret: str | None = None,
+        s3: Mapping[str, object] | None = None,
+        interval_seconds: int | None = None,
+        filter: Mapping[str, object] | None = None,
+        start_at: str | date | datetime | None = None,
+    ) -> ApiObject:
+        """Create a stream (``kind`` ``AUDIT_LOG`` or ``SCIM_EVENT``) to an HTTPS endpoint
+        (``https_url`` and its HMAC ``secret``) or to an S3 bucket (``s3``: the
+        ``S3DestinationInput`` fields, camelCase or snake_case); the new LogStream.
+
+        ``start_at`` (a UTC day or an instant; default now): entries created before it
+        are not streamed.
+        """
+        row = _log_kind(kind)
+        destination: dict[str, object] = {}
+        if https_url is not None or secret is not None:
+            destination["https"] = {"url": https_url, "secret": secret}
+        if s3 is not None:
+            destination["s3"] = {_S3_KEYS.get(k, k): v for k, v in s3.items() if v is not None}
+        payload: dict[str, object] = {
+            "organizationId": str(organization_id),
+            "kind": row.kind.value,
+            "destination": destination,
+        }
+        if interval_seconds is not None:
+            payload["intervalSeconds"] = interval_seconds
+        if filter is not None:
+            payload["filter"] = graphql_filter(filter)
+        if start_at is not None:
+            payload["startAt"] = _bound(start_at, "startAt", end=False)
+        return await self._stream_mutation("createLogStream", payload)
+
+    async def update_stream(
+        self,
+        id: Id,
+        *,
+        state: str | None = None,
+        interval_seconds: int | None = None,
+        filter: Mapping[str, object] | None = None,
+        clear_filter: bool = False,
+    ) -> ApiObject:
+        """Pause (``state="PAUSED"``), resume (``"ACTIVE"``), or change the interval or the
+        filter (``clear_filter=True`` streams every entry again); the LogStream."""
+        payload: dict[str, object] = {"id": str(id)}
+        if state is not None:
+            payload["state"] = state.upper()
+        if interval_seconds is not None:
+            payload["intervalSeconds"] = interval_seconds
+        if filter is not None or clear_filter:
+            payload["filter"] = graphql_filter(filter)
+        return await self._stream_mutation("updateLogStream", payload)
+
+    async def pause_stream(self, id: Id) -> ApiObject:
+        return await self.update_stream(id, state="PAUSED")
+
+    async def resume_stream(self, id: Id) -> ApiObject:
+        return await self.update_stream(id, state="ACTIVE")
+
+    async def delete_stream(self, id: Id) -> ApiObject:
+        """Stop the stream for good (its deliveries stay on record); the LogStream."""
+        return await self._stream_mutation("deleteLogStream", {"id": str(id)})
+
+    async def test_stream(self, id: Id) -> ApiObject:
+        """Send one test delivery (no rows) now; the LogStream, the test's outcome first
+        in its ``deliveries``."""
+        return await self._stream_mutation("testLogStream", {"id": str(id)})
 
     # ---------------------------------------------------------------------------- download
 
