@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import date, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO, Self, TypeAlias
+from typing import TYPE_CHECKING, Any, BinaryIO, Self, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 from uuid import UUID
 
@@ -43,6 +43,9 @@ from logexport import errors, shapes
 from logexport.errors import LogExportError
 from logexport.kinds import LOG_KINDS, ExportKind, LogKind, log_kind
 from logexport.timeutil import format_rfc3339, parse_time_bound
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 # Every selection comes from ``logexport.shapes``, the list the server's resolvers and MCP
 # answers are built from, so this client reads exactly what ``/mcp`` shows.
@@ -206,6 +209,7 @@ _S3_KEYS = {
 }
 
 _CHUNK = 64 * 1024
+_MAX_KEYS_DOCUMENT = 1 << 20
 
 # A GraphQL object as decoded from the response: its fields are those ``schema.graphql``
 # documents (and ``logexport.shapes`` lists), the values whatever JSON holds.
@@ -303,6 +307,28 @@ class ApiUnreachable(ApiError):
 
     def __init__(self, message: str) -> None:
         super().__init__("NETWORK", message)
+
+
+class ManifestMismatch(ApiError):
+    """The downloaded file does not match its signed manifest; nothing was kept.
+
+    ``check`` names the first check that failed (``signature``, ``size``, ``sha256``,
+    ``row``, ``content`` …), as ``logexport verify`` reports it."""
+
+    def __init__(self, check: str, detail: str) -> None:
+        super().__init__(
+            "MANIFEST_MISMATCH",
+            f"the file does not match its signed manifest: {detail}; nothing was kept",
+        )
+        self.check = check
+        self.detail = detail
+
+
+class KeysUnavailable(ApiError):
+    """The server's public keys (``/.well-known/logexport-keys.json``) could not be read."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("KEYS_UNAVAILABLE", message)
 
 
 class ChecksumMismatch(ApiError):
@@ -694,12 +720,52 @@ class LogExportClient:
 
     # ---------------------------------------------------------------------------- download
 
-    async def download_export(self, id: Id, path: str | os.PathLike[str]) -> ApiObject:
-        """Save a completed export's file at ``path``, verified against its SHA-256.
+    async def public_keys(self) -> dict[str, Ed25519PublicKey]:
+        """The public keys the server publishes at ``/.well-known/logexport-keys.json``,
+        by key id; ``KeysUnavailable`` (or ``ApiUnreachable``) when they cannot be read."""
+        from logexport import manifests
 
-        The bytes go to a temporary file beside ``path`` that is renamed only once the
-        digest matches; on any failure (including cancellation) it is removed and
-        ``path`` is left as it was. Returns the LogExport.
+        url = self.api_url + manifests.KEYS_PATH
+        shown = _public_url(url)
+        try:
+            async with self._download_http.stream("GET", url) as response:
+                if response.status_code != 200:
+                    raise KeysUnavailable(f"{shown} answered HTTP {response.status_code}")
+                body = bytearray()
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > _MAX_KEYS_DOCUMENT:
+                        raise KeysUnavailable(f"{shown} is larger than a keys document can be")
+        except httpx.HTTPError as exc:
+            raise ApiUnreachable(
+                f"cannot fetch the public keys from {shown} ({type(exc).__name__})"
+            ) from None
+        try:
+            return manifests.load_jwks(bytes(body))
+        except manifests.KeyFormatError as exc:
+            raise KeysUnavailable(f"{shown}: {exc}") from None
+
+    async def download_export(
+        self,
+        id: Id,
+        path: str | os.PathLike[str],
+        *,
+        keys: Mapping[str, Ed25519PublicKey] | None = None,
+    ) -> ApiObject:
+        """Save a completed export's file at ``path`` and its signed manifest beside it at
+        ``path.manifest.json``, the file verified against the manifest.
+
+        The manifest's signature must be by one of ``keys`` (by default, the keys the
+        server publishes: ``public_keys()``; pass an auditor's own keys file to trust
+        nothing the server says now); then the file's size, SHA-256 and every row are
+        checked as ``logexport verify`` checks them, and ``ManifestMismatch`` names the
+        first check that failed. The file's SHA-256 must also be the one the API reports
+        (``ChecksumMismatch``); an export that has no manifest is checked against that
+        alone, and no manifest file is written.
+
+        Both files go to temporary files beside their targets, renamed into place only
+        once every check passed; on any failure (including cancellation) they are removed
+        and the targets are left as they were. Returns the LogExport.
         """
         export = await self.get_export(id, download_url=True)
         if export["status"] != "COMPLETED" or not export.get("downloadUrl"):
@@ -708,8 +774,14 @@ class LogExportClient:
                 "can be downloaded",
                 "id",
             )
+        from logexport.manifests import manifest_name
+
+        manifest_text = export.get(shapes.MANIFEST)
+        if isinstance(manifest_text, str) and keys is None:
+            keys = await self.public_keys()
         target = Path(path)
         partial = _PartialFile.beside(target)
+        partial_manifest: _PartialFile | None = None
         try:
             digest = hashlib.sha256()
             async with self._download_http.stream("GET", export["downloadUrl"]) as response:
@@ -722,17 +794,50 @@ class LogExportClient:
                     digest.update(chunk)
                     partial.write(chunk)
             partial.close()
+            if isinstance(manifest_text, str):
+                assert keys is not None
+                await _verify_against_manifest(partial.path, manifest_text, keys)
             expected = str(export.get("sha256") or "")
             if digest.hexdigest() != expected.lower():
                 raise ChecksumMismatch(expected, digest.hexdigest())
+            if isinstance(manifest_text, str):
+                manifest_target = target.with_name(manifest_name(target.name))
+                partial_manifest = _PartialFile.beside(manifest_target)
+                partial_manifest.write(manifest_text.encode())
+                partial_manifest.commit(manifest_target)
             partial.commit(target)
         except httpx.HTTPError as exc:
             partial.discard()
+            if partial_manifest is not None:
+                partial_manifest.discard()
             raise ApiUnreachable(f"the download failed ({type(exc).__name__})") from None
         except BaseException:
             partial.discard()
+            if partial_manifest is not None:
+                partial_manifest.discard()
             raise
         return export
+
+
+async def _verify_against_manifest(
+    path: Path, manifest_text: str, keys: Mapping[str, Ed25519PublicKey]
+) -> None:
+    """``ManifestMismatch`` unless the file at ``path`` is the one the manifest signs."""
+    import json
+
+    from logexport import manifests
+
+    try:
+        envelope = json.loads(manifest_text)
+    except ValueError:
+        raise ManifestMismatch("manifest", "manifest: the API's manifest is not JSON") from None
+    if not isinstance(envelope, dict):
+        raise ManifestMismatch("manifest", "manifest: the API's manifest is not a JSON object")
+    try:
+        # Every row is read again: minutes of CPU for a large file, off the event loop.
+        await asyncio.to_thread(manifests.verify_file, path, envelope, keys)
+    except manifests.VerificationFailed as failed:
+        raise ManifestMismatch(failed.check, failed.message) from None
 
 
 class _PartialFile:

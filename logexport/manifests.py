@@ -40,6 +40,8 @@ from logexport.kinds import LOG_KINDS, ExportKind
 
 MANIFEST_VERSION = 1
 MANIFEST_SUFFIX = ".manifest.json"
+# Where a server publishes its public keys (a JWKS document), relative to its base URL.
+KEYS_PATH = "/.well-known/logexport-keys.json"
 
 FORMATS = ("JSONL", "CSV")
 COMPRESSIONS = ("NONE", "GZIP")

@@ -523,7 +523,21 @@ def _export_command(
         click.echo(f"  {'key':<10} {key}")
         click.echo(f"Follow it with: logexport export show {export['id']}")
     if download is not None:
-        click.echo(f"saved {download} ({human_size(export.get('byteSize'))}, SHA-256 verified)")
+        _print_saved(download, export)
+
+
+def _print_saved(path: Path, export: ApiRecord) -> None:
+    """What was saved and how it was checked: the manifest's summary line when it has one."""
+    size = human_size(export.get("byteSize"))
+    manifest_text = export.get("manifest")
+    if not isinstance(manifest_text, str):
+        click.echo(f"saved {path} ({size}, SHA-256 verified; the export has no signed manifest)")
+        return
+    from logexport import manifests
+
+    click.echo(f"saved {path} ({size}) and {manifests.manifest_name(path.name)} beside it")
+    envelope = json.loads(manifest_text)
+    click.echo(manifests.FileSummary(path.name, envelope["manifest"]).line())
 
 
 _export_json_option = click.option(
@@ -903,16 +917,34 @@ def export_cancel(export_id: str, as_json: bool) -> None:
     metavar="PATH",
     help="Where to save the file; the directory must exist and be writable.",
 )
+@click.option(
+    "--keys",
+    "keys_source",
+    metavar="JWKS_FILE_OR_URL",
+    help="Trust these public keys (a JWKS file or URL) instead of the server's "
+    "/.well-known/logexport-keys.json.",
+)
 @_export_json_option
-def export_download(export_id: str, output: Path, as_json: bool) -> None:
-    """Save a completed export's file, verified against its SHA-256."""
+def export_download(export_id: str, output: Path, keys_source: str | None, as_json: bool) -> None:
+    """Save a completed export's file and its signed manifest (PATH.manifest.json).
+
+    The file is checked against the manifest as 'logexport verify' checks it (signature,
+    size, SHA-256, every row), with the public keys the server publishes or those of
+    --keys; on any mismatch nothing is kept and the failed check is named.
+    """
+    keys = None
+    if keys_source is not None:
+        from logexport.cli.verify import load_keys
+
+        keys = load_keys(keys_source)
     export = _with_client(
-        lambda client: client.download_export(export_id, output), **_about_export(export_id)
+        lambda client: client.download_export(export_id, output, keys=keys),
+        **_about_export(export_id),
     )
     if as_json:
         _print_json(export)
     else:
-        click.echo(f"saved {output} ({human_size(export.get('byteSize'))}, SHA-256 verified)")
+        _print_saved(output, export)
 
 
 # ---------------------------------------------------------------------------- whoami, login

@@ -20,7 +20,7 @@ from logexport import manifests
 from logexport.config import Settings
 from logexport.signing import published_keys
 
-KEYS_PATH = "/.well-known/logexport-keys.json"
+KEYS_PATH = manifests.KEYS_PATH
 KEYS_MEDIA_TYPE = "application/jwk-set+json"
 _HEADERS = {
     "Cache-Control": "public, max-age=300",
