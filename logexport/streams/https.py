@@ -82,8 +82,13 @@ class HttpsDestination:
         self._transport = transport
 
     def _secret(self) -> str:
-        if self.stream.secret is None or self._secret_key is None:
-            raise DeliveryFailed("the stream's signing secret is not available", retryable=False)
+        if self.stream.secret is None:
+            raise DeliveryFailed("the stream has no signing secret", retryable=False)
+        if self._secret_key is None:
+            raise DeliveryFailed(
+                "LOGEXPORT_SECRET_KEY is not set: the stream's secret cannot be opened",
+                retryable=False,
+            )
         try:
             values = unseal(self._secret_key, self.stream.id, self.stream.secret)
         except SecretUnsealError:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -35,7 +36,7 @@ from uuid import UUID, uuid4
 import asyncpg
 
 from logexport import manifests
-from logexport.config import Settings
+from logexport.config import ConfigError, Settings
 from logexport.db import q
 from logexport.exports.encoders import FIELD_SEPARATOR, AmbiguousRows, Gzip, JsonlEncoder
 from logexport.exports.jobs import retry_delay
@@ -103,9 +104,11 @@ def _row_params(
     after: tuple[datetime, UUID] | None,
     last: tuple[datetime, UUID] | None,
     limit: int,
+    filter: dict[str, Any] | None = None,
 ) -> tuple[str, list[Any]]:
+    """The query of a range's rows and its parameters; ``filter`` replaces the stream's."""
     kind = LOG_KINDS[stream.kind]
-    chosen = kind.filter_type.parse(stream.filter)
+    chosen = kind.filter_type.parse(filter if filter is not None else stream.filter)
     first_query, later_query = _ROW_QUERIES[stream.kind]
     after_at, after_id = after if after is not None else (None, None)
     last_at, last_id = last if last is not None else (None, None)
@@ -179,6 +182,12 @@ async def _read_body(
     )
 
 
+def _recorded_filter(delivery: StreamDelivery) -> dict[str, Any]:
+    assert delivery.manifest is not None
+    recorded: dict[str, Any] = json.loads(delivery.manifest)["manifest"]["filter"] or {}
+    return recorded
+
+
 class StreamRunner:
     """Runs claimed streams: plans, records, sends and commits their deliveries."""
 
@@ -223,6 +232,10 @@ class StreamRunner:
         except StreamGone:
             log.info("stream run lost its lease", extra={"stream_id": str(stream.id)})
             return RunResult(deliveries, rows, error="lease lost")
+        except ConfigError as missing:
+            # A setting the delivery needs (the signing key) is missing: say which.
+            await self._fail(stream, fence, str(missing))
+            return RunResult(deliveries, rows, error=str(missing))
         except DeliveryFailed as failed:
             self.metrics.stream_deliveries.inc(outcome="failed")
             await self._fail(stream, fence, failed.message)
@@ -298,6 +311,15 @@ class StreamRunner:
             delivered_at = time.time()
             deliveries += 1
             rows += body.row_count
+            log.info(
+                "stream delivery sent",
+                extra={
+                    "stream_id": str(stream.id),
+                    "delivery_id": str(pending.id),
+                    "sequence": pending.sequence,
+                    "rows": body.row_count,
+                },
+            )
             self.metrics.stream_deliveries.inc(outcome="delivered")
             self.metrics.stream_rows_delivered.inc(body.row_count)
             for created in body.created:
@@ -419,6 +441,8 @@ class StreamRunner:
             after=after,
             last=(pending.last_created_at, pending.last_id),
             limit=pending.row_count + 1,
+            # The filter it was recorded with: an owner may have changed the stream's since.
+            filter=_recorded_filter(pending),
         )
         async with self.snapshot_pool.acquire() as conn:
             async with conn.transaction(isolation="repeatable_read", readonly=True):

@@ -299,3 +299,43 @@ async def test_a_paused_stream_is_not_run_and_a_private_address_is_refused_witho
             stream_id,
         )
     assert await store.claim("w1", lease=5, lock_key=None) is None
+
+
+async def test_a_filter_changed_while_a_delivery_waits_leaves_that_delivery_as_recorded(
+    pool, stream_settings, http, org, running_loop
+):
+    async with pool.acquire() as conn:
+        logins = await write_entries(conn, org, 3, action="user.login")
+        await write_entries(conn, org, 3, action="user.logout")
+    http.down()
+    stream_id = await _new_stream(
+        pool, stream_settings, http, org, start_at=PAST, filter={"actions": ["user.login"]}
+    )
+    path = f"/s/{len(_paths) - 1}"
+
+    async def pending() -> asyncpg.Record | None:
+        async with pool.acquire() as conn:
+            return await conn.fetchrow(
+                "SELECT * FROM log_stream_deliveries WHERE stream_id = $1 AND status = 'PENDING'",
+                stream_id,
+            )
+
+    recorded = await eventually(pending, timeout=20, what="a recorded delivery")
+    assert recorded["row_count"] == 3
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "UPDATE log_streams SET filter = $2 WHERE id = $1",
+            stream_id,
+            {"actions": ["user.logout"]},
+        )
+        logouts = await write_entries(conn, org, 2, action="user.logout")
+        await write_entries(conn, org, 2, action="user.login")
+    http.up()
+
+    ids = await _received_ids(http, path, 5)
+    assert ids[:3] == sorted(str(i) for i in logins)
+    assert ids[3:] == sorted(str(i) for i in logouts)
+    deliveries = distinct_deliveries(http.received(path))
+    assert deliveries[1].manifest()["filter"] == {"actions": ["user.login"]}
+    assert deliveries[2].manifest()["filter"] == {"actions": ["user.logout"]}
+    assert running_loop.runner.metrics.stream_lag.count >= 5
