@@ -60,6 +60,10 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "logexport.cli.client:export_group",
         "Show, list, cancel and download exports.",
     ),
+    "stream": Subcommand(
+        "logexport.cli.streams:stream_group",
+        "Create and manage log streams: continuous delivery to an HTTPS endpoint or S3 bucket.",
+    ),
     "login": Subcommand(
         "logexport.cli.client:login",
         "Check an API token and save it with the API URL for the client commands.",
