@@ -639,7 +639,7 @@ class LogExportClient:
             for stream in await self.list_streams(organization, deliveries=deliveries):
                 if stream["id"] == str(id):
                     return {**stream, "organizationId": organization}
-        raise NotFound("No such log stream", "id")
+        raise NotFound("No such log stream")
 
     async def _stream_mutation(self, name: str, payload: Mapping[str, object]) -> ApiObject:
         data = await self.execute(stream_mutation_document(name), {"input": dict(payload)})
