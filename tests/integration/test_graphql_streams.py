@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import hmac
 import json
+import logging
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -446,7 +447,10 @@ async def test_update_refuses_bad_values_naming_the_field(api, world):
         assert error["extensions"]["field"] == field, error
 
 
-async def test_a_test_delivery_reaches_the_receiver_and_is_recorded(private_api, pool, world):
+async def test_a_test_delivery_reaches_the_receiver_and_is_recorded(
+    private_api, pool, world, caplog
+):
+    caplog.set_level(logging.DEBUG)
     owner = world.owner.token
     with stream_receiver() as receiver:
         created = (
@@ -491,6 +495,8 @@ async def test_a_test_delivery_reaches_the_receiver_and_is_recorded(private_api,
             UUID(created["id"]),
         )
     assert {(row["test"], row["sequence"]) for row in rows} == {(True, None)}
+    assert "log stream test delivery" in caplog.text
+    assert SECRET not in caplog.text
 
 
 async def test_deliveries_page_with_cursors_bound_to_the_stream(private_api, world):
