@@ -32,8 +32,12 @@ from starlette.staticfiles import StaticFiles
 
 from logexport import identity, policy
 from logexport.config import Settings
+from logexport.errors import NotFound
+from logexport.exports import downloads, requests
+from logexport.exports.filenames import content_disposition
 from logexport.identity import Principal
 from logexport.kinds import console_kinds
+from logexport.manifests import manifest_name
 from logexport.web import sessions
 from logexport.web.origins import same_origin
 
@@ -347,8 +351,45 @@ async def organization_page(request: Request, page: str) -> Response:
         can_cancel=policy.Action.LOG_EXPORT_CANCEL in held,
         # Streams are listed to every member; only owners see the controls that manage them.
         can_manage_streams=policy.Action.LOG_STREAM_MANAGE in held,
+        stream_min_interval=_settings(request).stream_min_interval,
         log_kinds=console_kinds(),
         **_user_context(principal, session),
+    )
+
+
+async def export_manifest(request: Request) -> Response:
+    """An export's signed manifest as ``<file name>.manifest.json``, to those who may
+    download its file (the Exports page's Manifest button). Reading it changes nothing."""
+    principal = await sessions.principal_from_session(request)
+    session = sessions.read_session(request)
+    if principal is None or session is None:
+        return _signed_out(request)
+    export = None
+    try:
+        found = await requests.get_export(
+            request.app.state.pool, principal, request.path_params["export_id"]
+        )
+        async with request.app.state.pool.acquire() as conn:
+            if await downloads.may_download(conn, found.organization_id, principal.user_id):
+                export = found
+    except NotFound:
+        pass
+    if export is None or export.manifest is None or export.file_name is None:
+        return _render(
+            "problem.html.j2",
+            status_code=404,
+            title="No manifest",
+            message="There is no signed manifest for this export that you may download.",
+            **_user_context(principal, session),
+        )
+    return Response(
+        export.manifest.encode(),
+        media_type="application/json",
+        headers=_HEADERS
+        | {
+            "Content-Disposition": content_disposition(manifest_name(export.file_name)),
+            "Content-Security-Policy": "sandbox; default-src 'none'",
+        },
     )
 
 
@@ -367,6 +408,7 @@ def console_routes() -> list[BaseRoute]:
         Route("/console/sign-out", sign_out, methods=["POST"]),
         Route("/console/sign-out-everywhere", sign_out_everywhere, methods=["POST"]),
         Route("/console/orgs", organizations_page, methods=["GET"]),
+        Route("/console/exports/{export_id}/manifest", export_manifest, methods=["GET"]),
         *(
             Route(f"/console/orgs/{{organization_id}}/{page}", _organization_page(page))
             for page in _PAGES

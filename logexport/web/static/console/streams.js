@@ -27,7 +27,7 @@ const STATES = { ACTIVE: "Active", PAUSED: "Paused", FAILING: "Failing" };
 const DELIVERY_STATUSES = { PENDING: "Pending", DELIVERED: "Delivered", FAILED: "Failed" };
 
 const STREAM_FIELDS = `id kind state intervalSeconds filter
-  destination { type url bucket prefix } lastError nextRunAt createdAt`;
+  destination { type url bucket prefix } lastError nextRunAt startAt createdAt`;
 const DELIVERY_FIELDS = "id sequence rowCount byteSize status attempts deliveredAt error";
 const DELIVERIES = `deliveries(first: ${DELIVERIES_SHOWN}) { edges { node { ${DELIVERY_FIELDS} } } }`;
 const LIST = `query Streams($org: ID!) {
@@ -128,6 +128,16 @@ function wholeWords(td, text) {
   return td;
 }
 
+// A URL that wraps after its slashes and before its query where it can, anywhere if it must.
+function urlText(text) {
+  const node = element("span", null, "mono url");
+  text.split(/(?<=[/?&])/).forEach((part, index) => {
+    if (index > 0) node.appendChild(document.createElement("wbr"));
+    node.appendChild(document.createTextNode(part));
+  });
+  return node;
+}
+
 const nodesOf = (connection) =>
   Array.isArray(connection) ? connection : (connection?.edges ?? []).map((edge) => edge.node);
 
@@ -136,7 +146,8 @@ const nodesOf = (connection) =>
 function stateCell(row, stream) {
   const td = cell(row, "", `state state-${stream.state.toLowerCase()}`);
   td.appendChild(element("span", STATES[stream.state] ?? stream.state, "state-name"));
-  if (stream.lastError && stream.state !== "ACTIVE") {
+  // An active stream may carry one too: its last test delivery failed.
+  if (stream.lastError) {
     td.appendChild(element("span", `Last error: ${stream.lastError}`, "secondary last-error"));
   }
   if (stream.nextRunAt && stream.state !== "PAUSED") {
@@ -183,11 +194,15 @@ function renderRow(stream) {
 
   const destination = cell(row, "", "destination");
   destination.appendChild(element("span", stream.destination.type, "badge"));
-  destination.appendChild(element("span", destinationText(stream.destination), "mono url"));
+  destination.appendChild(urlText(destinationText(stream.destination)));
 
   stateCell(row, stream);
   cell(row, intervalText(stream.intervalSeconds), "nowrap");
-  wholeWords(cell(row, ""), formatTime(stream.createdAt));
+  const created = wholeWords(cell(row, ""), formatTime(stream.createdAt));
+  // Shown only for a stream that starts at another time than its creation (the default).
+  if (stream.startAt && Math.abs(Date.parse(stream.startAt) - Date.parse(stream.createdAt)) > 1000) {
+    created.appendChild(wholeWords(element("span", null, "secondary"), `Streams from ${formatTime(stream.startAt)}`));
+  }
 
   if (canManage) {
     const actions = cell(row, "", "actions");
@@ -232,11 +247,14 @@ function deliveryTable(stream) {
     return box;
   }
   const nested = element("table", null, "cards deliveries");
-  nested.appendChild(element("caption", `Recent deliveries, newest first (up to ${DELIVERIES_SHOWN})`));
+  nested.appendChild(
+    element("caption", `Recent deliveries, newest first (up to ${DELIVERIES_SHOWN}; times in UTC)`),
+  );
   const head = nested.createTHead().insertRow();
-  for (const name of ["Sequence", "Rows", "Size", "Status", "Attempts", "Delivered (UTC)", "Error"]) {
+  for (const name of ["Sequence", "Rows", "Size", "Status", "Attempts", "Delivered", "Error"]) {
     const th = element("th", name);
     th.scope = "col";
+    if (["Sequence", "Rows", "Size", "Attempts"].includes(name)) th.className = "number";
     head.appendChild(th);
   }
   const body = nested.createTBody();
@@ -522,25 +540,26 @@ const form = document.getElementById("create-form");
 const resultBox = document.getElementById("create-result");
 
 // The inputs of the form, by the API's name for them: an error naming a field (its last
-// path segment, "destination.https.url" -> "url") shows next to it.
+// path segment, "destination.https.url" -> "url") shows next to it, and calls it by the
+// name a person knows it by.
 const FIELDS = {
-  kind: ["create-kind-error", null],
-  destination: ["create-destination-error", null],
-  https: ["create-destination-error", null],
-  s3: ["create-destination-error", null],
-  url: ["create-url-error", "create-url"],
-  secret: ["create-secret-error", "create-secret"],
-  bucket: ["create-bucket-error", "create-bucket"],
-  prefix: ["create-prefix-error", "create-prefix"],
-  region: ["create-region-error", "create-region"],
-  endpointUrl: ["create-endpoint-error", "create-endpoint"],
-  accessKeyId: ["create-access-key-error", "create-access-key"],
-  secretAccessKey: ["create-secret-key-error", "create-secret-key"],
-  roleArn: ["create-role-error", "create-role"],
-  externalId: ["create-external-id-error", "create-external-id"],
-  intervalSeconds: ["create-interval-error", "create-interval"],
-  startAt: ["create-start-error", "create-start"],
-  filter: ["create-filter-error", null],
+  kind: ["create-kind-error", null, "The log"],
+  destination: ["create-destination-error", null, "The destination"],
+  https: ["create-destination-error", null, "The HTTPS endpoint"],
+  s3: ["create-destination-error", null, "The S3 bucket"],
+  url: ["create-url-error", "create-url", "The URL"],
+  secret: ["create-secret-error", "create-secret", "The secret"],
+  bucket: ["create-bucket-error", "create-bucket", "The bucket"],
+  prefix: ["create-prefix-error", "create-prefix", "The prefix"],
+  region: ["create-region-error", "create-region", "The region"],
+  endpointUrl: ["create-endpoint-error", "create-endpoint", "The endpoint URL"],
+  accessKeyId: ["create-access-key-error", "create-access-key", "The access key ID"],
+  secretAccessKey: ["create-secret-key-error", "create-secret-key", "The secret access key"],
+  roleArn: ["create-role-error", "create-role", "The role ARN"],
+  externalId: ["create-external-id-error", "create-external-id", "The external ID"],
+  intervalSeconds: ["create-interval-error", "create-interval", "The interval"],
+  startAt: ["create-start-error", "create-start", "The start time"],
+  filter: ["create-filter-error", null, "The filter"],
 };
 
 function fieldFor(name) {
@@ -550,6 +569,14 @@ function fieldFor(name) {
     if (FIELDS[path[i]]) return FIELDS[path[i]];
   }
   return null;
+}
+
+// "destination.https.url must use https://" -> "The URL must use https://".
+function reworded(field, message) {
+  const target = fieldFor(field);
+  const name = String(field ?? "");
+  if (!target || !name || name.startsWith("filter.") || !message.startsWith(`${name} `)) return message;
+  return `${target[2]}${message.slice(name.length)}`;
 }
 
 function setUpCreate() {
@@ -586,7 +613,7 @@ function setUpCreate() {
     }
     const [messageId, inputId] = target;
     const box = document.getElementById(messageId);
-    box.textContent = message;
+    box.textContent = reworded(field, message);
     box.hidden = false;
     const input = inputId ? document.getElementById(inputId) : null;
     if (input) {
