@@ -6,6 +6,11 @@
   ``DIRECT`` token download: they redirect to a short-lived presigned URL (S3) or stream
   the file (local directory backend).
 
+The page also offers the file's signed manifest (``<file name>.manifest.json``): its own
+button posts the same token to ``/exports/{id}/manifest``, which answers with the manifest
+as stored in the database, under the same checks as the file. The manifest describes the
+file; fetching it is not a download of the file and is not recorded.
+
 Whether a token may download, and recording that it did, is ``exports.downloads``'s
 business; this module parses the request and maps each answer to a page, a redirect or
 the file, with their headers.
@@ -41,11 +46,13 @@ from logexport.exports.downloads import Refusal
 from logexport.exports.filenames import content_disposition
 from logexport.exports.models import LogExport
 from logexport.kinds import LOG_KINDS
+from logexport.manifests import KEYS_PATH, manifest_name
 from logexport.timeutil import format_readable, format_rfc3339
 from logexport.web.forwarded import request_client_ip
 from logexport.web.origins import same_origin
 
 DOWNLOAD_PATH = "/exports/{export_id}/download"
+MANIFEST_PATH = "/exports/{export_id}/manifest"
 
 _HERE = Path(__file__).resolve().parent
 _env = jinja2.Environment(
@@ -132,8 +139,19 @@ _REFUSALS: dict[Refusal, _Problem] = {
 }
 
 
+_NO_MANIFEST = _Problem(
+    404,
+    "No manifest",
+    "This export has no signed manifest. Its SHA-256 on the download page still identifies "
+    "the file.",
+)
+
+
 def download_routes() -> list[Route]:
-    return [Route(DOWNLOAD_PATH, download_endpoint, methods=["GET", "POST"])]
+    return [
+        Route(DOWNLOAD_PATH, download_endpoint, methods=["GET", "POST"]),
+        Route(MANIFEST_PATH, manifest_endpoint, methods=["POST"]),
+    ]
 
 
 async def download_endpoint(request: Request) -> Response:
@@ -187,6 +205,38 @@ async def download_endpoint(request: Request) -> Response:
     )
 
 
+async def manifest_endpoint(request: Request) -> Response:
+    """The signed manifest of the file the token may download (the page's Manifest button)."""
+    settings: Settings = request.app.state.settings
+    try:
+        export_id = UUID(request.path_params["export_id"])
+    except ValueError:
+        return _page(_NOT_FOUND)
+    if not started_on_this_origin(request.headers, settings.require("base_url")):
+        return _page(_CROSS_ORIGIN)
+    form = await request.form(max_files=0, max_fields=8)
+    token = form.get("token")
+    if not isinstance(token, str) or not token or len(token) > downloads.MAX_TOKEN_CHARS:
+        return _page(_NOT_FOUND)
+    try:
+        async with request.app.state.pool.acquire() as conn:
+            grant = await downloads.check_download(conn, export_id, token)
+    except downloads.DownloadRefused as refused:
+        return _page(_refusal_page(refused))
+    export = grant.export
+    if export.manifest is None or export.file_name is None:
+        return _page(_NO_MANIFEST)
+    return Response(
+        export.manifest.encode(),
+        media_type="application/json",
+        headers=_COMMON_HEADERS
+        | {
+            "Content-Disposition": content_disposition(manifest_name(export.file_name)),
+            "Content-Security-Policy": FILE_CSP,
+        },
+    )
+
+
 def _refusal_page(refused: downloads.DownloadRefused) -> _Problem:
     if refused.reason is Refusal.NOT_READY and refused.export is not None:
         status = refused.export.status.value.lower()
@@ -214,14 +264,24 @@ def _ready_page(settings: Settings, export: LogExport, token: str) -> Response:
         "expires_rfc3339": format_rfc3339(export.expires_at, fraction="if_any"),
         "expires_readable": format_readable(export.expires_at),
     }
+    base_url = settings.require("base_url")
+    manifest = None
+    if export.manifest is not None:
+        manifest = {
+            "name": manifest_name(export.file_name),
+            "sequence": export.manifest_sequence,
+            "action": f"{base_url.rstrip('/')}/exports/{export.id}/manifest",
+            "keys_url": base_url.rstrip("/") + KEYS_PATH,
+        }
     return _render(
         200,
         heading="Your export is ready",
         message="Check the details below, then download the file.",
         status_label=None,
         file=file,
+        manifest=manifest,
         token=token,
-        form_action=downloads.download_path(settings.require("base_url"), export.id),
+        form_action=downloads.download_path(base_url, export.id),
     )
 
 
@@ -232,6 +292,7 @@ def _page(problem: _Problem) -> Response:
         message=problem.message,
         status_label=problem.status_label,
         file=None,
+        manifest=None,
         token=None,
         form_action=None,
     )

@@ -1,5 +1,5 @@
-// The Exports page: history with live status while exports run, downloads, and a
-// confirmed Cancel for those who may cancel.
+// The Exports page: history with live status while exports run, downloads (the file and
+// its signed manifest), and a confirmed Cancel for those who may cancel.
 
 import {
   announce,
@@ -31,7 +31,8 @@ const STATUSES = {
   CANCELED: "Canceled",
 };
 const FIELDS = `id kind status fromTime toTime format compression csvBom filter createdAt expiresAt
-  rowsWritten rowCount byteSize fileName requestedBy { email fullName } error { code message }`;
+  rowsWritten rowCount byteSize fileName manifest requestedBy { email fullName }
+  error { code message }`;
 const LIST = `query Exports($org: ID!, $first: Int!, $after: String) {
   organization(id: $org) {
     logExports(first: $first, after: $after) {
@@ -203,6 +204,18 @@ function renderRow(exp) {
     button.type = "button";
     button.setAttribute("aria-label", `Download ${exp.fileName ?? "export"}`);
     button.addEventListener("click", () => download(exp, button));
+    actions.appendChild(button);
+  }
+  // The signed manifest outlives the file: a canceled or expired export keeps it.
+  if (exp.manifest) {
+    const button = element("button", "Manifest");
+    button.type = "button";
+    button.setAttribute("aria-label", `Manifest of ${exp.fileName ?? "the export"}`);
+    button.title = "The signed manifest that logexport verify checks the file against";
+    button.addEventListener("click", () => {
+      announce(`Downloading the manifest of ${exp.fileName ?? "the export"}.`);
+      window.location.assign(`/console/exports/${encodeURIComponent(exp.id)}/manifest`);
+    });
     actions.appendChild(button);
   }
   if (canCancel && CANCELABLE.has(exp.status)) {
