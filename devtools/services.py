@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import base64
 import contextlib
 import ctypes
 import email
@@ -762,8 +763,17 @@ def services_up() -> dict[str, Any]:
         smtp_state = {"port": port, "pid": _start_smtp_daemon(port, mail_dir)}
     state["smtp"] = {**smtp_state, "dir": str(mail_dir)}
     state.setdefault("secret_key", secrets.token_urlsafe(48))
+    # The dev environment's manifest signing key, kept with the rest of the state (mode
+    # 0600) so that manifests signed yesterday still verify today. Any 32 random bytes are
+    # an Ed25519 seed: base64url of them is what LOGEXPORT_SIGNING_KEY takes.
+    state.setdefault("signing_key", dev_signing_key())
     _write_state(state)
     return state
+
+
+def dev_signing_key() -> str:
+    """A new ``LOGEXPORT_SIGNING_KEY`` for a development environment or a benchmark."""
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
 
 
 def services_env(state: dict[str, Any]) -> dict[str, str]:
@@ -784,6 +794,7 @@ def services_env(state: dict[str, Any]) -> dict[str, str]:
         "LOGEXPORT_BASE_URL": DEMO_BASE_URL,
         "LOGEXPORT_API_URL": DEMO_BASE_URL,
         "LOGEXPORT_SECRET_KEY": state["secret_key"],
+        "LOGEXPORT_SIGNING_KEY": state["signing_key"],
         "LOGEXPORT_DEV_MAIL_DIR": state["smtp"]["dir"],
     }
 
@@ -848,7 +859,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     elif args.command == "env":
         state = _read_state()
-        if "postgres" not in state:
+        if "postgres" not in state or "signing_key" not in state:
             print("services are not up; run: python -m devtools.services up", file=sys.stderr)
             return 1
         for key, value in services_env(state).items():

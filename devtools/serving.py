@@ -45,6 +45,7 @@ def serve_env(
             "LOGEXPORT_MAIL_FROM": "bench@example.test",
             "LOGEXPORT_BASE_URL": f"http://127.0.0.1:{port}",
             "LOGEXPORT_SECRET_KEY": secrets.token_urlsafe(48),
+            "LOGEXPORT_SIGNING_KEY": services.dev_signing_key(),
             **(extra or {}),
         }
     )

@@ -25,6 +25,7 @@ import pytest_asyncio
 from devtools import services
 from logexport import db
 from logexport.config import Settings
+from tests.support.keys import TEST_SIGNING_KEY
 
 # Test traffic stays on loopback: no proxy, no cloud metadata probes.
 os.environ["NO_PROXY"] = ",".join(
@@ -260,6 +261,7 @@ def settings(database_url: str, s3: S3Bucket, smtp_sink: services.SmtpSink) -> S
             "LOGEXPORT_MAIL_FROM": TEST_MAIL_FROM,
             "LOGEXPORT_BASE_URL": "http://127.0.0.1:1",
             "LOGEXPORT_SECRET_KEY": TEST_SECRET_KEY,
+            "LOGEXPORT_SIGNING_KEY": TEST_SIGNING_KEY,
             "LOGEXPORT_WORKER_POLL_INTERVAL": "0.5s",
             "LOGEXPORT_WORKER_LEASE": "5s",
             "LOGEXPORT_SHUTDOWN_GRACE": "5s",

@@ -50,9 +50,11 @@ def _note_signal(signum: int, _frame: FrameType | None) -> None:
 )
 def serve(host: str, port: int, no_worker: bool) -> None:
     """Serve the GraphQL API, console, MCP endpoint and download links."""
-    settings = load_settings(
-        "database_url", "base_url", "storage_url", "smtp_url", "mail_from", "secret_key"
-    )
+    needs = ["database_url", "base_url", "storage_url", "smtp_url", "mail_from", "secret_key"]
+    if not no_worker:
+        # The in-process worker signs the manifest of every export it completes.
+        needs.append("signing_key")
+    settings = load_settings(*needs)
     configure_logging()
     # Imported here, as the worker is below: `serve --help` needs neither the web stack
     # (with the MCP SDK) nor the export pipeline.
@@ -100,7 +102,9 @@ def serve(host: str, port: int, no_worker: bool) -> None:
 )
 def worker(concurrency: int | None) -> None:
     """Process exports until SIGTERM or SIGINT, then finish or hand back running ones."""
-    settings = load_settings("database_url", "base_url", "storage_url", "smtp_url", "mail_from")
+    settings = load_settings(
+        "database_url", "base_url", "storage_url", "smtp_url", "mail_from", "signing_key"
+    )
     configure_logging()
     run(_run_worker(settings, concurrency))
 

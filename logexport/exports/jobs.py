@@ -91,16 +91,44 @@ class StoredFile:
 
 
 @dataclass(frozen=True)
+class SignedManifest:
+    """A completed export's signed manifest: the envelope's JSON text, exactly as stored
+    beside the object, and the SHA-256 of the manifest's canonical bytes (what the next
+    manifest of its chain links to)."""
+
+    text: str
+    sha256: str
+
+
+# Signs the manifest of a just-completed export, given its number in the chain and the
+# previous manifest's SHA-256 (None for the first). Runs while the chain's head is locked.
+SignManifest = Callable[[LogExport, int, str | None], SignedManifest]
+
+
+@dataclass(frozen=True)
+class UnstoredManifest:
+    """A completed export whose manifest copy beside the object is still to be written."""
+
+    export_id: UUID
+    storage_key: str
+    file_name: str
+    manifest: str
+    manifest_sha256: str
+
+
+@dataclass(frozen=True)
 class UnadoptedObject:
     """An uploaded object no completed export points to.
 
     ``settled`` once its export is over and it is older than the settle time: after one more
-    delete it is done with for good.
+    delete it is done with for good. ``has_manifest`` when it was a completed export's file,
+    whose manifest copy goes with it.
     """
 
     storage_key: str
     export_id: UUID
     settled: bool
+    has_manifest: bool = False
 
 
 def retry_delay(attempt: int, base: float, cap: float = 300.0) -> float:
@@ -187,10 +215,15 @@ class JobStore:
         *,
         link_ttl: float,
         before_commit: Callable[[asyncpg.Connection], Awaitable[None]],
+        sign: SignManifest,
     ) -> LogExport:
-        """Adopt ``stored`` and mark the export COMPLETED, its ready email due.
+        """Adopt ``stored``, mark the export COMPLETED, its ready email due, and record its
+        signed manifest, numbered next in its organization's chain for its kind.
 
         ``before_commit`` runs in the same transaction first; raising there commits nothing.
+        The chain's head is locked only once the fenced update has succeeded, and until the
+        commit: a lost fence touches no chain, and a failure after the number was taken
+        rolls the number back with everything else, so numbers are never skipped or shared.
         """
         async with self.pool.acquire() as conn, conn.transaction():
             await before_commit(conn)
@@ -205,9 +238,50 @@ class JobStore:
                 stored.sha256,
                 link_ttl,
             )
+            if record is not None:
+                record = await self._chain_manifest(conn, LogExport.from_record(record), sign)
         if record is None:
             raise await self.gone(fence)
         return LogExport.from_record(record)
+
+    async def _chain_manifest(
+        self, conn: asyncpg.Connection, export: LogExport, sign: SignManifest
+    ) -> asyncpg.Record:
+        kind = export.kind.value
+        head = await conn.fetchrow(q("advance_manifest_chain"), export.organization_id, kind)
+        signed = sign(export, head["sequence"], head["previous_sha256"])
+        record = await conn.fetchrow(
+            q("store_manifest"),
+            export.id,
+            export.organization_id,
+            kind,
+            head["sequence"],
+            signed.text,
+            signed.sha256,
+        )
+        if record is None:
+            # The head is locked by this transaction: it cannot have moved.
+            raise RuntimeError("the manifest chain head changed under its lock")
+        return record
+
+    async def mark_manifest_stored(self, export_id: UUID, storage_key: str, sha256: str) -> bool:
+        """Record that the manifest copy beside ``storage_key`` is written; False when the
+        export is no longer completed with that file and manifest (its copy must go)."""
+        async with self.pool.acquire() as conn:
+            marked = await conn.fetchval(q("mark_manifest_stored"), export_id, storage_key, sha256)
+        return marked is not None
+
+    async def unstored_manifests(self, limit: int, after: float) -> list[UnstoredManifest]:
+        """Completed exports, done at least ``after`` seconds ago, whose manifest copy beside
+        the object was never written."""
+        async with self.pool.acquire() as conn:
+            records = await conn.fetch(q("manifests_to_store"), limit, after)
+        return [
+            UnstoredManifest(
+                r["id"], r["storage_key"], r["file_name"], r["manifest"], r["manifest_sha256"]
+            )
+            for r in records
+        ]
 
     async def retry(self, fence: Fence, *, delay: float, code: str, message: str) -> None:
         """Put the job back in the queue to run again after ``delay`` seconds."""
@@ -294,7 +368,10 @@ class JobStore:
         """Objects no commit adopted (or whose export is over) and no live attempt writes."""
         async with self.pool.acquire() as conn:
             records = await conn.fetch(q("unadopted_objects"), limit, settle)
-        return [UnadoptedObject(r["storage_key"], r["export_id"], r["settled"]) for r in records]
+        return [
+            UnadoptedObject(r["storage_key"], r["export_id"], r["settled"], r["has_manifest"])
+            for r in records
+        ]
 
     async def mark_object_deleted(self, storage_key: str) -> None:
         async with self.pool.acquire() as conn:

@@ -40,8 +40,9 @@ from typing import Self
 
 import asyncpg
 
-from logexport import db
+from logexport import db, signing
 from logexport.config import Settings
+from logexport.exports import sealing
 from logexport.exports.filenames import content_type, export_file_name, object_key
 from logexport.exports.jobs import (
     CHANNEL,
@@ -49,6 +50,7 @@ from logexport.exports.jobs import (
     GoneReason,
     JobGone,
     JobStore,
+    SignedManifest,
     StoredFile,
     abandoned_export_exists,
     liveness_key,
@@ -68,7 +70,7 @@ from logexport.exports.storage import (
     StoredObject,
     storage_from_settings,
 )
-from logexport.exports.sweeper import SWEEP_SETTLE, Sweeper
+from logexport.exports.sweeper import MANIFEST_STORE_AFTER, SWEEP_SETTLE, Sweeper
 from logexport.metrics import WorkerMetrics
 from logexport.streams.loop import StreamLoop
 
@@ -119,6 +121,9 @@ class Worker:
         sweep_interval: float | None = None,
     ) -> None:
         self.settings = settings
+        # Every completed export's manifest is signed with it: no key, no worker
+        # (``ConfigError`` naming LOGEXPORT_SIGNING_KEY).
+        self._signing_key = signing.signing_key(settings)
         self.concurrency = concurrency or settings.worker_concurrency
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.metrics = metrics or WorkerMetrics()
@@ -478,17 +483,33 @@ class Worker:
             if not await self._requester_may_export(conn, export):
                 raise _not_authorized()
 
+        def sign(completed: LogExport, sequence: int, previous: str | None) -> SignedManifest:
+            return sealing.sign_export_manifest(
+                completed,
+                sequence=sequence,
+                previous_sha256=previous,
+                snapshot_at=result.snapshot_at,
+                first_row=result.first_row,
+                last_row=result.last_row,
+                key=self._signing_key,
+            )
+
         stored_file = StoredFile(
             key, file_name, mime, stored.byte_size, result.row_count, result.sha256
         )
         try:
-            await self.store.complete(
-                fence, stored_file, link_ttl=self.settings.link_ttl, before_commit=still_allowed
+            completed = await self.store.complete(
+                fence,
+                stored_file,
+                link_ttl=self.settings.link_ttl,
+                before_commit=still_allowed,
+                sign=sign,
             )
         except JobGone:
             # Not ours any more: the object is not adopted, so it must not stay.
             await self._shielded(self.storage.delete(key))
             raise
+        await self._store_manifest(completed)
         self.metrics.exports_finished.inc(outcome="completed")
         log.info(
             "export completed",
@@ -500,6 +521,17 @@ class Worker:
             },
         )
         self.mail.wake()
+
+    async def _store_manifest(self, export: LogExport) -> None:
+        """The manifest copy beside the file. The export is committed whatever happens
+        here: a copy that cannot be written now is written by a later sweep."""
+        try:
+            await sealing.store_completed_manifest(self.storage, self.store, export)
+        except (StorageError, asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+            log.warning(
+                "manifest copy not stored yet; a sweep will store it",
+                extra={"export_id": str(export.id), "error": type(exc).__name__},
+            )
 
     async def _export_with_snapshot(
         self,
@@ -570,10 +602,14 @@ class Worker:
 
     # ------------------------------------------------------------------ sweeping
 
-    async def sweep(self, *, settle: float = SWEEP_SETTLE) -> int:
+    async def sweep(
+        self, *, settle: float = SWEEP_SETTLE, manifest_after: float = MANIFEST_STORE_AFTER
+    ) -> int:
         """Expire exports past their link TTL; delete objects no commit adopted, download
-        tokens long expired and console sessions long ended."""
-        return await Sweeper(self.pool, self.storage).sweep(settle=settle)
+        tokens long expired and console sessions long ended; write missing manifest copies."""
+        return await Sweeper(self.pool, self.storage).sweep(
+            settle=settle, manifest_after=manifest_after
+        )
 
 
 def _setter(event: asyncio.Event) -> Callable[[asyncpg.Connection], None]:

@@ -133,6 +133,51 @@ SET status = 'COMPLETED', completed_at = now(), finished_at = now(), updated_at 
 WHERE id = $1 AND lease_owner = $2 AND attempts = $3 AND status = 'PROCESSING'
 RETURNING *;
 
+-- name: advance_manifest_chain
+-- Takes the next number of the (organization, kind) chain and locks its head until the
+-- completing transaction ends, so concurrent completions queue here one by one. One
+-- statement, so the first manifest of a chain serialises too: a second inserter waits on
+-- the key, then takes the update path. Returns the number taken and the previous
+-- manifest's SHA-256 (NULL for the first: '' is a placeholder store_manifest replaces).
+INSERT INTO manifest_chains AS c (organization_id, kind, last_sequence, last_manifest_sha256)
+VALUES ($1, $2, 1, '')
+ON CONFLICT (organization_id, kind) DO UPDATE
+SET last_sequence = c.last_sequence + 1, updated_at = now()
+RETURNING c.last_sequence AS sequence, NULLIF(c.last_manifest_sha256, '') AS previous_sha256;
+
+-- name: store_manifest
+-- The signed manifest on its export, and the chain head moved to it, in the transaction
+-- that holds the head's lock ($1 export, $2 organization, $3 kind, $4 sequence).
+WITH head AS (
+    UPDATE manifest_chains
+    SET last_manifest_sha256 = $6, updated_at = now()
+    WHERE organization_id = $2 AND kind = $3 AND last_sequence = $4
+    RETURNING last_sequence
+)
+UPDATE log_exports e
+SET manifest = $5, manifest_sequence = head.last_sequence, manifest_sha256 = $6
+FROM head
+WHERE e.id = $1 AND e.status = 'COMPLETED'
+RETURNING e.*;
+
+-- name: mark_manifest_stored
+-- The copy beside the object is written. Only while the export is still completed with
+-- this manifest: when it was canceled or expired meanwhile, the caller deletes the copy.
+UPDATE log_exports SET manifest_stored_at = now()
+WHERE id = $1 AND status = 'COMPLETED' AND storage_key = $2 AND manifest_sha256 = $3
+RETURNING id;
+
+-- name: manifests_to_store
+-- Completed exports whose manifest copy was not written (storage failed right after the
+-- commit, or the worker stopped), completed at least $2 seconds ago so that the completing
+-- worker's own write goes first.
+SELECT id, storage_key, file_name, manifest, manifest_sha256
+FROM log_exports
+WHERE status = 'COMPLETED' AND manifest IS NOT NULL AND manifest_stored_at IS NULL
+  AND completed_at < now() - make_interval(secs => $2)
+ORDER BY completed_at
+LIMIT $1;
+
 -- name: retry_export
 UPDATE log_exports
 SET status = 'PENDING', lease_owner = NULL, lease_expires_at = NULL, lease_lock_key = NULL,
@@ -196,6 +241,7 @@ RETURNING id, organization_id;
 -- Keys that no fenced commit adopted (or whose export is over), and that no live attempt
 -- is writing.
 SELECT o.storage_key, o.export_id, o.attempt, e.status,
+       (e.manifest IS NOT NULL AND e.storage_key = o.storage_key) AS has_manifest,
        (e.status IN ('COMPLETED', 'EXPIRED', 'CANCELED', 'FAILED')
         AND o.created_at < now() - make_interval(secs => $2)) AS settled
 FROM log_export_objects o

@@ -38,6 +38,7 @@ from logexport.exports import requests
 from logexport.exports.models import ExportKind
 from logexport.web.app import create_app
 from tests.support.app import running
+from tests.support.keys import TEST_SIGNING_KEY
 from tests.support.world import World, build_world, eventually, wait_for_status
 
 BASE_URL = "http://testserver"
@@ -282,6 +283,7 @@ async def stack(
             "LOGEXPORT_MAIL_FROM": "logexport@example.test",
             "LOGEXPORT_BASE_URL": BASE_URL,
             "LOGEXPORT_SECRET_KEY": SECRET_KEY,
+            "LOGEXPORT_SIGNING_KEY": TEST_SIGNING_KEY,
             "LOGEXPORT_WORKER_POLL_INTERVAL": "0.5s",
             "LOGEXPORT_WORKER_LEASE": "5s",
             "LOGEXPORT_SHUTDOWN_GRACE": "5s",

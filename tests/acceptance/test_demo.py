@@ -20,6 +20,7 @@ from devtools import services
 from logexport import identity
 from logexport.policy import Action, Role, role_of
 from tests.support.cli import run_logexport
+from tests.support.keys import TEST_SIGNING_KEY
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 180
@@ -53,6 +54,7 @@ def demo_env(database_url: str, s3, smtp_sink, run_dir: Path) -> dict[str, str]:
             "LOGEXPORT_SMTP_URL": smtp_sink.url,
             "LOGEXPORT_MAIL_FROM": "logexport@example.test",
             "LOGEXPORT_SECRET_KEY": "demo-secret-key-0123456789abcdef-0123456789abcdef",
+            "LOGEXPORT_SIGNING_KEY": TEST_SIGNING_KEY,
             "LOGEXPORT_DEV_MAIL_DIR": str(smtp_sink.directory),
             # Downloads and the server log go under the test's own folder.
             "LOGEXPORT_RUN_DIR": str(run_dir),
@@ -92,6 +94,9 @@ def check_story(result: Result) -> tuple[Path, str]:
     rows = _ROWS.search(output)
     assert verified and saved and rows, output
     assert "logexport serve exited with status 0" in output
+    # The log stream: one delivery at the demo's endpoint, its HMAC and manifest verified.
+    stream = r"sequence \d+: [1-9]\d* rows, HMAC signature verified, manifest signed by key \w{16}"
+    assert re.search(stream + " verified", output), output
 
     path = Path(saved.group(1))
     data = path.read_bytes()
@@ -137,6 +142,7 @@ async def test_demo_runs_end_to_end_twice_reusing_the_organization(
     second = await run_demo(env, *args)
     check_story(second)
     assert 'reusing "Acme Corp"' in second.output
+    assert "of an earlier demo run" in second.output  # its stream's endpoint is gone
     assert "SCIM events spread over" not in second.output
     first_token, second_token = _TOKEN.findall(first.output)[0], _TOKEN.findall(second.output)[0]
     assert first_token != second_token

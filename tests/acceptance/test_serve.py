@@ -44,6 +44,7 @@ def _environment(settings, base_url: str) -> dict[str, str]:
         "LOGEXPORT_SMTP_URL": settings.smtp_url,
         "LOGEXPORT_MAIL_FROM": settings.mail_from,
         "LOGEXPORT_SECRET_KEY": settings.secret_key,
+        "LOGEXPORT_SIGNING_KEY": settings.signing_key,
         "LOGEXPORT_BASE_URL": base_url,
         "LOGEXPORT_WORKER_POLL_INTERVAL": "0.5s",
         "LOGEXPORT_SHUTDOWN_GRACE": "5s",

@@ -3,7 +3,9 @@ fenced write says when the attempt no longer holds the job."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -11,13 +13,14 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from logexport import db
+from logexport import db, manifests
 from logexport.config import Settings
 from logexport.exports.jobs import (
     Fence,
     GoneReason,
     JobGone,
     JobStore,
+    SignedManifest,
     StoredFile,
     abandoned_export_exists,
     liveness_key,
@@ -25,7 +28,9 @@ from logexport.exports.jobs import (
 )
 from logexport.exports.models import ExportKind, LogExport
 from logexport.exports.requests import cancel_export
+from logexport.exports.sealing import sign_export_manifest
 from tests.support.exports import request_export
+from tests.support.keys import TEST_SIGNING_KEY
 from tests.support.world import World, build_world, eventually, export_status
 
 LEASE = 30.0
@@ -83,6 +88,21 @@ async def allow(_conn: asyncpg.Connection) -> None:
     return None
 
 
+KEY = manifests.parse_signing_key(TEST_SIGNING_KEY)
+
+
+def sign(export: LogExport, sequence: int, previous: str | None) -> SignedManifest:
+    return sign_export_manifest(
+        export,
+        sequence=sequence,
+        previous_sha256=previous,
+        snapshot_at=datetime(2026, 2, 1, tzinfo=UTC),
+        first_row=("2026-01-01T00:00:00.000000Z", "a"),
+        last_row=("2026-01-01T00:00:01.000000Z", "b"),
+        key=KEY,
+    )
+
+
 # ------------------------------------------------------------------------------ claiming
 
 
@@ -113,6 +133,15 @@ async def test_a_job_whose_lease_ran_out_is_claimed_again_as_a_new_attempt(
     assert await store.why_gone(second) is None
 
 
+async def chain_heads(pool: asyncpg.Pool) -> list[tuple[Any, ...]]:
+    async with pool.acquire() as conn:
+        records = await conn.fetch(
+            "SELECT organization_id, kind, last_sequence, last_manifest_sha256"
+            " FROM manifest_chains ORDER BY 1, 2"
+        )
+    return [tuple(r) for r in records]
+
+
 # ------------------------------------------------------------------------------ fence refusals
 
 
@@ -123,7 +152,7 @@ FENCED_WRITES: dict[str, Write] = {
         fence, f"{fence.export_id}/k"
     ),
     "complete": lambda store, fence: store.complete(
-        fence, a_file(f"{fence.export_id}/k"), link_ttl=60, before_commit=allow
+        fence, a_file(f"{fence.export_id}/k"), link_ttl=60, before_commit=allow, sign=sign
     ),
 }
 
@@ -144,7 +173,8 @@ async def test_a_fenced_write_after_a_cancel_is_refused_as_canceled(
     assert refused.value.reason is GoneReason.CANCELED
     row = await export_status(pool, export.id)
     assert row["status"] == "CANCELED"
-    assert row["storage_key"] is None
+    assert (row["storage_key"], row["manifest"]) == (None, None)
+    assert await chain_heads(pool) == []
 
 
 async def test_a_fenced_write_after_another_worker_took_over_is_refused_as_lease_lost(
@@ -159,6 +189,7 @@ async def test_a_fenced_write_after_another_worker_took_over_is_refused_as_lease
     assert refused.value.reason is GoneReason.LEASE_LOST
     row = await export_status(pool, export.id)
     assert (row["status"], row["lease_owner"], row["attempts"]) == ("PROCESSING", "worker-b", 2)
+    assert await chain_heads(pool) == []
 
 
 async def test_a_fence_for_an_export_that_does_not_exist_counts_as_lease_lost(store):
@@ -201,7 +232,7 @@ async def test_complete_adopts_the_file_and_makes_the_ready_email_due(pool, sett
     export, fence = await claimed(store)
     key = f"{export.id}/attempt-1-abcd1234/audit.jsonl"
     await store.record_object_key(fence, key)
-    done = await store.complete(fence, a_file(key), link_ttl=3600, before_commit=allow)
+    done = await store.complete(fence, a_file(key), link_ttl=3600, before_commit=allow, sign=sign)
     assert done.status.value == "COMPLETED"
     row = await export_status(pool, export.id)
     assert (row["storage_key"], row["row_count"], row["lease_owner"]) == (key, 2, None)
@@ -222,10 +253,72 @@ async def test_complete_commits_nothing_when_the_check_before_it_refuses(
         raise PermissionError("no longer allowed")
 
     with pytest.raises(PermissionError):
-        await store.complete(fence, a_file("k"), link_ttl=60, before_commit=refuse)
+        await store.complete(fence, a_file("k"), link_ttl=60, before_commit=refuse, sign=sign)
     row = await export_status(pool, export.id)
     assert (row["status"], row["rows_written"], row["storage_key"]) == ("PROCESSING", 0, None)
     assert await store.why_gone(fence) is None
+
+
+async def test_complete_signs_a_manifest_numbered_next_in_the_chain(pool, settings, world, store):
+    done = []
+    for _ in range(2):
+        await new_export(pool, settings, world)
+        export, fence = await claimed(store)
+        key = f"{export.id}/attempt-1-abcd1234/audit.jsonl"
+        done.append(
+            await store.complete(fence, a_file(key), link_ttl=3600, before_commit=allow, sign=sign)
+        )
+    first, second = done
+    keys = {manifests.key_id(KEY.public_key()): KEY.public_key()}
+    stated = [manifests.verify_envelope(json.loads(e.manifest or ""), keys) for e in done]
+    assert [e.manifest_sequence for e in done] == [m["sequence"] for m in stated] == [1, 2]
+    assert stated[0]["previous_manifest_sha256"] is None
+    assert stated[1]["previous_manifest_sha256"] == first.manifest_sha256
+    assert [manifests.manifest_sha256(m) for m in stated] == [e.manifest_sha256 for e in done]
+    assert stated[1] == {
+        "version": 1,
+        "export_id": str(second.id),
+        "organization_id": str(world.organization_id),
+        "kind": "AUDIT_LOG",
+        "from_time": "2026-01-01T00:00:00.000000Z",
+        "to_time": "2026-02-01T00:00:00.000000Z",
+        "filter": second.filter,
+        "format": "JSONL",
+        "compression": "NONE",
+        "file_name": "audit.jsonl",
+        "row_count": 2,
+        "byte_size": 10,
+        "sha256": "ab" * 32,
+        "snapshot_at": "2026-02-01T00:00:00.000000Z",
+        "first_row": {"created_at": "2026-01-01T00:00:00.000000Z", "id": "a"},
+        "last_row": {"created_at": "2026-01-01T00:00:01.000000Z", "id": "b"},
+        "sequence": 2,
+        "previous_manifest_sha256": first.manifest_sha256,
+        "key_id": manifests.key_id(KEY.public_key()),
+    }
+    assert await chain_heads(pool) == [
+        (world.organization_id, "AUDIT_LOG", 2, second.manifest_sha256)
+    ]
+    # The copy beside the file is the worker's to write, after the commit.
+    assert (await export_status(pool, second.id))["manifest_stored_at"] is None
+
+
+async def test_a_failure_while_signing_commits_nothing_and_takes_no_number(
+    pool, settings, world, store
+):
+    await new_export(pool, settings, world)
+    export, fence = await claimed(store)
+
+    def broken(*_: Any) -> SignedManifest:
+        raise RuntimeError("the key is unusable")
+
+    with pytest.raises(RuntimeError):
+        await store.complete(fence, a_file("k"), link_ttl=60, before_commit=allow, sign=broken)
+    row = await export_status(pool, export.id)
+    assert (row["status"], row["storage_key"], row["manifest"]) == ("PROCESSING", None, None)
+    assert await chain_heads(pool) == []
+    done = await store.complete(fence, a_file("k"), link_ttl=60, before_commit=allow, sign=sign)
+    assert done.manifest_sequence == 1
 
 
 async def test_fail_is_final_audited_and_emails_only_when_asked(pool, settings, world, store):
@@ -295,7 +388,7 @@ async def test_expire_and_the_objects_no_commit_adopted(pool, settings, world, s
     await store.record_object_key(fence, kept)
     # A live attempt's objects are its own to finish.
     assert await store.unadopted_objects(10, 0) == []
-    await store.complete(fence, a_file(kept), link_ttl=3600, before_commit=allow)
+    await store.complete(fence, a_file(kept), link_ttl=3600, before_commit=allow, sign=sign)
     [orphan] = await store.unadopted_objects(10, 0)
     assert (orphan.storage_key, orphan.export_id, orphan.settled) == (stale, export.id, True)
     [not_yet] = await store.unadopted_objects(10, 3600)

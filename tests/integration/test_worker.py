@@ -421,7 +421,9 @@ async def test_canceling_a_completed_export_deletes_its_object_and_kills_its_lin
         await wait_for_status(pool, export.id, "COMPLETED")
         link = await link_for(smtp_sink, export.id)
         assert (await browser.get(link)).status_code == 200
-        assert len(await bucket_keys(s3)) == 1
+        [stored] = await fetch(pool, "SELECT storage_key FROM log_exports")
+        file_key = f"exports/{stored['storage_key']}"
+        assert sorted(await bucket_keys(s3)) == [file_key, file_key + ".manifest.json"]
 
         canceled = await cancel_export(pool, world.owner.principal, export.id)
         assert canceled.status.value == "CANCELED"
@@ -439,6 +441,9 @@ async def test_canceling_a_completed_export_deletes_its_object_and_kills_its_lin
         assert await bucket_keys(s3) == []
         [swept] = await fetch(pool, "SELECT deleted_at FROM log_export_objects")
         assert swept["deleted_at"] is not None
+        # The file is revoked, never the manifest record.
+        [kept] = await fetch(pool, "SELECT manifest, manifest_sequence FROM log_exports")
+        assert kept["manifest"] is not None and kept["manifest_sequence"] == 1
 
 
 async def test_export_expires_after_the_link_ttl_and_its_object_is_deleted(

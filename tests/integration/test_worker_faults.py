@@ -322,7 +322,8 @@ async def test_worker_whose_lease_expired_is_replaced_and_its_object_never_adopt
             # Nobody adopted the stale upload: the sweeper removes it (the fresh worker's
             # first sweep may already have, since its lease had expired) and marks it done.
             assert await w.sweep(settle=0) == 1
-            assert await bucket_keys(s3) == [f"exports/{done['storage_key']}"]
+            adopted = f"exports/{done['storage_key']}"
+            assert await bucket_keys(s3) == [adopted, adopted + ".manifest.json"]
             async with pool.acquire() as conn:
                 swept = await conn.fetchval(
                     "SELECT deleted_at FROM log_export_objects WHERE storage_key = $1",
@@ -342,7 +343,11 @@ async def test_worker_whose_lease_expired_is_replaced_and_its_object_never_adopt
             assert await w.send_due_emails() == 0
             assert await stale.send_due_emails() == 0
     await stored_matches(s3, after)
-    assert await bucket_keys(s3) == [f"exports/{done['storage_key']}"]
+    assert await bucket_keys(s3) == [adopted, adopted + ".manifest.json"]
+    # The attempt that lost its fence took no number of the chain.
+    assert after["manifest_sequence"] == 1
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT last_sequence FROM manifest_chains") == 1
     [message] = emails_about(smtp_sink, export.id)
     assert message["Subject"] == "Your audit log export is ready"
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support.keys import TEST_SIGNING_KEY
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # ``logexport`` run by the interpreter of this test run: same virtualenv, same source tree,
@@ -57,6 +59,7 @@ def service_env(
             "LOGEXPORT_MAIL_FROM": mail_from,
             "LOGEXPORT_BASE_URL": base_url,
             "LOGEXPORT_S3_ADDRESSING_STYLE": "path",
+            "LOGEXPORT_SIGNING_KEY": TEST_SIGNING_KEY,
         }
     )
     if s3_endpoint_url:
