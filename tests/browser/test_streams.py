@@ -15,6 +15,7 @@ import httpx
 import pytest
 from playwright.async_api import expect
 
+from devtools.customer_aws import CustomerAccount, start_customer_account
 from logexport.config import Settings
 from logexport.entries import AuditLogEntryInput, record_audit_log_entries
 from tests.support.receiver import Receiver
@@ -214,6 +215,14 @@ async def test_owner_creates_a_stream_sees_its_test_delivery_then_pauses_resumes
     await expect(row.locator("td.state")).to_contain_text("Active")
     assert (await streams_of(live_server, world))[0]["state"] == "ACTIVE"
 
+    # Send test sends another test delivery and shows its result with the deliveries.
+    await row.get_by_role("button", name=re.compile("^Send a test delivery")).click()
+    await expect(deliveries.filter(has_text="Test")).to_have_count(2)
+    await expect(page.locator(f"#deliveries-{stream['id']} .test-result")).to_contain_text(
+        "Test delivery delivered at"
+    )
+    assert len(receiver.accepted()) == 2
+
     # New entries are delivered by the worker; the open stream shows the delivery.
     await record_entries(pool, world, 3)
     await eventually(
@@ -243,6 +252,51 @@ async def test_owner_creates_a_stream_sees_its_test_delivery_then_pauses_resumes
 
 async def _rows_received(receiver: Receiver) -> bool:
     return any(r.headers.get("x-logexport-sequence", "").isdigit() for r in receiver.accepted())
+
+
+@pytest.fixture
+def customer() -> Iterator[CustomerAccount]:
+    account = start_customer_account()
+    try:
+        yield account
+    finally:
+        account.stop()
+
+
+async def test_owner_creates_an_s3_stream_with_an_access_key_pair(
+    page, pool, live_server, customer: CustomerAccount, artifacts_dir
+):
+    world = await build_world(pool)
+    await open_streams(page, world.owner)
+    await page.get_by_role("button", name="New stream").click()
+    form = page.locator("#create-form")
+    await form.get_by_label("SCIM events").check()
+    await form.get_by_label("S3 bucket").check()
+    await expect(form.get_by_label("Endpoint URL", exact=True)).to_be_hidden()
+    await form.get_by_label("Bucket", exact=True).fill(customer.bucket)
+    await form.get_by_label("Prefix").fill("acme/logs")
+    await form.get_by_label("Region").fill(customer.region)
+    await form.get_by_label("Endpoint URL (optional)").fill(customer.endpoint_url)
+    await form.get_by_label("Access key ID").fill(customer.writer.access_key_id)
+    await form.get_by_label("Secret access key").fill(customer.writer.secret_access_key)
+    await form.get_by_label("Status codes").fill("409, 500")
+    await form.get_by_role("button", name="Create and send a test delivery").click()
+
+    result = page.locator("#create-result")
+    await expect(result).to_contain_text("Test delivery delivered at")
+    await expect(result).to_contain_text(f"s3://{customer.bucket}/acme/logs")
+    # The test delivery left its marker in the customer's bucket, under the prefix.
+    markers = customer.keys("acme/logs/logexport-test/")
+    assert len(markers) == 1, customer.keys()
+    row = page.locator(STREAM_ROWS)
+    await expect(row).to_contain_text("SCIM events")
+    await expect(row).to_contain_text("Status code: 409 or 500")
+    await expect(row.locator(".badge")).to_have_text("S3")
+    await expect(form.get_by_label("Secret access key")).to_have_value("")
+    await settled(page)
+    await page.screenshot(path=artifacts_dir / "s3-created.png", full_page=True)
+    assert customer.writer.secret_access_key not in await page.content()
+    page.problems.assert_none()
 
 
 @pytest.mark.parametrize("role", ["viewer", "admin"])
