@@ -210,6 +210,7 @@ async def test_owner_creates_a_stream_sees_its_test_delivery_then_pauses_resumes
 
     await row.get_by_role("button", name=re.compile("^Pause ")).click()
     await expect(row.locator("td.state")).to_contain_text("Paused")
+    await expect(row.get_by_role("button", name=re.compile("^Resume "))).to_be_focused()
     assert (await streams_of(live_server, world))[0]["state"] == "PAUSED"
     await row.get_by_role("button", name=re.compile("^Resume ")).click()
     await expect(row.locator("td.state")).to_contain_text("Active")

@@ -373,6 +373,8 @@ function update(stream) {
 
 async function refresh() {
   clearTimeout(timer);
+  // A tab in the background asks nothing; it catches up as soon as it is shown again.
+  if (document.hidden && loaded) return;
   const seen = changes;
   const withDeliveries = view.open.size > 0;
   try {
@@ -402,6 +404,10 @@ function flip(id) {
   if (view.open.has(id) && !deliveries.has(id)) refresh();
 }
 
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden) refresh();
+});
+
 for (const select of [kindFilter, stateFilter]) {
   select.addEventListener("change", () => {
     view = { ...view, kind: kindFilter.value, state: stateFilter.value };
@@ -429,6 +435,9 @@ async function setState(stream, state, button) {
     changes += 1;
     update(data.updateLogStream.logStream);
     render();
+    // Keyboard focus moves from Pause to the Resume that replaced it, and back.
+    const other = state === "PAUSED" ? "resume" : "pause";
+    tbody.querySelector(`tr.item[data-id="${CSS.escape(stream.id)}"] [data-action="${other}"]`)?.focus();
     announce(`${describe(stream)}: ${state === "PAUSED" ? "paused" : "resumed"}.`);
     showPageError(null);
   } catch (error) {
