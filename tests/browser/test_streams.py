@@ -281,6 +281,8 @@ async def test_owner_creates_an_s3_stream_with_an_access_key_pair(
     await form.get_by_label("Access key ID").fill(customer.writer.access_key_id)
     await form.get_by_label("Secret access key").fill(customer.writer.secret_access_key)
     await form.get_by_label("Status codes").fill("409, 500")
+    # A start in the past streams what was written since then; the time typed is UTC.
+    await form.get_by_label("Start at").fill("2026-01-01T00:00")
     await form.get_by_role("button", name="Create and send a test delivery").click()
 
     result = page.locator("#create-result")
@@ -292,6 +294,7 @@ async def test_owner_creates_an_s3_stream_with_an_access_key_pair(
     row = page.locator(STREAM_ROWS)
     await expect(row).to_contain_text("SCIM events")
     await expect(row).to_contain_text("Status code: 409 or 500")
+    await expect(row).to_contain_text("Streams from 2026-01-01 00:00:00")
     await expect(row.locator(".badge")).to_have_text("S3")
     await expect(form.get_by_label("Secret access key")).to_have_value("")
     await settled(page)
