@@ -144,7 +144,8 @@ async def record_entries(pool: Any, world: World, count: int) -> None:
         )
         for i in range(count)
     ]
-    async with pool.acquire() as conn:
+    # One transaction: the rows are delivered together, in one delivery.
+    async with pool.acquire() as conn, conn.transaction():
         await record_audit_log_entries(conn, entries)
 
 
@@ -205,6 +206,7 @@ async def test_owner_creates_a_stream_sees_its_test_delivery_then_pauses_resumes
     assert parse_qs(urlsplit(page.url).query) == {"open": [stream["id"]]}
     # The secret is nowhere on the page, nor left in the form.
     assert SECRET not in await page.content()
+    await expect(page.locator("#create-secret")).to_have_value("")
     await settled(page)
     await page.screenshot(path=artifacts_dir / "created.png", full_page=True)
 
@@ -229,10 +231,13 @@ async def test_owner_creates_a_stream_sees_its_test_delivery_then_pauses_resumes
     await eventually(
         lambda: _rows_received(receiver), timeout=30, what="a delivery with rows at the receiver"
     )
-    first = page.locator(f"#deliveries-{stream['id']} tr.delivery", has_text="Delivered").filter(
-        has_not_text="Test"
-    )
-    await expect(first.first).to_contain_text("3", timeout=15_000)
+    delivered = [r for r in receiver.accepted() if r.headers["x-logexport-sequence"].isdigit()]
+    assert [r.sequence for r in delivered] == [1]
+    assert [row["action"] for row in delivered[0].rows()] == ["user.login"] * 3
+    first = deliveries.filter(has_not_text="Test").first
+    await expect(first.locator("td").nth(0)).to_have_text("1", timeout=15_000)
+    await expect(first.locator("td").nth(1)).to_have_text("3")
+    await expect(first.locator("td.status")).to_have_text("Delivered")
     await settled(page)
     await page.screenshot(path=artifacts_dir / "delivered.png", full_page=True)
 
