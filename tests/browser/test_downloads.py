@@ -163,7 +163,7 @@ async def test_emailed_link_downloads_in_a_fresh_browser(
     response = await page.goto(link)
     assert response is not None and response.status == 200
     await expect(page.get_by_role("heading", level=1)).to_have_text("Your export is ready")
-    await expect(page.get_by_text(export["fileName"])).to_be_visible()
+    await expect(page.get_by_text(export["fileName"], exact=True)).to_be_visible()
     await page.screenshot(path=artifacts_dir / "download-page.png", full_page=True)
 
     async with page.expect_download() as download_info:
