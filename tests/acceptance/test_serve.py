@@ -171,6 +171,31 @@ async def test_worker_command_stops_on_sigterm_with_exit_0(settings, tmp_path):
     assert '"worker stopped"' in log_file.read_text()
 
 
+@pytest.mark.parametrize(
+    ("args", "key", "message"),
+    [
+        (["worker"], None, "error: LOGEXPORT_SIGNING_KEY is not set"),
+        (["serve", "--port", "1"], None, "error: LOGEXPORT_SIGNING_KEY is not set"),
+        (
+            ["worker"],
+            "hunter2-not-a-key",
+            "error: LOGEXPORT_SIGNING_KEY is malformed: expected the base64url of a 32-byte "
+            "Ed25519 seed or a PKCS#8 PEM",
+        ),
+    ],
+)
+def test_a_worker_without_a_signing_key_does_not_start(settings, args, key, message):
+    env = {
+        k: v for k, v in _environment(settings, "http://x").items() if k != "LOGEXPORT_SIGNING_KEY"
+    }
+    if key is not None:
+        env["LOGEXPORT_SIGNING_KEY"] = key
+    result = subprocess.run(
+        [LOGEXPORT, *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (result.returncode, result.stderr, result.stdout) == (2, message + "\n", "")
+
+
 def test_log_lines_redact_credentials():
     line = redact(
         "GET https://bucket.s3.example/k?X-Amz-Credential=AKIA&X-Amz-Signature=abc123 "
