@@ -6,7 +6,9 @@
 3. request an audit log export of the last 30 days through the GraphQL API and follow it;
 4. read the "export ready" email the SMTP sink saved in ``LOGEXPORT_DEV_MAIL_DIR``;
 5. open its link like a person: the page, then its Download button, which redirects to a
-   presigned S3 URL; save the file, verify its SHA-256 and show its first lines;
+   presigned S3 URL; save the file, verify its SHA-256 and show its first lines; save its
+   signed manifest and the published keys, and check the file offline with
+   ``logexport verify``;
 6. keep the server running in the foreground until Ctrl-C (unless ``--no-keep-running``).
 
 ``scripts/demo`` starts the servers and exports their settings before running this.
@@ -50,6 +52,7 @@ from logexport.cli.client import wait_for_export
 from logexport.cli.common import EXIT_USAGE, fail, load_settings, run
 from logexport.cli.progress import ProgressReporter
 from logexport.client import LogExportClient
+from logexport.manifests import KEYS_PATH, manifest_name
 from logexport.policy import Role, role_of
 from logexport.seed import seed
 
@@ -470,6 +473,33 @@ async def _save(response: httpx.Response, target: Path, what: str) -> tuple[int,
     return size, digest.hexdigest()
 
 
+def verify_offline(base_url: str, export: Mapping[str, object], path: Path) -> None:
+    """Check the downloaded file as an auditor would, with nothing but the file, its signed
+    manifest and the public keys: ``logexport verify`` in a process without any setting."""
+    manifest_text = export.get("manifest")
+    if not isinstance(manifest_text, str):
+        fail(f"export {export['id']} has no signed manifest")
+    manifest_path = path.with_name(manifest_name(path.name))
+    manifest_path.write_bytes(manifest_text.encode())
+    _detail(f"saved its signed manifest (LogExport.manifest) as {manifest_path.name}")
+    keys_url = base_url.rstrip("/") + KEYS_PATH
+    response = httpx.get(keys_url, timeout=30, trust_env=False)
+    if response.status_code != 200:
+        fail(f"{keys_url} answered HTTP {response.status_code}")
+    keys_path = path.parent / "logexport-keys.json"
+    keys_path.write_bytes(response.content)
+    _detail(f"GET  {keys_url}  ->  200, saved as {keys_path.name}")
+    command = [*_logexport_command(), "verify", str(path), "--keys", str(keys_path)]
+    env = {name: value for name, value in os.environ.items() if not name.startswith("LOGEXPORT_")}
+    _detail(f"logexport verify {path.name} --keys {keys_path.name}  (offline, no LOGEXPORT_* set):")
+    result = subprocess.run(
+        command, capture_output=True, text=True, env=env, timeout=EXPORT_TIMEOUT, check=False
+    )
+    if result.returncode != 0:
+        fail(f"logexport verify failed: {result.stderr.strip()}")
+    _detail(f"  {result.stdout.strip()}")
+
+
 def _preview(line: bytes) -> str:
     text = line.decode("utf-8", errors="replace").rstrip("\n")
     return text if len(text) <= PREVIEW_WIDTH else text[: PREVIEW_WIDTH - 1] + "…"
@@ -678,3 +708,4 @@ def _story(server: DemoServer, org: DemoOrganization, mail_dir: Path, downloads:
         _detail(f"rows: {rows:,} (matches the API); the first {len(first)} lines, decompressed:")
         for line in first:
             _detail(f"  {line}")
+        verify_offline(server.base_url, export, downloaded.path)

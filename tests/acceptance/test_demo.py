@@ -2,7 +2,8 @@
 
 Two runs on one database: the first creates and seeds the demo organization, the second
 reuses it; both request an export through the API, read the email from the SMTP sink's
-folder, download through the emailed link and verify the file.
+folder, download through the emailed link and verify the file: its SHA-256, then offline
+against its signed manifest with ``logexport verify``.
 """
 
 from __future__ import annotations
@@ -70,6 +71,12 @@ _VERIFIED = re.compile(r"SHA-256 verified: ([0-9a-f]{64})")
 _SAVED = re.compile(r"saved (\S+) \(([\d,]+) bytes\)")
 _TOKEN = re.compile(r"^\s+(lex_\S+)$", re.MULTILINE)
 _ROWS = re.compile(r"rows: ([\d,]+) \(matches the API\)")
+# The one line of `logexport verify` run offline on the download.
+_OFFLINE = re.compile(
+    r"^\s+OK (\S+): (\d+) rows of AUDIT_LOG for organization [0-9a-f-]{36} from \S+ to \S+, "
+    r"export [0-9a-f-]{36}, sequence (\d+), sha256 ([0-9a-f]{64}), signed by key [0-9a-f]{16}$",
+    re.MULTILINE,
+)
 
 
 def shown_first_lines(output: str) -> list[str]:
@@ -104,6 +111,15 @@ def check_story(result: Result) -> tuple[Path, str]:
     assert hashlib.sha256(data).hexdigest() == verified.group(1)
     file_lines = gzip.decompress(data).decode().splitlines()
     assert len(file_lines) == int(rows.group(1).replace(",", ""))
+
+    # Checked offline against its signed manifest and the keys the server publishes.
+    offline = _OFFLINE.search(output)
+    assert offline, output
+    assert offline.group(1) == path.name
+    assert int(offline.group(2)) == len(file_lines)
+    assert offline.group(4) == verified.group(1)
+    assert path.with_name(path.name + ".manifest.json").is_file()
+    assert (path.parent / "logexport-keys.json").is_file()
 
     first = shown_first_lines(output)
     assert len(first) == 3
@@ -141,6 +157,9 @@ async def test_demo_runs_end_to_end_twice_reusing_the_organization(
 
     second = await run_demo(env, *args)
     check_story(second)
+    # Both runs' exports are in the organization's chain, one after the other.
+    sequences = [int(_OFFLINE.search(run.output).group(3)) for run in (first, second)]  # type: ignore[union-attr]
+    assert sequences == [1, 2]
     assert 'reusing "Acme Corp"' in second.output
     assert "of an earlier demo run" in second.output  # its stream's endpoint is gone
     assert "SCIM events spread over" not in second.output
