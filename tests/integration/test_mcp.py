@@ -707,5 +707,10 @@ async def test_both_servers_answer_every_read_tool_byte_for_byte(pool, settings,
         assert over_http.structured_content == over_stdio.structured_content, name
     failed = answers[2][1].structured_content
     assert failed["error"] == {"code": "STORAGE_UNAVAILABLE", "message": "storage was down"}
+    # Both report the signed manifest by its place in the chain, not its whole text.
+    completed = answers[1][1].structured_content
+    row = await export_status(pool, export_id)
+    assert completed["manifest"]["sequence"] == row["manifest_sequence"]
+    assert completed["manifest"]["sha256"] == row["manifest_sha256"]
     listed = answers[4][1].structured_content
     assert len(listed["edges"]) == 4 and listed["pageInfo"]["hasNextPage"] is True
