@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import json
 import logging
@@ -150,17 +151,15 @@ class RoleCredentialCache:
 
 
 _ROLE_CREDENTIALS = RoleCredentialCache()
-_SESSIONS: list[aioboto3.Session] = []
 
 
+@functools.cache
 def _shared_session() -> aioboto3.Session:
     """The process's session for clients given explicit credentials. A session parses the S3
     and STS service models once; a new one per delivery spent about 0.2 s doing it again."""
     import aioboto3
 
-    if not _SESSIONS:
-        _SESSIONS.append(aioboto3.Session())
-    return _SESSIONS[0]
+    return aioboto3.Session()
 
 
 # ------------------------------------------------------------------------------ destination
@@ -211,25 +210,30 @@ class S3Destination:
             raise DeliveryFailed("the S3 destination names no bucket", retryable=False)
         if self.endpoint_url is not None:
             await self._check_endpoint(self.endpoint_url)
+        if delivery.sequence is not None and delivery.manifest is None:
+            raise DeliveryFailed(f"delivery {delivery.sequence} has no manifest", retryable=False)
         credentials, cache_key = await self._credentials()
         try:
             async with self._client("s3", credentials) as client:
                 if delivery.sequence is None:
-                    await self._put(client, marker_key(self.prefix, delivery),
-                                    _test_marker(delivery), MANIFEST_CONTENT_TYPE)  # fmt: skip
+                    marker = marker_key(self.prefix, delivery)
+                    await self._put(client, marker, _test_marker(delivery), MANIFEST_CONTENT_TYPE)
                     return
-                if delivery.manifest is None:
-                    raise DeliveryFailed(
-                        f"delivery {delivery.sequence} has no manifest", retryable=False
-                    )
+                assert delivery.manifest is not None
                 key = object_key(self.prefix, delivery)
                 await self._put(client, key, delivery.body, DATA_CONTENT_TYPE)
-                await self._put(client, manifest_name(key), delivery.manifest,
-                                MANIFEST_CONTENT_TYPE)  # fmt: skip
+                await self._put(
+                    client, manifest_name(key), delivery.manifest, MANIFEST_CONTENT_TYPE
+                )
         except CredentialsExpired:
             if cache_key is not None:
                 self._roles.forget(cache_key)
             raise
+        except DeliveryFailed:
+            raise
+        except Exception as exc:
+            # Opening or closing the client (an unusable region, a connection pool error).
+            raise self._failure("S3 client", exc) from None
 
     async def _check_endpoint(self, endpoint_url: str) -> None:
         try:
@@ -254,7 +258,7 @@ class S3Destination:
                 ContentMD5=digest,
             )
         except Exception as exc:
-            raise self._failure("PutObject", exc) from None
+            raise self._failure("S3 PutObject", exc) from None
 
     # -------------------------------------------------------------------- credentials
 
@@ -327,7 +331,7 @@ class S3Destination:
             async with self._client("sts", pair) as sts:
                 answer = await sts.assume_role(**params)
         except Exception as exc:
-            raise self._failure("AssumeRole", exc, subject=f"role {self.role_arn}") from None
+            raise self._failure("STS AssumeRole", exc, subject=f"role {self.role_arn}") from None
         given = answer["Credentials"]
         expires_at = given["Expiration"]
         if isinstance(expires_at, str):
@@ -391,15 +395,15 @@ class S3Destination:
             retryable = expired or code in _RETRYABLE or status >= 500 or status == 429
             if code in _PERMANENT:
                 retryable = False
-            text = f"S3 {operation} on {where} failed: {code or status}"
+            text = f"{operation} on {where} failed: {code or status}"
             if detail:
                 text += f" ({detail})"
         elif isinstance(exc, NoCredentialsError):
-            text = f"S3 {operation} on {where} failed: the service has no AWS credentials"
+            text = f"{operation} on {where} failed: the service has no AWS credentials"
             retryable = False
         else:
             # Connection refused or reset, timeouts, DNS: the store may be back later.
-            text = f"S3 {operation} on {where} failed: {type(exc).__name__}"
+            text = f"{operation} on {where} failed: {type(exc).__name__}"
             retryable = True
         if expired:
             return CredentialsExpired(_scrub(text, self._secrets), retryable=True)
