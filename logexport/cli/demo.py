@@ -9,7 +9,10 @@
    presigned S3 URL; save the file, verify its SHA-256 and show its first lines; save its
    signed manifest and the published keys, and check the file offline with
    ``logexport verify``;
-6. keep the server running in the foreground until Ctrl-C (unless ``--no-keep-running``).
+6. stream new audit log entries to an HTTPS endpoint the demo serves on 127.0.0.1 (the
+   server runs with ``LOGEXPORT_STREAM_ALLOW_PRIVATE=1`` for it) and verify the first
+   delivery's HMAC signature and signed manifest (``demo_stream``);
+7. keep the server running in the foreground until Ctrl-C (unless ``--no-keep-running``).
 
 ``scripts/demo`` starts the servers and exports their settings before running this.
 """
@@ -71,7 +74,7 @@ MAIL_TIMEOUT = 60.0
 POLL_INTERVAL = 0.5
 PREVIEW_LINES = 3
 PREVIEW_WIDTH = 200
-TOTAL_STEPS = 6
+TOTAL_STEPS = 7
 
 
 def _say(text: str = "") -> None:
@@ -250,6 +253,9 @@ def start_server(port: int, log_file: Path) -> DemoServer:
         "LOGEXPORT_BASE_URL": base_url,
         "LOGEXPORT_API_URL": base_url,
         "PYTHONUNBUFFERED": "1",
+        # The demo's stream endpoint is plain http on 127.0.0.1, and delivers every few seconds.
+        "LOGEXPORT_STREAM_ALLOW_PRIVATE": "1",
+        "LOGEXPORT_STREAM_MIN_INTERVAL": "2s",
     }
     with log_file.open("wb") as log:
         process = subprocess.Popen(
@@ -647,11 +653,12 @@ def demo(audit_entries: int, scim_events: int, days: int, port: int, keep_runnin
 
     try:
         _story(server, org, mail_dir, run_dir / "demo-downloads")
+        _stream_step(server, settings.require("database_url"), org)
     except BaseException:
         server.stop()
         raise
     _say()
-    _say(f"Steps 1 to 5 took {time.monotonic() - started:.1f}s.")
+    _say(f"Steps 1 to 6 took {time.monotonic() - started:.1f}s.")
 
     if not keep_running:
         _say()
@@ -666,6 +673,16 @@ def demo(audit_entries: int, scim_events: int, days: int, port: int, keep_runnin
     code = run_in_foreground(server)
     _say(f"Server stopped (exit status {code}).")
     _services_note()
+
+
+def _stream_step(server: DemoServer, database_url: str, org: DemoOrganization) -> None:
+    from logexport.cli.demo_stream import StreamDemoFailed, show_stream_delivery
+
+    with _step(6, "Stream new audit log entries to an HTTPS endpoint (a log stream)"):
+        try:
+            run(show_stream_delivery(server.base_url, database_url, org.id, _detail))
+        except StreamDemoFailed as exc:
+            fail(f"log stream: {exc}")
 
 
 def _services_note() -> None:
