@@ -83,6 +83,8 @@ _EXPORTS: dict[str, str] = {
     "ApiError": "logexport.client",
     "ApiUnreachable": "logexport.client",
     "ChecksumMismatch": "logexport.client",
+    "ManifestMismatch": "logexport.client",
+    "KeysUnavailable": "logexport.client",
     "QueryTooComplex": "logexport.client",
     "InternalError": "logexport.client",
 }
@@ -102,9 +104,11 @@ __all__ = [
     "ExportStatus",
     "Forbidden",
     "InternalError",
+    "KeysUnavailable",
     "LogExport",
     "LogExportClient",
     "LogExportError",
+    "ManifestMismatch",
     "NotFound",
     "Principal",
     "QueryTooComplex",
@@ -151,7 +155,9 @@ if TYPE_CHECKING:
         ApiUnreachable,
         ChecksumMismatch,
         InternalError,
+        KeysUnavailable,
         LogExportClient,
+        ManifestMismatch,
         QueryTooComplex,
     )
     from logexport.config import ConfigError, Settings

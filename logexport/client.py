@@ -9,7 +9,8 @@ Errors: each GraphQL ``extensions.code`` raises its own class, all subclasses of
 ``NotFound``, ``BadUserInput``, ``RateLimited``, ``QueryTooComplex``, ``InternalError``.
 The first five also subclass the library's own errors of the same name
 (``logexport.NotFound`` …), so one ``except logexport.NotFound`` serves the remote client
-and the in-process API alike. A network failure raises ``ApiUnreachable``.
+and the in-process API alike. A network failure raises ``ApiUnreachable``; a downloaded
+file that is not the one its signed manifest describes raises ``ManifestMismatch``.
 
 Range bounds take what the CLI takes: a UTC day (``"2026-01-31"`` or a ``date``; as
 ``to_time`` it includes the whole day), an aware ``datetime``, or an RFC 3339 string with
