@@ -27,7 +27,7 @@ from logexport.manifests import b64url_encode
 from logexport.streams.destinations import Delivery, DeliveryFailed
 from logexport.streams.models import LogStream
 from logexport.streams.secrets import SecretUnsealError, unseal
-from logexport.streams.ssrf import DestinationRefused, IPAddress, checked_addresses
+from logexport.streams.ssrf import DestinationRefused, IPAddress, Resolver, checked_addresses
 
 CONNECT_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 60.0
@@ -71,6 +71,7 @@ class HttpsDestination:
         settings: Settings,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
+        resolver: Resolver | None = None,
     ) -> None:
         url = stream.url
         if url is None:
@@ -80,6 +81,7 @@ class HttpsDestination:
         self.allow_private = settings.stream_allow_private
         self._secret_key = settings.secret_key
         self._transport = transport
+        self._resolver = resolver
 
     def _secret(self) -> str:
         if self.stream.secret is None:
@@ -104,7 +106,9 @@ class HttpsDestination:
     async def deliver(self, delivery: Delivery) -> None:
         headers = delivery_headers(delivery, self._secret())
         try:
-            addresses = await checked_addresses(self.url, allow_private=self.allow_private)
+            addresses = await checked_addresses(
+                self.url, allow_private=self.allow_private, resolver=self._resolver
+            )
         except DestinationRefused as refused:
             raise DeliveryFailed(f"destination refused: URL {refused.message}") from None
         timeout = httpx.Timeout(REQUEST_TIMEOUT, connect=CONNECT_TIMEOUT)
