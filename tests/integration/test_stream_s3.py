@@ -27,8 +27,8 @@ from logexport.streams.models import DestinationType, LogStream, StreamState
 from logexport.streams.s3 import (
     RoleCredentialCache,
     S3Destination,
-    object_key,
     marker_key,
+    object_key,
 )
 from logexport.streams.secrets import seal
 
@@ -252,6 +252,40 @@ async def test_retried_delivery_rewrites_the_same_object(
     key = f"{prefix}/audit-log/2026/11/30/23/{ORG}-7.jsonl.gz"
     assert customer.keys(prefix) == [key, key + ".manifest.json"]
     assert verify_downloaded(customer, key, tmp_path)["sequence"] == 7
+
+
+async def test_manifest_is_never_written_before_its_object(
+    customer: CustomerAccount, prefix: str
+) -> None:
+    # A key pair that may write manifests only: the data object is refused, and then no
+    # manifest may be found describing an object that is not there.
+    iam = customer.client("iam")
+    name = f"manifests-only-{secrets.token_hex(4)}"
+    iam.create_user(UserName=name)
+    iam.put_user_policy(
+        UserName=name,
+        PolicyName="manifests",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Action": "s3:PutObject",
+                        "Resource": f"arn:aws:s3:::{customer.bucket}/*.manifest.json",
+                    }
+                ],
+            }
+        ),
+    )
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    stream = make_stream(customer, prefix, keys=KeyPair(key["AccessKeyId"], key["SecretAccessKey"]))
+
+    with pytest.raises(DeliveryFailed) as caught:
+        await S3Destination(stream, stream_settings()).deliver(make_delivery(stream, 1))
+
+    assert "AccessDenied" in caught.value.message
+    assert customer.keys(prefix) == []
 
 
 async def test_consecutive_deliveries_are_objects_of_their_own(
