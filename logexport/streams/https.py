@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ssl
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -62,6 +63,15 @@ def _pinned_url(url: str, address: IPAddress) -> tuple[str, str, str]:
     netloc = literal if parts.port is None else f"{literal}:{parts.port}"
     host_header = parts.netloc.rsplit("@", 1)[-1]
     return urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, "")), host_header, host
+
+
+def _tls_failure(exc: BaseException) -> bool:
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 class HttpsDestination:
@@ -125,7 +135,12 @@ class HttpsDestination:
                         headers={**headers, "Host": host_header},
                         extensions={"sni_hostname": server_name},
                     )
-                except httpx.ConnectError:
+                except httpx.ConnectError as exc:
+                    if _tls_failure(exc):
+                        raise DeliveryFailed(
+                            f"TLS with {server_name} failed: its certificate is not trusted "
+                            "for that name"
+                        ) from None
                     last_error = f"could not connect to {server_name}"
                     continue
                 except httpx.TimeoutException:

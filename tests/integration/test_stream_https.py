@@ -6,11 +6,18 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
+import ssl
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from uuid import UUID, uuid4
 
+import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from logexport.config import Settings
 from logexport.kinds import ExportKind
@@ -144,3 +151,66 @@ async def test_private_and_metadata_addresses_and_plain_http_are_refused_without
     assert failed.value.message.startswith("destination refused: URL")
     assert reason in failed.value.message
     assert SECRET not in failed.value.message
+
+
+def _certificate(tmp_path: Path, host: str) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+async def test_over_tls_the_pinned_connection_verifies_the_certificate_of_the_url_host(
+    settings, tmp_path
+):
+    """Connecting to the checked IP address must not weaken TLS: the server name sent and
+    verified is the URL's host, so a certificate for another name fails."""
+    cert, key = _certificate(tmp_path, "receiver.example.test")
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(cert, key)
+    client_tls = ssl.create_default_context(cafile=str(cert))
+
+    async def resolver(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    with receiver(SECRET, tls=server_tls) as https:
+        good = _stream(settings, f"https://receiver.example.test:{https.port}/in")
+        await HttpsDestination(
+            good,
+            _private(settings),
+            resolver=resolver,
+            transport=httpx.AsyncHTTPTransport(verify=client_tls),
+        ).deliver(_delivery(good))
+        [got] = https.received()
+        assert got.signature_ok and got.headers["host"] == f"receiver.example.test:{https.port}"
+
+        other = _stream(settings, f"https://other.example.test:{https.port}/in")
+        with pytest.raises(DeliveryFailed, match=r"TLS with other\.example\.test failed"):
+            await HttpsDestination(
+                other,
+                _private(settings),
+                resolver=resolver,
+                transport=httpx.AsyncHTTPTransport(verify=client_tls),
+            ).deliver(_delivery(other))
+        assert len(https.received()) == 1

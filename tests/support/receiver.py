@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -56,8 +57,9 @@ class Received:
 
 
 class Receiver:
-    def __init__(self, default_secret: str = "") -> None:
+    def __init__(self, default_secret: str = "", *, tls: ssl.SSLContext | None = None) -> None:
         self.default_secret = default_secret
+        self.tls = tls
         self.secrets: dict[str, str] = {}
         self.status = 200
         self._lock = threading.Lock()
@@ -73,7 +75,8 @@ class Receiver:
     # ------------------------------------------------------------------ control
 
     def url(self, path: str = "/ingest") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
 
     def received(self, path: str | None = None) -> list[Received]:
         with self._lock:
@@ -133,6 +136,8 @@ class Receiver:
             allow_reuse_address = True
 
         server = Server(("127.0.0.1", self.port), Handler)
+        if self.tls is not None:
+            server.socket = self.tls.wrap_socket(server.socket, server_side=True)
         self.port = server.server_address[1]
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -153,8 +158,8 @@ class Receiver:
 
 
 @contextmanager
-def receiver(default_secret: str = "") -> Iterator[Receiver]:
-    r = Receiver(default_secret)
+def receiver(default_secret: str = "", *, tls: ssl.SSLContext | None = None) -> Iterator[Receiver]:
+    r = Receiver(default_secret, tls=tls)
     r.up()
     try:
         yield r
