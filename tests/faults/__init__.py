@@ -9,19 +9,25 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import tempfile
 import time
 from datetime import datetime
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 
 from devtools.services import SmtpSink
+from logexport import manifests
 from logexport.config import Settings
 from logexport.exports.models import ExportKind, LogExport
 from tests.support.exports import request_export
+from tests.support.keys import TEST_SIGNING_KEY
 from tests.support.world import World, eventually, export_status
+
+KEY = manifests.parse_signing_key(TEST_SIGNING_KEY)
 
 
 async def request_audit_export(
@@ -115,7 +121,8 @@ def open_uploads(s3: Any) -> list[dict[str, Any]]:
 async def assert_delivered(
     pool: asyncpg.Pool, s3: Any, smtp_sink: SmtpSink, export: LogExport, *, timeout: float = 20.0
 ) -> dict[str, Any]:
-    """COMPLETED, the stored file whole and matching its recorded SHA-256, one ready email."""
+    """COMPLETED, the stored file whole and matching its recorded SHA-256 and its signed
+    manifest, one ready email."""
     row = await export_status(pool, export.id)
     assert row["status"] == "COMPLETED", (row["status"], row["error_code"], row["error_message"])
     expected = await rows_in_range(pool, export)
@@ -127,12 +134,22 @@ async def assert_delivered(
     ids = [json.loads(line)["id"] for line in lines]
     assert len(set(ids)) == expected, "a row appears twice in the file"
     assert json.loads(lines[0])["metadata"] is not None
+    await asyncio.to_thread(_verify_manifest, body, row)
     await eventually(
         lambda: _true(ready_emails(smtp_sink, export.id)), timeout=timeout, what="ready email"
     )
     await eventually(lambda: _emailed(pool, export.id), timeout=timeout, what="emailed_at recorded")
     assert len(ready_emails(smtp_sink, export.id)) == 1
     return row
+
+
+def _verify_manifest(body: bytes, row: dict[str, Any]) -> None:
+    """The file checked offline against the manifest recorded in its commit."""
+    keys = {manifests.key_id(KEY.public_key()): KEY.public_key()}
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / row["file_name"]
+        path.write_bytes(body)
+        manifests.verify_file(path, json.loads(row["manifest"]), keys)
 
 
 async def _true(value: Any) -> Any:
@@ -162,11 +179,13 @@ async def assert_nothing_left_behind(
             " WHERE status = 'PROCESSING'"
             " AND (lease_expires_at IS NULL OR lease_expires_at <= now())"
         )
+        # A completed export's file, and the copy of its signed manifest beside it.
         adopted = {
-            f"exports/{r['storage_key']}"
+            f"exports/{r['storage_key']}{suffix}"
             for r in await conn.fetch(
                 "SELECT storage_key FROM log_exports WHERE status = 'COMPLETED'"
             )
+            for suffix in ("", ".manifest.json")
         }
     assert not stale, f"PROCESSING without a live lease: {stale}"
 
