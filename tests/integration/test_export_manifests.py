@@ -197,6 +197,26 @@ def stamp(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+async def test_local_storage_keeps_the_manifest_beside_the_file_until_the_file_goes(
+    pool, settings, world, tmp_path
+):
+    root = tmp_path / "store"
+    local = settings.derive(storage_url=f"file://{root}")
+    export = await request(pool, local, world, compression="GZIP")
+    async with Worker(local, retry_base=0.1, sweep_interval=3600):
+        row = await manifest_stored(pool, export.id)
+    file = root / row["storage_key"]
+    copy = root / manifest_key(row["storage_key"])
+    assert copy.read_text() == row["manifest"]
+    assert verify(file, copy, published(local)).row_count == row["row_count"] > 0
+    assert copy.stat().st_mode & 0o777 == file.stat().st_mode & 0o777 == 0o600
+
+    await cancel_export(pool, world.admin.principal, export.id)
+    async with storage_from_settings(local) as storage:
+        await Worker(local, pool=pool, storage=storage).sweep(settle=0)
+    assert list(root.rglob("*")) == []
+
+
 async def test_an_empty_export_has_a_manifest_without_first_and_last_rows(
     pool, settings, s3, world, tmp_path
 ):
