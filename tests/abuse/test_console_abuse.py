@@ -162,6 +162,35 @@ async def test_foreign_missing_and_malformed_organization_pages_look_alike(stack
     assert len(bodies) == 1
 
 
+async def test_foreign_missing_and_malformed_export_manifests_look_alike(stack: Stack):
+    world = stack.world
+    client = await _signed_in(stack, world.admin.token)
+    missing = uuid.uuid4()
+    async with stack.unchanged():
+        pages = {
+            "foreign": await client.get(f"/console/exports/{stack.foreign_export_id}/manifest"),
+            "missing": await client.get(f"/console/exports/{missing}/manifest"),
+            "malformed": await client.get("/console/exports/'%20OR%201=1--/manifest"),
+        }
+        own = await client.get(f"/console/exports/{stack.own_export_id}/manifest")
+    signed_out = await stack.fresh_client().get(f"/console/exports/{stack.own_export_id}/manifest")
+    await client.aclose()
+
+    assert own.status_code == 200
+    assert own.headers["content-disposition"].startswith("attachment;")
+    assert own.json()["manifest"]["export_id"] == str(stack.own_export_id)
+    bodies = set()
+    for name, page in pages.items():
+        assert page.status_code == 404, (name, page.status_code)
+        assert_no_internals(page.text)
+        bodies.add(
+            page.text.replace(str(stack.foreign_export_id), "<id>").replace(str(missing), "<id>")
+        )
+    assert len(bodies) == 1
+    assert signed_out.status_code == 303
+    assert signed_out.headers["location"].startswith(SIGN_IN)
+
+
 async def test_a_tampered_session_cookie_is_signed_out(stack: Stack):
     client = await _signed_in(stack, stack.world.admin.token)
     try:
