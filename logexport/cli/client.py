@@ -24,11 +24,11 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TypedDict, TypeVar, Unpack
+from typing import TypedDict, TypeVar, Unpack, cast
 
 import click
 
-from logexport import timeutil
+from logexport import shapes, timeutil
 from logexport.cli.common import EXIT_USAGE, fail, load_settings
 from logexport.cli.progress import ProgressReporter
 from logexport.client import ApiError, ApiUnreachable, LogExportClient
@@ -346,6 +346,11 @@ def describe_export(export: ApiRecord) -> str:
         rows.append(("file", f"{export['fileName']} ({size})"))
         rows.append(("rows", _number(export.get("rowCount"))))
         rows.append(("sha256", str(export.get("sha256"))))
+    summary = _record(shapes.manifest_summary(cast(shapes.JSON, export.get(shapes.MANIFEST))))
+    if summary:
+        rows.append(
+            ("manifest", f"sequence {summary['sequence']}, signed by key {summary['keyId']}")
+        )
     if export.get("completedAt"):
         rows.append(("completed", _when(export["completedAt"])))
     if export.get("expiresAt"):

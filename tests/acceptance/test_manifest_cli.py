@@ -137,6 +137,9 @@ async def test_export_download_keeps_nothing_when_the_file_or_manifest_was_tampe
         manifest_text = again.with_name("again.jsonl.manifest.json").read_text()
         assert manifest_text == row["manifest"]
         assert f"sequence {row['manifest_sequence']}" in downloaded.stdout
+        shown = await cli("export", "show", export_id, env=env)
+        assert shown.code == 0, shown.stderr
+        assert f"manifest   sequence 1, signed by key {kid(OLD_KEY)}" in shown.stdout
 
         # The stored object is replaced by one of the same size with one byte changed.
         flipped = bytearray(genuine)
