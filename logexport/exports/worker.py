@@ -509,7 +509,6 @@ class Worker:
             # Not ours any more: the object is not adopted, so it must not stay.
             await self._shielded(self.storage.delete(key))
             raise
-        await self._store_manifest(completed)
         self.metrics.exports_finished.inc(outcome="completed")
         log.info(
             "export completed",
@@ -518,8 +517,10 @@ class Worker:
                 "organization_id": str(export.organization_id),
                 "rows": result.row_count,
                 "bytes": stored.byte_size,
+                "manifest_sequence": completed.manifest_sequence,
             },
         )
+        await self._store_manifest(completed)
         self.mail.wake()
 
     async def _store_manifest(self, export: LogExport) -> None:
