@@ -208,7 +208,7 @@ async def _child(args: argparse.Namespace) -> None:
         db_cpu = (_proc_ticks(backend)[0] - db_before) / _CLK_TCK
         await storage.delete(key)
     await conn.close()
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_kib = _peak_rss_kib()
     print(
         json.dumps(
             {
@@ -221,6 +221,16 @@ async def _child(args: argparse.Namespace) -> None:
             }
         )
     )
+
+
+def _peak_rss_kib() -> int:
+    """This process's peak resident set. Not ``getrusage``'s ``ru_maxrss``: Linux carries
+    that over ``exec``, so a child would report its parent's peak (the bench holding a
+    generated data set) instead of its own."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def _run_child(

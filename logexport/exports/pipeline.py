@@ -9,7 +9,8 @@ compression never wait on each other:
     store   gzip + SHA-256 in a thread (both release the GIL on large buffers), then the
             storage writer, whose bounded parts in flight push back on everything above.
 
-Every queue is bounded, so memory stays flat whatever the row count.
+Every queue is bounded by the bytes it holds, and a batch by its size as well as by its
+row count, so memory stays flat whatever the row count and however large the rows.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from operator import itemgetter
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 
@@ -33,8 +36,17 @@ from logexport.exports.storage import ObjectWriter
 from logexport.kinds import LOG_KINDS
 
 BATCH_ROWS = 2000
-_QUEUE_DEPTH = 2
+# A batch is also cut to about this many bytes, from the size of the rows read so far:
+# SCIM events with 64 KiB bodies would otherwise make a 2,000-row batch over 100 MiB.
+BATCH_BYTES = 4 * 1024 * 1024
+# Bytes waiting between two stages (fetched rows, encoded bytes); past it the stage
+# before waits, and the database with it.
+QUEUE_BYTES = 8 * 1024 * 1024
+# The first batch is small: until rows have been seen, their size is unknown.
+_FIRST_BATCH_ROWS = 64
 _DONE = None
+
+_Item = TypeVar("_Item")
 
 
 @dataclass
@@ -53,6 +65,37 @@ class ExportResult:
     # ``(created_at, id)`` of the first and last rows as the file holds them; None when empty.
     first_row: tuple[str, str] | None = None
     last_row: tuple[str, str] | None = None
+
+
+class _ByteQueue(Generic[_Item]):
+    """A FIFO bounded by the total size of what it holds; one item larger than the bound
+    still goes through, alone. ``None`` ends the stream."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._items: deque[tuple[_Item | None, int]] = deque()
+        self._size = 0
+        self._changed = asyncio.Condition()
+
+    async def put(self, item: _Item | None, size: int = 0) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._size < self._limit)
+            self._items.append((item, size))
+            self._size += size
+            self._changed.notify_all()
+
+    async def get(self) -> _Item | None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: bool(self._items))
+            item, size = self._items.popleft()
+            self._size -= size
+            self._changed.notify_all()
+            return item
+
+
+def _batch_bytes(rows: Sequence[Sequence[Any]], columns: int) -> int:
+    """The bytes of a batch's packed and JSON values (all but the NULL mask)."""
+    return sum(sum(map(len, map(itemgetter(i), rows))) for i in range(columns))
 
 
 def _row_mark(row: Sequence[Any]) -> tuple[str, str]:
@@ -130,8 +173,8 @@ async def run_export(
             await on_snapshot(snapshot_at)
         cursor = await conn.cursor(query, *params)
 
-        fetched: asyncio.Queue[Sequence[Any] | None] = asyncio.Queue(_QUEUE_DEPTH)
-        encoded: asyncio.Queue[bytes | None] = asyncio.Queue(_QUEUE_DEPTH)
+        fetched: _ByteQueue[Sequence[Any]] = _ByteQueue(QUEUE_BYTES)
+        encoded: _ByteQueue[bytes] = _ByteQueue(QUEUE_BYTES)
 
         # The cursor and the occasional exact read share the connection: one at a time.
         connection_turn = asyncio.Lock()
@@ -142,14 +185,17 @@ async def run_export(
             return {r[0]: tuple(r) for r in records}
 
         async def fetch() -> None:
+            want = min(batch_rows, _FIRST_BATCH_ROWS)
             while True:
                 async with connection_turn:
-                    rows = await cursor.fetch(batch_rows)
+                    rows = await cursor.fetch(want)
                 if not rows:
                     break
-                await fetched.put(rows)
-                if len(rows) < batch_rows:
+                size = _batch_bytes(rows, len(rows[0]) - 1)
+                await fetched.put(rows, size)
+                if len(rows) < want:
                     break
+                want = max(1, min(batch_rows, BATCH_BYTES * len(rows) // max(size, 1)))
             await fetched.put(_DONE)
 
         marks: list[tuple[str, str]] = []
@@ -157,7 +203,7 @@ async def run_export(
         async def encode() -> None:
             header = encoder.header()
             if header:
-                await encoded.put(header)
+                await encoded.put(header, len(header))
             while (rows := await fetched.get()) is not _DONE:
                 try:
                     data = encoder.encode(rows)
@@ -168,7 +214,7 @@ async def run_export(
                 if not marks:
                     marks.append(_row_mark(rows[0]))
                 marks[1:] = [_row_mark(rows[-1])]
-                await encoded.put(data)
+                await encoded.put(data, len(data))
                 # Let the fetch stage read the batch that has arrived and send the next
                 # FETCH before encoding on: otherwise the database waits on us.
                 await asyncio.sleep(0)
