@@ -615,6 +615,7 @@ def main() -> None:
                     "LOGEXPORT_SMTP_URL": smtp.url,
                     "LOGEXPORT_MAIL_FROM": "bench@example.test",
                     "LOGEXPORT_MAX_ACTIVE_EXPORTS_PER_ORG": "1000",
+                    "LOGEXPORT_SIGNING_KEY": services.dev_signing_key(),
                 }
             )
             latencies = asyncio.run(_dispatch(settings, orgs[0], args.dispatch))
