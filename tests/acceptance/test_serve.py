@@ -169,6 +169,7 @@ async def test_worker_command_stops_on_sigterm_with_exit_0(settings, tmp_path):
             process.kill()
             process.wait(timeout=10)
     assert '"worker stopped"' in log_file.read_text()
+    assert settings.signing_key not in log_file.read_text()
 
 
 @pytest.mark.parametrize(
