@@ -75,13 +75,18 @@ class StreamLoop:
                         break
                     claimed = True
                     task = asyncio.get_running_loop().create_task(
-                        self.runner.run(stream, lock_key=self.lock_key()),
+                        self.runner.run(stream, lock_key=self.lock_key),
                         name=f"logexport-stream-{stream.id}",
                     )
                     self._runs[stream.id] = task
                     task.add_done_callback(functools.partial(self._finished, stream.id))
                 if not claimed or len(self._runs) >= self.concurrency:
                     await asyncio.sleep(self.poll_interval)
+            # Stopping: runs in progress may finish within the shutdown grace (a run cut
+            # short has its delivery sent again by the next one, a repeat for the receiver).
+            running = list(self._runs.values())
+            if running:
+                await asyncio.wait(running, timeout=self.settings.shutdown_grace)
         finally:
             runs = list(self._runs.values())
             for task in runs:

@@ -27,7 +27,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -211,7 +211,7 @@ class StreamRunner:
         self,
         stream: LogStream,
         *,
-        lock_key: int | None = None,
+        lock_key: Callable[[], int | None] = lambda: None,
         destination: Destination | None = None,
     ) -> RunResult:
         """Deliver what is due for ``stream`` (claimed by this worker), then release it."""
@@ -272,12 +272,14 @@ class StreamRunner:
             extra={"stream_id": str(stream.id), "error": message, "retry_in": round(delay, 2)},
         )
 
-    async def _heartbeat(self, fence: StreamFence, lock_key: int | None) -> None:
+    async def _heartbeat(self, fence: StreamFence, lock_key: Callable[[], int | None]) -> None:
+        """Renew the lease, with the worker's liveness lock key of the moment (it changes
+        when the worker's lock connection is replaced)."""
         every = max(self.lease / 3, 0.05)
         while True:
             await asyncio.sleep(every)
             try:
-                await self.store.heartbeat(fence, lease=self.lease, lock_key=lock_key)
+                await self.store.heartbeat(fence, lease=self.lease, lock_key=lock_key())
             except StreamGone:
                 return
             except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
