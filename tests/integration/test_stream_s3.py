@@ -9,8 +9,11 @@ import json
 import os
 import secrets
 import socket
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
@@ -25,6 +28,7 @@ from logexport.kinds import ExportKind
 from logexport.streams.destinations import Delivery, DeliveryFailed
 from logexport.streams.models import DestinationType, LogStream, StreamState
 from logexport.streams.s3 import (
+    CredentialsExpired,
     RoleCredentialCache,
     S3Destination,
     marker_key,
@@ -371,6 +375,63 @@ async def test_unreachable_endpoint_is_retryable(customer: CustomerAccount, pref
         await S3Destination(stream, stream_settings()).deliver(make_delivery(stream, 1))
     assert caught.value.retryable is True
     assert customer.writer.secret_access_key not in caught.value.message
+
+
+@contextmanager
+def failing_store(status: int, code: str) -> Iterator[str]:
+    """An S3 endpoint on 127.0.0.1 that answers every request with ``status`` and an S3
+    error document carrying ``code``; yields its URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        # HTTP/1.1: the client's "Expect: 100-continue" is answered before its body is read.
+        protocol_version = "HTTP/1.1"
+
+        def _fail(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = (
+                f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code>"
+                f"<Message>{code} from the test store</Message></Error>"
+            ).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_PUT = do_POST = do_GET = do_HEAD = _fail
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def test_store_answering_5xx_is_retryable(customer: CustomerAccount, prefix: str) -> None:
+    with failing_store(502, "BadGateway") as url:
+        stream = make_stream(customer, prefix, keys=customer.writer, endpoint_url=url)
+        with pytest.raises(DeliveryFailed) as caught:
+            await S3Destination(stream, stream_settings()).deliver(make_delivery(stream, 1))
+    assert caught.value.retryable is True
+    assert "BadGateway" in caught.value.message
+
+
+async def test_credentials_refused_as_expired_are_retryable(
+    customer: CustomerAccount, prefix: str
+) -> None:
+    # Temporary credentials can lapse early (revoked sessions): the next try assumes the
+    # role again, so the failure is not final.
+    with failing_store(400, "ExpiredToken") as url:
+        stream = make_stream(customer, prefix, keys=customer.writer, endpoint_url=url)
+        with pytest.raises(CredentialsExpired) as caught:
+            await S3Destination(stream, stream_settings()).deliver(make_delivery(stream, 1))
+    assert caught.value.retryable is True
+    assert "ExpiredToken" in caught.value.message
 
 
 async def test_loopback_endpoint_is_refused_without_the_private_opt_in(
