@@ -130,6 +130,8 @@ class Run:
     db_cpu: float | None = None
     peak_rss_mib: float | None = None
     baseline: str | None = None
+    # Seconds the pipeline waited on the storage writer (writes and the final complete).
+    storage_wait: float | None = None
 
 
 _BACKEND_PID = ("-c", "SELECT pg_backend_pid()")
@@ -197,9 +199,12 @@ async def _child(args: argparse.Namespace) -> None:
         writer = await storage.open_writer(
             key, content_type="application/octet-stream", file_name="b"
         )
+        timed = _TimedWriter(writer)
         try:
-            result = await run_export(conn, spec, writer)
+            result = await run_export(conn, spec, timed)
+            waited = time.perf_counter()
             await writer.complete()
+            timed.seconds += time.perf_counter() - waited
         except BaseException:
             await writer.abort()
             raise
@@ -218,9 +223,23 @@ async def _child(args: argparse.Namespace) -> None:
                 "client_cpu": cpu,
                 "db_cpu": db_cpu,
                 "peak_rss_mib": peak_kib / 1024,
+                "storage_wait": timed.seconds,
             }
         )
     )
+
+
+class _TimedWriter:
+    """The storage writer, with the time spent waiting on it added up."""
+
+    def __init__(self, writer: Any) -> None:
+        self._writer = writer
+        self.seconds = 0.0
+
+    async def write(self, data: bytes) -> None:
+        started = time.perf_counter()
+        await self._writer.write(data)
+        self.seconds += time.perf_counter() - started
 
 
 def _peak_rss_kib() -> int:
@@ -264,6 +283,7 @@ def _child_run(label: str, result: dict[str, Any], baseline: str) -> Run:
         result["db_cpu"],
         result["peak_rss_mib"],
         baseline,
+        result["storage_wait"],
     )
 
 
@@ -468,9 +488,9 @@ def _print_table(shape: Shape, rows: int, runs: list[Run]) -> None:
     print()
     print(
         "| run | seconds | rows/s | MB/s | vs psql | client CPU µs/row | DB CPU µs/row "
-        "| peak RSS MiB |"
+        "| peak RSS MiB | storage wait s |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for run in runs:
         mbps = f"{run.size / run.seconds / 1e6:,.1f}" if run.size else "-"
         ratio = "-"
@@ -479,9 +499,10 @@ def _print_table(shape: Shape, rows: int, runs: list[Run]) -> None:
         client = "-" if run.client_cpu is None else f"{run.client_cpu / rows * 1e6:,.1f}"
         db_cpu = "-" if run.db_cpu is None else f"{run.db_cpu / rows * 1e6:,.1f}"
         rss = "-" if run.peak_rss_mib is None else f"{run.peak_rss_mib:.0f}"
+        wait = "-" if run.storage_wait is None else f"{run.storage_wait:.2f}"
         print(
             f"| {run.label} | {run.seconds:.2f} | {rows / run.seconds:,.0f} | {mbps} "
-            f"| {ratio} | {client} | {db_cpu} | {rss} |"
+            f"| {ratio} | {client} | {db_cpu} | {rss} | {wait} |"
         )
 
 
