@@ -16,6 +16,10 @@ Credentials are the stream's access key pair, or the temporary credentials of a 
 customer lets logexport assume (STS ``AssumeRole`` with the stream's external id; the call is
 made with the stream's key pair when it has one, else with the service's own credentials).
 Temporary credentials are kept per process until shortly before they expire.
+
+A customer's own endpoint (MinIO, R2, …) is checked before every delivery like any stream
+destination (public addresses, https), addressed path-style so that every request goes to
+that host, and connected to at the very addresses the check resolved.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from logexport.config import Settings
 from logexport.kinds import ExportKind
@@ -37,11 +42,18 @@ from logexport.manifests import manifest_name
 from logexport.streams.destinations import Delivery, DeliveryFailed
 from logexport.streams.models import LogStream
 from logexport.streams.secrets import SecretUnsealError, unseal
-from logexport.streams.ssrf import DestinationRefused, DestinationUnresolved, check_destination
+from logexport.streams.ssrf import (
+    DestinationRefused,
+    DestinationUnresolved,
+    IPAddress,
+    Resolver,
+    checked_addresses,
+)
 
 if TYPE_CHECKING:
     import aioboto3
-    from botocore.config import Config
+    from aiobotocore.config import AioConfig
+    from aiohttp.abc import AbstractResolver
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +187,7 @@ class S3Destination:
         settings: Settings,
         *,
         role_cache: RoleCredentialCache | None = None,
+        resolver: Resolver | None = None,
     ) -> None:
         destination = stream.destination
         self.stream_id = stream.id
@@ -188,6 +201,9 @@ class S3Destination:
         self._sealed = stream.secret
         self._settings = settings
         self._roles = role_cache or _ROLE_CREDENTIALS
+        self._resolver = resolver
+        # The endpoint's addresses as checked for this delivery: connections go to them only.
+        self._pinned: AbstractResolver | None = None
         # Every secret this destination has held, scrubbed from failure messages.
         self._secrets: set[str] = set()
 
@@ -236,12 +252,20 @@ class S3Destination:
             raise self._failure("S3 client", exc) from None
 
     async def _check_endpoint(self, endpoint_url: str) -> None:
+        """Check the endpoint's addresses and pin this delivery's connections to them, so a
+        DNS answer that changes after the check cannot send them elsewhere."""
         try:
-            await check_destination(endpoint_url, allow_private=self._settings.stream_allow_private)
+            addresses = await checked_addresses(
+                endpoint_url,
+                allow_private=self._settings.stream_allow_private,
+                resolver=self._resolver,
+            )
         except DestinationUnresolved as exc:
             raise DeliveryFailed(f"S3 endpoint {exc.message}", retryable=True) from None
         except DestinationRefused as exc:
             raise DeliveryFailed(f"S3 endpoint {exc.message}", retryable=False) from None
+        host = urlsplit(endpoint_url if "://" in endpoint_url else f"https://{endpoint_url}")
+        self._pinned = _pinned_resolver(host.hostname or "", addresses)
 
     async def _put(self, client: Any, key: str, body: bytes, content_type: str) -> None:
         # No ACL: objects stay private to the bucket's owner. Content-MD5 lets the store
@@ -361,13 +385,15 @@ class S3Destination:
             config=self._config(),
         )
 
-    def _config(self) -> Config:
-        from botocore.config import Config
+    def _config(self) -> AioConfig:
+        from aiobotocore.config import AioConfig
 
         # Path-style addressing on a customer's endpoint: requests then go to the very host
         # that passed the SSRF check, not to ``<bucket>.<host>``. On AWS, botocore's default.
         style = "path" if self.endpoint_url is not None else "auto"
-        return Config(
+        pinned = {"resolver": self._pinned} if self._pinned is not None else None
+        return AioConfig(
+            connector_args=pinned,
             signature_version="s3v4",
             s3={"addressing_style": style},
             retries={"mode": "standard", "max_attempts": 2},
@@ -408,6 +434,38 @@ class S3Destination:
         if expired:
             return CredentialsExpired(_scrub(text, self._secrets), retryable=True)
         return DeliveryFailed(_scrub(text, self._secrets), retryable=retryable)
+
+
+def _pinned_resolver(host: str, addresses: list[IPAddress]) -> AbstractResolver:
+    """A resolver that answers ``host`` with ``addresses`` and no other name at all."""
+    import socket
+
+    from aiohttp.abc import AbstractResolver, ResolveResult
+
+    expected = host.lower().rstrip(".")
+
+    class Pinned(AbstractResolver):
+        async def resolve(
+            self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+        ) -> list[ResolveResult]:
+            if host.lower().rstrip(".") != expected:
+                raise OSError(f"{host} is not the checked endpoint")
+            return [
+                ResolveResult(
+                    hostname=host,
+                    host=str(address),
+                    port=port,
+                    family=socket.AF_INET6 if address.version == 6 else socket.AF_INET,
+                    proto=0,
+                    flags=socket.AI_NUMERICHOST,
+                )
+                for address in addresses
+            ]
+
+        async def close(self) -> None:
+            pass
+
+    return Pinned()
 
 
 def _scrub(text: str, secrets: Iterable[str]) -> str:

@@ -377,6 +377,30 @@ async def test_unreachable_endpoint_is_retryable(customer: CustomerAccount, pref
     assert customer.writer.secret_access_key not in caught.value.message
 
 
+async def test_connections_go_to_the_addresses_the_endpoint_check_resolved(
+    customer: CustomerAccount, prefix: str
+) -> None:
+    # The system resolver knows no "customer-store": the delivery can only reach the bucket
+    # by connecting to the address the check resolved it to, not by resolving it again.
+    asked: list[str] = []
+
+    async def resolve(host: str, port: int) -> list[str]:
+        asked.append(host)
+        return ["127.0.0.1"] if host == "customer-store" else []
+
+    port = customer.endpoint_url.rsplit(":", 1)[1]
+    stream = make_stream(
+        customer, prefix, keys=customer.writer, endpoint_url=f"http://customer-store:{port}"
+    )
+    destination = S3Destination(stream, stream_settings(), resolver=resolve)
+
+    await destination.deliver(make_delivery(stream, 1))
+    await destination.deliver(make_delivery(stream, 2))
+
+    assert asked == ["customer-store", "customer-store"]  # checked again per delivery
+    assert len(customer.keys(prefix)) == 4
+
+
 @contextmanager
 def failing_store(status: int, code: str) -> Iterator[str]:
     """An S3 endpoint on 127.0.0.1 that answers every request with ``status`` and an S3
