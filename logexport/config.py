@@ -171,9 +171,14 @@ def _networks(text: str) -> tuple[IPNetwork, ...]:
 T = TypeVar("T")
 
 
-def _optional(env: str, parse: Callable[[str], T]) -> T | None:
-    """A setting with no default: ``None`` unless set, or needed and then checked present."""
-    return field(default=None, metadata={"env": env, "parse": parse, "default": None})
+def _optional(env: str, parse: Callable[[str], T], *, secret: bool = False) -> T | None:
+    """A setting with no default: ``None`` unless set, or needed and then checked present.
+
+    A ``secret`` one (a key, or a URL that may carry a password) stays out of the settings'
+    repr, which tracebacks and test failures print."""
+    return field(
+        default=None, repr=not secret, metadata={"env": env, "parse": parse, "default": None}
+    )
 
 
 def _setting(env: str, parse: Callable[[str], T], default: str) -> T:
@@ -199,19 +204,21 @@ Required = Literal[
 
 @dataclass(frozen=True)
 class Settings:
-    database_url: str | None = _optional("LOGEXPORT_DATABASE_URL", _postgres_url)
-    export_database_url: str | None = _optional("LOGEXPORT_EXPORT_DATABASE_URL", _postgres_url)
+    database_url: str | None = _optional("LOGEXPORT_DATABASE_URL", _postgres_url, secret=True)
+    export_database_url: str | None = _optional(
+        "LOGEXPORT_EXPORT_DATABASE_URL", _postgres_url, secret=True
+    )
     base_url: str | None = _optional("LOGEXPORT_BASE_URL", _url("http", "https"))
     storage_url: str | None = _optional("LOGEXPORT_STORAGE_URL", _url("s3", "file"))
     s3_endpoint_url: str | None = _optional("LOGEXPORT_S3_ENDPOINT_URL", _url("http", "https"))
     s3_public_url: str | None = _optional("LOGEXPORT_S3_PUBLIC_URL", _url("http", "https"))
     s3_addressing_style: str = _setting("LOGEXPORT_S3_ADDRESSING_STYLE", _addressing_style, "auto")
-    smtp_url: str | None = _optional("LOGEXPORT_SMTP_URL", _url("smtp", "smtps"))
+    smtp_url: str | None = _optional("LOGEXPORT_SMTP_URL", _url("smtp", "smtps"), secret=True)
     mail_from: str | None = _optional("LOGEXPORT_MAIL_FROM", _email)
-    secret_key: str | None = _optional("LOGEXPORT_SECRET_KEY", _secret_key)
+    secret_key: str | None = _optional("LOGEXPORT_SECRET_KEY", _secret_key, secret=True)
     # Ed25519 key that signs manifests (base64url seed or PKCS#8 PEM), and retired public
     # keys that still verify files signed before a rotation (JWKS or base64url, comma-separated).
-    signing_key: str | None = _optional("LOGEXPORT_SIGNING_KEY", _signing_key)
+    signing_key: str | None = _optional("LOGEXPORT_SIGNING_KEY", _signing_key, secret=True)
     verify_keys: str | None = _optional("LOGEXPORT_VERIFY_KEYS", _verify_keys)
     link_ttl: float = _setting("LOGEXPORT_LINK_TTL", _positive_duration, "24h")
     max_range_days: int = _setting("LOGEXPORT_MAX_RANGE_DAYS", _positive_int, "366")
@@ -238,7 +245,7 @@ class Settings:
     stream_max_bytes: int = _setting("LOGEXPORT_STREAM_MAX_BYTES", _positive_int, "8388608")
     stream_retry_cap: float = _setting("LOGEXPORT_STREAM_RETRY_CAP", _positive_duration, "5m")
     api_url: str = _setting("LOGEXPORT_API_URL", _url("http", "https"), "http://127.0.0.1:8000")
-    token: str | None = _optional("LOGEXPORT_TOKEN", str)
+    token: str | None = _optional("LOGEXPORT_TOKEN", str, secret=True)
     trusted_proxies: tuple[IPNetwork, ...] = _setting("LOGEXPORT_TRUSTED_PROXIES", _networks, "")
 
     @classmethod

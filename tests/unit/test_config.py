@@ -244,3 +244,27 @@ def test_migrate_with_a_malformed_smtp_url_stops_before_anything_else() -> None:
     assert result.stderr == (
         "error: LOGEXPORT_SMTP_URL is malformed: the port must be a number from 1 to 65535\n"
     )
+
+
+def test_the_settings_repr_keeps_keys_and_passwords_out() -> None:
+    # Tracebacks, debuggers and test failures print the settings; no secret may ride along.
+    from logexport.manifests import generate_signing_key
+
+    signing_key = generate_signing_key()
+    env = {
+        "LOGEXPORT_DATABASE_URL": "postgresql://u:db-hunter2@127.0.0.1:5432/app",
+        "LOGEXPORT_EXPORT_DATABASE_URL": "postgresql://r:replica-hunter2@127.0.0.1:5433/app",
+        "LOGEXPORT_SMTP_URL": "smtp://mailer:smtp-hunter2@127.0.0.1:25",
+        "LOGEXPORT_SECRET_KEY": "s" * 40,
+        "LOGEXPORT_SIGNING_KEY": signing_key,
+        "LOGEXPORT_TOKEN": "lxp_token_hunter2",
+        "LOGEXPORT_BASE_URL": "https://exports.example.test",
+    }
+    settings = Settings.from_env(env=env)
+    shown = repr(settings)
+    for secret in ("db-hunter2", "replica-hunter2", "smtp-hunter2", "s" * 40, signing_key,
+                   "lxp_token_hunter2"):
+        assert secret not in shown
+    # The rest stays visible, and the values themselves are still there to use.
+    assert "https://exports.example.test" in shown
+    assert settings.signing_key == signing_key
