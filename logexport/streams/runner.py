@@ -61,6 +61,9 @@ _ROW_QUERIES = {
     ExportKind.SCIM_EVENT: ("stream_scim_event_rows_first", "stream_scim_event_rows"),
 }
 _FETCH_ROWS = 1000
+# The longest one delivery may take at the destination, whatever its own timeouts allow (a
+# server that answers a byte a minute must not hold the stream forever).
+DELIVERY_TIMEOUT = 300.0
 _ONE_MICROSECOND = timedelta(microseconds=1)
 
 
@@ -262,7 +265,11 @@ class StreamRunner:
         return RunResult(deliveries, rows)
 
     async def _fail(self, stream: LogStream, fence: StreamFence, message: str) -> None:
-        current = await self.store.current(fence)
+        try:
+            current = await self.store.current(fence)
+        except StreamGone:
+            # Another run holds the stream now (or it was deleted): it records its own errors.
+            return
         delay = retry_delay(
             current.failures + 1, self.settings.worker_retry_base, self.settings.stream_retry_cap
         )
@@ -305,7 +312,14 @@ class StreamRunner:
                     # An empty range: the checkpoint moved, and there is nothing to send.
                     break
             try:
-                await destination.deliver(self._delivery(stream, pending, body))
+                async with asyncio.timeout(DELIVERY_TIMEOUT):
+                    await destination.deliver(self._delivery(stream, pending, body))
+            except TimeoutError:
+                failed = DeliveryFailed(
+                    f"the destination did not take the delivery within {DELIVERY_TIMEOUT:.0f} s"
+                )
+                await self.store.delivery_failed(pending.id, failed.message)
+                raise failed from None
             except DeliveryFailed as failed:
                 await self.store.delivery_failed(pending.id, failed.message)
                 raise

@@ -117,14 +117,19 @@ async def test_a_worker_killed_mid_delivery_leaves_no_gap_and_no_second_sequence
     assert len(copies) == 2, "sequence 1 should have been sent again after the kill"
     assert {c.delivery_id for c in copies} == {str(recorded["id"])}
     assert copies[0].body == copies[1].body
-    async with pool.acquire() as conn:
-        sequences = await conn.fetch(
-            "SELECT sequence, status FROM log_stream_deliveries WHERE stream_id = $1"
-            " ORDER BY sequence",
-            stream_id,
-        )
+
+    # The receiver has the last delivery a moment before the commit that records it.
+    async def recorded() -> list[asyncpg.Record] | None:
+        async with pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT sequence, status FROM log_stream_deliveries WHERE stream_id = $1"
+                " ORDER BY sequence",
+                stream_id,
+            )
+        return rows if {r["status"] for r in rows} == {"DELIVERED"} else None
+
+    sequences = await eventually(recorded, timeout=10, what="deliveries recorded DELIVERED")
     assert [r["sequence"] for r in sequences] == list(range(1, len(sequences) + 1))
-    assert {r["status"] for r in sequences} == {"DELIVERED"}
     assert survivor.alive()
     assert await survivor.terminate() == 0
     print(f"\nkill -9 mid-delivery: all 37 rows delivered {recovered_after:.1f}s after the kill")
@@ -156,9 +161,14 @@ async def test_four_workers_share_twenty_streams_and_deliver_each_sequence_exact
     for n in range(20):
         sequences = [r.sequence for r in http.received(f"/s/{n}")]
         assert sorted(sequences) == list(range(1, len(sequences) + 1)), f"stream {n}"
-    sent_by = [sum(1 for m in w.messages() if m == "stream delivery sent") for w in workers]
     total = sum(len(http.received(f"/s/{n}")) for n in range(20))
-    assert sum(sent_by) == total
+
+    # Logged once each delivery's commit is done, a moment after the receiver has it.
+    async def all_logged() -> list[int] | None:
+        sent = [sum(1 for m in w.messages() if m == "stream delivery sent") for w in workers]
+        return sent if sum(sent) == total else None
+
+    sent_by = await eventually(all_logged, timeout=15, what="every delivery logged as sent")
     assert sum(1 for count in sent_by if count > 0) >= 2, sent_by
     for worker in workers:
         assert await worker.terminate() == 0

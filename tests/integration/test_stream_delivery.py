@@ -132,15 +132,21 @@ async def test_rows_arrive_in_order_in_bounded_signed_deliveries_each_verifiable
     assert list(first) == list(LOG_KINDS[ExportKind.AUDIT_LOG].columns)
     assert first["organization_id"] == str(org)
     assert first["metadata"]["note"] == 'quote " and \\ backslash'
+
+    # The receiver has the last delivery a moment before the commit that records it.
+    async def recorded() -> list[asyncpg.Record] | None:
+        async with pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT sequence, status, row_count FROM log_stream_deliveries"
+                " WHERE stream_id = $1 ORDER BY sequence",
+                stream_id,
+            )
+        return rows if all(r["status"] == "DELIVERED" for r in rows) else None
+
+    statuses = await eventually(recorded, timeout=10, what="deliveries recorded DELIVERED")
     row = await _stream_row(pool, stream_id)
     assert row["last_sequence"] == 3 and row["state"] == "ACTIVE"
     assert row["range_end"] is None and row["horizon"] is not None
-    async with pool.acquire() as conn:
-        statuses = await conn.fetch(
-            "SELECT sequence, status, row_count FROM log_stream_deliveries"
-            " WHERE stream_id = $1 ORDER BY sequence",
-            stream_id,
-        )
     assert [(r["sequence"], r["status"], r["row_count"]) for r in statuses] == [
         (1, "DELIVERED", 10),
         (2, "DELIVERED", 10),
@@ -338,4 +344,9 @@ async def test_a_filter_changed_while_a_delivery_waits_leaves_that_delivery_as_r
     deliveries = distinct_deliveries(http.received(path))
     assert deliveries[1].manifest()["filter"] == {"actions": ["user.login"]}
     assert deliveries[2].manifest()["filter"] == {"actions": ["user.logout"]}
-    assert running_loop.runner.metrics.stream_lag.count >= 5
+
+    # Observed once each delivery's commit is done, a moment after the receiver has it.
+    async def lag_observed() -> bool:
+        return running_loop.runner.metrics.stream_lag.count >= 5
+
+    await eventually(lag_observed, timeout=10, what="the lag of 5 rows observed")
