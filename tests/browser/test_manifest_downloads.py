@@ -17,7 +17,7 @@ from playwright.async_api import expect
 from logexport import manifests
 from logexport.config import Settings
 from tests.browser.conftest import LiveServer
-from tests.browser.test_downloads import completed_export, emailed_link, sign_in
+from tests.browser.test_downloads import completed_export, emailed_link, gql, sign_in
 from tests.support.cli import Result, run_logexport
 from tests.support.world import build_world, export_status
 
@@ -122,6 +122,19 @@ async def test_manifest_post_needs_the_links_token_and_this_origin(pool, live_se
     assert foreign.status_code == 403
     assert opened.status_code == 405
 
+    # An export completed before manifests were signed: the page offers none.
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "UPDATE log_exports SET manifest = NULL WHERE id = $1::uuid", export["id"]
+        )
+    async with httpx.AsyncClient(trust_env=False) as http:
+        page = await http.get(link)
+        unsigned = await http.post(url, data={"token": token})
+    assert page.status_code == 200
+    assert "Signed manifest" not in page.text
+    assert unsigned.status_code == 404
+    assert "No manifest" in unsigned.text
+
 
 async def test_console_exports_page_offers_the_manifest_to_those_who_may_download(
     new_page, pool, live_server, artifacts_dir
@@ -149,6 +162,22 @@ async def test_console_exports_page_offers_the_manifest_to_those_who_may_downloa
     checked = await verify(str(saved_file), "--manifest", str(saved_manifest), "--keys", str(keys))
     assert checked.code == 0, checked.stderr
     assert checked.stdout.startswith(f"OK {saved_file.name}: ")
+
+    # A cancel revokes the file, never the manifest.
+    await gql(
+        live_server,
+        world.admin,
+        "mutation($id: ID!) { cancelLogExport(input: { id: $id }) { logExport { id } } }",
+        {"id": export["id"]},
+    )
+    await page.reload()
+    await expect(page.get_by_role("cell", name="Canceled")).to_be_visible()
+    await expect(manifest_button).to_be_enabled()
+    await expect(download_button).to_have_count(0)
+    async with page.expect_download() as after_cancel:
+        await manifest_button.click()
+    kept = await save(await after_cancel.value, artifacts_dir / "canceled")
+    assert kept.read_bytes() == saved_manifest.read_bytes()
 
     # The session of someone who may not download gets no manifest, as for a missing export.
     viewer = await new_page()
