@@ -182,3 +182,16 @@ async def test_export_download_keeps_nothing_when_the_file_or_manifest_was_tampe
         )
         assert accepted.code == 0, accepted.stderr
         assert pinned.read_bytes() == genuine
+
+        # An export with no manifest (completed before manifests were signed): checked
+        # against the API's SHA-256 alone, and said so.
+        async with pool.acquire() as conn:
+            await conn.execute(
+                "UPDATE log_exports SET manifest = NULL WHERE id = $1::uuid", export_id
+            )
+        unsigned = tmp_path / "unsigned.jsonl"
+        plain = await cli("export", "download", export_id, "-o", str(unsigned), env=env)
+        assert plain.code == 0, plain.stderr
+        assert "SHA-256 verified; the export has no signed manifest" in plain.stdout
+        assert unsigned.read_bytes() == genuine
+        assert not unsigned.with_name("unsigned.jsonl.manifest.json").exists()
