@@ -64,6 +64,9 @@ _FETCH_ROWS = 1000
 # The longest one delivery may take at the destination, whatever its own timeouts allow (a
 # server that answers a byte a minute must not hold the stream forever).
 DELIVERY_TIMEOUT = 300.0
+# Fixed, not shared with exports: a delivery sent again after a crash is compressed again
+# and must come out byte for byte as recorded in its signed manifest.
+GZIP_LEVEL = 6
 _ONE_MICROSECOND = timedelta(microseconds=1)
 
 
@@ -172,7 +175,7 @@ async def _read_body(
             last = mark
             created.append(_instant(mark[0]).timestamp())
     raw = b"".join(lines)
-    gzip = Gzip()
+    gzip = Gzip(level=GZIP_LEVEL)
     body = gzip.compress(raw) + gzip.flush()
     return Body(
         data=body,
