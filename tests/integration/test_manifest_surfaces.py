@@ -12,11 +12,13 @@ from typing import Any
 
 import httpx
 import httpx2
+import pytest
 import pytest_asyncio
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from logexport import manifests
+from logexport.client import LogExportClient, ManifestMismatch
 from logexport.config import Settings
 from logexport.entries import AuditLogEntryInput, record_audit_log_entries
 from tests.support.app import running_app
@@ -196,3 +198,32 @@ async def test_mcp_get_log_export_reports_the_manifests_sequence_and_sha256(pool
     assert envelope["manifest"]["previous_manifest_sha256"] == previous["manifest_sha256"]
     assert row["manifest_sha256"] == manifests.manifest_sha256(envelope["manifest"])
     assert pending.structured_content["manifest"] is None
+
+
+async def test_library_download_names_the_failed_check_and_keeps_nothing(
+    pool, served, world, s3, tmp_path
+):
+    requested = await request_export(served, world)
+    await wait_for_status(pool, requested["id"], "COMPLETED", "FAILED")
+    row = await manifest_stored(pool, requested["id"])
+    key = f"exports/{row['storage_key']}"
+    genuine = s3.get(key)
+    flipped = bytearray(genuine)
+    flipped[-1] ^= 0x01
+    other_keys = {kid(RETIRED_KEY): manifests.parse_signing_key(RETIRED_KEY).public_key()}
+
+    async with LogExportClient(served, world.admin.token) as client:
+        kept = await client.download_export(requested["id"], tmp_path / "kept.jsonl")
+        with pytest.raises(ManifestMismatch) as untrusted:
+            await client.download_export(requested["id"], tmp_path / "a.jsonl", keys=other_keys)
+        s3.client().put_object(Bucket=s3.bucket, Key=key, Body=bytes(flipped))
+        with pytest.raises(ManifestMismatch) as altered:
+            await client.download_export(requested["id"], tmp_path / "b.jsonl")
+
+    assert kept["id"] == requested["id"]
+    assert (tmp_path / "kept.jsonl").read_bytes() == genuine
+    assert (tmp_path / "kept.jsonl.manifest.json").read_text() == row["manifest"]
+    assert untrusted.value.check == "signature"
+    assert altered.value.check == "sha256"
+    assert altered.value.code == "MANIFEST_MISMATCH"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.jsonl", "kept.jsonl.manifest.json"]
