@@ -1,5 +1,6 @@
-"""Hostile requests to ``/exports/{id}/download``: path tricks and guessed tokens get the
-same 404 page, posts from other sites get 403; none redirects or records a download."""
+"""Hostile requests to ``/exports/{id}/download`` (and its manifest): path tricks and
+guessed tokens get the same 404 page, posts from other sites get 403; none redirects or
+records a download."""
 
 from __future__ import annotations
 
@@ -73,11 +74,14 @@ async def test_guessed_and_altered_download_tokens_get_one_404_page(stack: Stack
         posted = await stack.client.post(
             f"/exports/{export_id}/download", data={"token": _flip(token, 3)}
         )
+        manifest = await stack.client.post(
+            f"/exports/{export_id}/manifest", data={"token": _flip(token, 4)}
+        )
         no_token = await stack.client.get(f"/exports/{export_id}/download")
         two_tokens = await stack.client.get(
             f"/exports/{export_id}/download?token={_flip(token, 5)}&token={_flip(token, 6)}"
         )
-    for response in (posted, no_token, two_tokens):
+    for response in (posted, manifest, no_token, two_tokens):
         assert response.status_code == 404
         pages.add(response.content)
     assert len(pages) == 1
@@ -90,9 +94,12 @@ def _navigation(site: str) -> dict[str, str]:
     return {"Sec-Fetch-Site": site, "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"}
 
 
-async def test_download_posts_from_another_site_or_with_huge_forms_are_refused(stack: Stack):
+@pytest.mark.parametrize("action", ["download", "manifest"])
+async def test_download_posts_from_another_site_or_with_huge_forms_are_refused(
+    stack: Stack, action: str
+):
     export_id, token = _parts(stack.own_download_url)
-    url = f"/exports/{export_id}/download"
+    url = f"/exports/{export_id}/{action}"
     refused = [
         {"Origin": "https://evil.example"},
         {"Origin": "null"},
