@@ -619,8 +619,9 @@ def _common_export_options(command: Decorated) -> Decorated:
             type=_TARGET,
             callback=_writable_target,
             metavar="PATH",
-            help="Wait, then save the file at PATH (SHA-256 verified). The directory must "
-            "exist and be writable.",
+            help="Wait, then save the file at PATH and its signed manifest at "
+            "PATH.manifest.json, the file checked against it. The directory must exist and "
+            "be writable.",
         ),
         _export_json_option,
     ]
