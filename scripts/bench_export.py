@@ -51,6 +51,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 from uuid import UUID
 
@@ -62,7 +63,7 @@ from logexport.config import Settings
 from logexport.exports.models import Compression, ExportFormat, ExportKind
 from logexport.exports.pipeline import run_export
 from logexport.exports.requests import ExportInput
-from logexport.exports.storage import storage_from_settings
+from logexport.exports.storage import ObjectWriter, StoredObject, storage_from_settings
 from logexport.policy import Role
 from logexport.seed import seed
 
@@ -130,8 +131,10 @@ class Run:
     db_cpu: float | None = None
     peak_rss_mib: float | None = None
     baseline: str | None = None
-    # Seconds the pipeline waited on the storage writer (writes and the final complete).
+    # Seconds the pipeline waited on the storage writer (writes and the final complete),
+    # and of them the complete (the local writer's fsync, the S3 writer's last part).
     storage_wait: float | None = None
+    storage_complete: float | None = None
 
 
 _BACKEND_PID = ("-c", "SELECT pg_backend_pid()")
@@ -202,9 +205,7 @@ async def _child(args: argparse.Namespace) -> None:
         timed = _TimedWriter(writer)
         try:
             result = await run_export(conn, spec, timed)
-            waited = time.perf_counter()
-            await writer.complete()
-            timed.seconds += time.perf_counter() - waited
+            await timed.complete()
         except BaseException:
             await writer.abort()
             raise
@@ -224,6 +225,7 @@ async def _child(args: argparse.Namespace) -> None:
                 "db_cpu": db_cpu,
                 "peak_rss_mib": peak_kib / 1024,
                 "storage_wait": timed.seconds,
+                "storage_complete": timed.completing,
             }
         )
     )
@@ -232,14 +234,36 @@ async def _child(args: argparse.Namespace) -> None:
 class _TimedWriter:
     """The storage writer, with the time spent waiting on it added up."""
 
-    def __init__(self, writer: Any) -> None:
+    def __init__(self, writer: ObjectWriter) -> None:
         self._writer = writer
         self.seconds = 0.0
+        self.completing = 0.0
+
+    async def __aenter__(self) -> _TimedWriter:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._writer.__aexit__(exc_type, exc, tb)
 
     async def write(self, data: bytes) -> None:
         started = time.perf_counter()
         await self._writer.write(data)
         self.seconds += time.perf_counter() - started
+
+    async def complete(self) -> StoredObject:
+        started = time.perf_counter()
+        stored = await self._writer.complete()
+        self.completing = time.perf_counter() - started
+        self.seconds += self.completing
+        return stored
+
+    async def abort(self) -> None:
+        await self._writer.abort()
 
 
 def _peak_rss_kib() -> int:
@@ -284,6 +308,7 @@ def _child_run(label: str, result: dict[str, Any], baseline: str) -> Run:
         result["peak_rss_mib"],
         baseline,
         result["storage_wait"],
+        result["storage_complete"],
     )
 
 
@@ -488,9 +513,9 @@ def _print_table(shape: Shape, rows: int, runs: list[Run]) -> None:
     print()
     print(
         "| run | seconds | rows/s | MB/s | vs psql | client CPU µs/row | DB CPU µs/row "
-        "| peak RSS MiB | storage wait s |"
+        "| peak RSS MiB | storage wait s | of it complete s |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for run in runs:
         mbps = f"{run.size / run.seconds / 1e6:,.1f}" if run.size else "-"
         ratio = "-"
@@ -500,9 +525,10 @@ def _print_table(shape: Shape, rows: int, runs: list[Run]) -> None:
         db_cpu = "-" if run.db_cpu is None else f"{run.db_cpu / rows * 1e6:,.1f}"
         rss = "-" if run.peak_rss_mib is None else f"{run.peak_rss_mib:.0f}"
         wait = "-" if run.storage_wait is None else f"{run.storage_wait:.2f}"
+        done = "-" if run.storage_complete is None else f"{run.storage_complete:.2f}"
         print(
             f"| {run.label} | {run.seconds:.2f} | {rows / run.seconds:,.0f} | {mbps} "
-            f"| {ratio} | {client} | {db_cpu} | {rss} | {wait} |"
+            f"| {ratio} | {client} | {db_cpu} | {rss} | {wait} | {done} |"
         )
 
 
@@ -511,7 +537,12 @@ PSQL_CSV = "psql \\copy CSV HEADER → file"
 
 
 def _bench_shape(
-    url: str, shape: Shape, rows: int, workdir: Path, skip_s3: bool, s3_env: dict[str, str]
+    url: str,
+    shape: Shape,
+    rows: int,
+    workdir: Path,
+    s3_env: dict[str, str],
+    s3_pid: int | None,
 ) -> UUID:
     org, seeded = asyncio.run(_prepare(url, shape, rows))
     print(f"{shape.name}: seeded {rows:,} rows in {seeded:.1f} s ({rows / seeded:,.0f} rows/s)")
@@ -545,10 +576,22 @@ def _bench_shape(
             full.setdefault(fmt, result)
             label = f"logexport → local, {fmt}" + (" + gzip" if gzip else "")
             runs.append(_child_run(label, result, baseline))
-    if not skip_s3:
+    s3_cpu = None
+    if s3_pid is not None:
+        moto_before = _proc_ticks(s3_pid)[0]
         result = _run_child(s3_env, shape, org, START, END, "JSONL")
+        s3_cpu = (_proc_ticks(s3_pid)[0] - moto_before) / _CLK_TCK
         runs.append(_child_run("logexport → S3 (moto), JSONL", result, NAIVE))
     _print_table(shape, rows, runs)
+    if s3_cpu is not None:
+        s3_run = runs[-1]
+        print()
+        print(
+            f"{shape.name}: S3 run {s3_run.seconds:.2f} s: the pipeline waited "
+            f"{s3_run.storage_wait or 0:.2f} s on the writer ({s3_run.storage_complete or 0:.2f} s "
+            f"of it completing the upload); the moto server used {s3_cpu:.2f} s of CPU "
+            "on the same cores"
+        )
     by_label = {run.label: run for run in runs}
     jsonl = by_label["logexport → local, JSONL"]
     csv_ = by_label["logexport → local, CSV"]
@@ -625,7 +668,8 @@ def main() -> None:
         orgs = []
         for name in names:
             rows = scim_rows if name == "scim" else n
-            orgs.append(_bench_shape(url, _shape(name), rows, workdir, args.skip_s3, s3_env))
+            s3_pid = s3.pid if s3 is not None else None
+            orgs.append(_bench_shape(url, _shape(name), rows, workdir, s3_env, s3_pid))
 
         if args.dispatch:
             settings = Settings.from_env(

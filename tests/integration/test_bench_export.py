@@ -43,12 +43,12 @@ def test_bench_reports_every_run_for_every_shape() -> None:
         }
         assert sorted(table) == sorted(RUNS), (shape, section)
         for label in RUNS:
-            seconds, _rate, _mbps, ratio, client_cpu, db_cpu, _rss, wait = table[label]
+            seconds, _rate, _mbps, ratio, client_cpu, db_cpu, _rss, wait, done = table[label]
             assert float(seconds) > 0, (shape, label)
             assert float(db_cpu.replace(",", "")) >= 0, (shape, label)
             assert float(client_cpu.replace(",", "")) > 0, (shape, label)
             if label.startswith("logexport"):
                 assert re.fullmatch(r"\d+\.\d\dx", ratio), (shape, label, ratio)
-                assert 0 <= float(wait) <= float(seconds), (shape, label, wait)
+                assert 0 <= float(done) <= float(wait) <= float(seconds), (shape, label, wait)
         assert re.search(rf"{shape}: JSONL vs naive row_to_json \d+\.\d\dx", out)
         assert re.search(rf"{shape}: peak RSS \d+ MiB at [\d,]+ rows", out)
