@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import secrets
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,6 @@ from devtools.services import S3_REGION, S3Server
 
 # moto accepts any key until IAM is enforced.
 _SETUP_KEY = "setup"
-ACCOUNT_ID = "123456789012"  # moto's default account
 
 
 @dataclass(frozen=True)
@@ -44,7 +43,6 @@ class CustomerAccount:
     role_arn: str
     external_id: str
     region: str = S3_REGION
-    _auditor_client: Any = field(default=None, repr=False)
 
     @property
     def endpoint_url(self) -> str:
