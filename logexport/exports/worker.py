@@ -144,6 +144,7 @@ class Worker:
         self._handing_back = False
         self._jobs: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._side_tasks: list[asyncio.Task[None]] = []
+        self._streams: StreamLoop | None = None
         self.listener_connected = False
         # The liveness lock key held right now by the listener connection, if any.
         self.lock_key: int | None = None
@@ -196,6 +197,13 @@ class Worker:
         )
         if self._storage is None:
             self._storage = storage_from_settings(self.settings)
+        self._streams = StreamLoop(
+            self.settings,
+            self.pool,
+            worker_id=self.worker_id,
+            lock_key=lambda: self.lock_key,
+            metrics=self.metrics,
+        )
         spawn = asyncio.get_running_loop().create_task
         if not self.settings.worker_poll_only:
             self._side_tasks.append(spawn(self._listen(), name="logexport-listener"))
@@ -206,16 +214,7 @@ class Worker:
                 Sweeper(self.pool, self.storage).run(self.sweep_interval, lambda: self._stopping),
                 name="logexport-sweeper",
             ),
-            spawn(
-                StreamLoop(
-                    self.settings,
-                    self.pool,
-                    worker_id=self.worker_id,
-                    lock_key=lambda: self.lock_key,
-                    metrics=self.metrics,
-                ).run(lambda: self._stopping),
-                name="logexport-streams",
-            ),
+            spawn(self._streams.run(lambda: self._stopping), name="logexport-streams"),
         ]
         self.started = True
         log.info("worker started", extra={"worker_id": self.worker_id})
@@ -236,6 +235,10 @@ class Worker:
                 for task in still_running:
                     task.cancel()
                 await asyncio.gather(*still_running, return_exceptions=True)
+        # Stream runs finish within the grace too (the loop stops claiming by itself).
+        streams = [t for t in self._side_tasks if t.get_name() == "logexport-streams"]
+        if streams and grace > 0 and self._streams is not None and self._streams.busy:
+            await asyncio.wait(streams, timeout=grace)
         for task in self._side_tasks:
             task.cancel()
         await asyncio.gather(*self._side_tasks, return_exceptions=True)
@@ -267,9 +270,11 @@ class Worker:
         self._wake.set()
 
     def _listening(self) -> bool:
-        # The liveness lock must outlive the exports still finishing in a shutdown grace:
-        # without it, other workers would take them over as if this one had died.
-        return not self._stopping or bool(self._jobs)
+        # The liveness lock must outlive the exports and stream runs still finishing in a
+        # shutdown grace: without it, other workers would take them over as if this one
+        # had died.
+        streaming = self._streams is not None and self._streams.busy
+        return not self._stopping or bool(self._jobs) or streaming
 
     async def _listen(self) -> None:
         delay = _LISTENER_BACKOFF[0]

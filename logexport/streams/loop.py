@@ -54,6 +54,11 @@ class StreamLoop:
         self.poll_interval = poll_interval or min(POLL_INTERVAL, settings.worker_poll_interval)
         self._runs: dict[UUID, asyncio.Task[RunResult]] = {}
 
+    @property
+    def busy(self) -> bool:
+        """Whether a stream run is in progress."""
+        return bool(self._runs)
+
     def _finished(self, stream_id: UUID, _task: asyncio.Task[RunResult]) -> None:
         self._runs.pop(stream_id, None)
 

@@ -6,6 +6,7 @@ manifests valid, every row exactly once."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -176,3 +177,37 @@ async def test_four_workers_share_twenty_streams_and_deliver_each_sequence_exact
         f"\n4 workers x 20 streams: {total} deliveries (1200 rows in all), each exactly once, in "
         f"{elapsed:.1f}s; deliveries per worker {sent_by}"
     )
+
+
+async def test_a_worker_stopped_mid_delivery_finishes_it_before_exiting(
+    pool, settings, http, processes, stream_env
+):
+    """SIGTERM (a deploy): the delivery in flight completes and is recorded by the same
+    worker within the shutdown grace, so no other worker sends it a second time."""
+    org = await _org(pool, "Deployco")
+    async with pool.acquire() as conn:
+        written = await write_entries(conn, org, 4)
+    http.hold()
+    [worker] = await start_workers(processes, stream_env, 1)
+    stream_id = await _new_stream(pool, settings, http, org, 0)
+
+    async def in_flight() -> bool:
+        return http.holding() >= 1
+
+    await eventually(in_flight, timeout=30, what="a delivery in flight")
+    worker.send(signal.SIGTERM)
+    await worker.wait_for_line(
+        lambda rec: str(rec.get("message", "")).startswith("stopping"), timeout=10
+    )
+    http.release()
+
+    assert await worker.wait_exit(timeout=30) == 0
+    [only] = http.received("/s/0")
+    assert only.sequence == 1 and [r["id"] for r in only.rows()] == sorted(map(str, written))
+    async with pool.acquire() as conn:
+        delivery = await conn.fetchrow(
+            "SELECT status FROM log_stream_deliveries WHERE stream_id = $1", stream_id
+        )
+        stream = await conn.fetchrow("SELECT * FROM log_streams WHERE id = $1", stream_id)
+    assert delivery["status"] == "DELIVERED"
+    assert stream["lease_owner"] is None and stream["last_sequence"] == 1
