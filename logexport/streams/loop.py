@@ -59,8 +59,15 @@ class StreamLoop:
         """Whether a stream run is in progress."""
         return bool(self._runs)
 
-    def _finished(self, stream_id: UUID, _task: asyncio.Task[RunResult]) -> None:
+    def _finished(self, stream_id: UUID, task: asyncio.Task[RunResult]) -> None:
         self._runs.pop(stream_id, None)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            # The run could not even record its outcome (the database went away): its lease
+            # runs out and the stream is claimed again.
+            log.warning(
+                "stream run ended abruptly",
+                extra={"stream_id": str(stream_id), "error": type(error).__name__},
+            )
 
     async def run(self, stopping: Callable[[], bool]) -> None:
         try:
@@ -73,7 +80,8 @@ class StreamLoop:
                             lease=self.settings.worker_lease,
                             lock_key=self.lock_key(),
                         )
-                    except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+                    except Exception as exc:
+                        # The loop outlives a database outage: it claims again at the next tick.
                         log.warning("stream claim failed", extra={"error": type(exc).__name__})
                         break
                     if stream is None:
