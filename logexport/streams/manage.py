@@ -108,6 +108,10 @@ def _secret(value: object, field: str) -> str:
 async def _checked_url(settings: Settings, value: object, field: str) -> str:
     url = _text(value, field, required=True, max_length=MAX_URL_LENGTH)
     assert url is not None
+    # The network check reads a bare "host:port/path" as https, but the URL is stored and
+    # used as given: without its scheme no delivery could ever be sent to it.
+    if not re.match(r"(?i)https?://", url):
+        raise BadUserInput(f"{field} must start with https://", field=field)
     try:
         await check_destination(url, allow_private=settings.stream_allow_private)
     except DestinationRefused as refused:

@@ -191,7 +191,17 @@ async def test_usage_and_refusals_are_one_line_naming_the_flags(pool, settings, 
             (
                 ("--https-url", "https://93.184.215.14/", "--secret", SECRET, "--method", "GET"),
                 2,
-                "--method does not apply",
+                "--method does not apply to an audit-log stream",
+            ),
+            (
+                ("--https-url", "https://93.184.215.14/", "--secret", SECRET, "--interval", "5"),
+                2,
+                "--interval 5: give a unit, e.g. 5m or 5s",
+            ),
+            (
+                ("--https-url", "93.184.215.14/in", "--secret", SECRET),
+                1,
+                "--https-url must start with https://",
             ),
             (
                 ("--https-url", "https://10.0.0.1/in", "--secret", SECRET),

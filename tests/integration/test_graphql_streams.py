@@ -379,6 +379,39 @@ async def test_an_s3_endpoint_inside_the_network_is_refused(api, world):
 
 
 @pytest.mark.parametrize(
+    ("destination", "field"),
+    [
+        ({"https": {"url": "93.184.215.14/ingest", "secret": SECRET}}, "destination.https.url"),
+        (
+            {"https": {"url": "logs.example.com:8443/ingest", "secret": SECRET}},
+            "destination.https.url",
+        ),
+        (
+            {
+                "s3": {
+                    "bucket": "customer-logs",
+                    "endpointUrl": "93.184.215.14:9000",
+                    "accessKeyId": "AKIAEXAMPLE123",
+                    "secretAccessKey": S3_SECRET,
+                }
+            },
+            "destination.s3.endpointUrl",
+        ),
+    ],
+)
+async def test_a_url_without_its_scheme_is_refused(api, pool, world, destination, field):
+    # Stored as typed, such a URL could never be connected to: every delivery would fail.
+    error = await api.error(
+        world.owner.token, CREATE, {"input": https_input(world, destination=destination)}
+    )
+    assert error["extensions"]["code"] == "BAD_USER_INPUT", error
+    assert error["extensions"]["field"] == field, error
+    assert "must start with https://" in error["message"]
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM log_streams") == 0
+
+
+@pytest.mark.parametrize(
     ("change", "field"),
     [
         ({"intervalSeconds": 59}, "intervalSeconds"),
@@ -497,6 +530,47 @@ async def test_a_test_delivery_reaches_the_receiver_and_is_recorded(
     assert {(row["test"], row["sequence"]) for row in rows} == {(True, None)}
     assert "log stream test delivery" in caplog.text
     assert SECRET not in caplog.text
+
+
+async def test_a_test_delivery_keeps_a_failing_streams_own_error_and_retries_it_when_passed(
+    private_api, pool, world
+):
+    owner = world.owner.token
+    real_error = "the endpoint answered HTTP 503"
+    with stream_receiver() as receiver:
+        created = (
+            await private_api.ok(owner, CREATE, {"input": https_input(world, receiver.url)})
+        )["createLogStream"]["logStream"]
+        stream_id = UUID(created["id"])
+        async with pool.acquire() as conn:
+            # As a run leaves a stream whose destination failed: FAILING, retried later.
+            await conn.execute(
+                "UPDATE log_streams SET state = 'FAILING', last_error = $2, failures = 3,"
+                " next_run_at = now() + interval '5 minutes' WHERE id = $1",
+                stream_id,
+                real_error,
+            )
+        receiver.status = 500
+        failed = (await private_api.ok(owner, TEST, {"id": created["id"]}))["testLogStream"][
+            "logStream"
+        ]
+        receiver.status = 200
+        passed = (await private_api.ok(owner, TEST, {"id": created["id"]}))["testLogStream"][
+            "logStream"
+        ]
+        async with pool.acquire() as conn:
+            due = await conn.fetchval(
+                "SELECT next_run_at <= now() FROM log_streams WHERE id = $1", stream_id
+            )
+
+    assert failed["state"] == "FAILING"
+    assert failed["lastError"] == real_error
+    assert failed["deliveries"]["edges"][0]["node"]["status"] == "FAILED"
+    assert passed["state"] == "FAILING"
+    assert passed["lastError"] == real_error
+    assert passed["deliveries"]["edges"][0]["node"]["status"] == "DELIVERED"
+    # The destination works again: the failing deliveries need not wait out the backoff.
+    assert due is True
 
 
 async def test_deliveries_page_with_cursors_bound_to_the_stream(private_api, world):
