@@ -68,12 +68,17 @@ WHERE id = $1 AND organization_id = $2 AND test
 RETURNING *;
 
 -- name: record_test_result
--- A failed test shows as the stream's last error; a passed one clears an error only while
--- the stream is not failing its real deliveries.
+-- A failed test shows as the stream's last error, a passed one clears it; but a stream
+-- failing its real deliveries keeps their error (the test's is on the test delivery), and
+-- a test that passes there has them retried now rather than after the backoff.
 UPDATE log_streams
 SET last_error = CASE
-        WHEN $3::text IS NOT NULL THEN $3
         WHEN state = 'FAILING' THEN last_error
+        WHEN $3::text IS NOT NULL THEN $3
+    END,
+    next_run_at = CASE
+        WHEN state = 'FAILING' AND $3::text IS NULL THEN least(next_run_at, now())
+        ELSE next_run_at
     END,
     updated_at = now()
 WHERE id = $1 AND organization_id = $2 AND deleted_at IS NULL
