@@ -170,6 +170,12 @@ def _read_secret(value: str | None) -> str | None:
 def _interval_seconds(value: str | None) -> int | None:
     if value is None:
         return None
+    if value.strip().isdigit():
+        # A bare number reads as seconds to the parser, rarely what was meant by "5".
+        fail(
+            f"--interval {value}: give a unit, e.g. {value.strip()}m or {value.strip()}s",
+            EXIT_USAGE,
+        )
     try:
         seconds = parse_duration(value)
     except ValueError as exc:
@@ -184,7 +190,11 @@ def _stream_filter(kind: str, values: Mapping[str, object]) -> dict[str, object]
     for name in wrong:
         if values.get(name) not in (None, ()):
             flag = "--" + name.rstrip("s").replace("_", "-")
-            fail(f"{flag} does not apply to a {kind.lower().replace('_', '-')} stream", EXIT_USAGE)
+            article = "an" if kind == "AUDIT_LOG" else "a"
+            fail(
+                f"{flag} does not apply to {article} {kind.lower().replace('_', '-')} stream",
+                EXIT_USAGE,
+            )
     chosen = _AUDIT_FILTERS if kind == "AUDIT_LOG" else _SCIM_FILTERS
     return _filter(**{name: values.get(name) for name in chosen})
 
@@ -209,7 +219,11 @@ def _stream_filter(kind: str, values: Mapping[str, object]) -> dict[str, object]
 )
 @click.option("--role-arn", metavar="A", help="A role to assume (with --external-id).")
 @click.option("--external-id", metavar="E", help="The external id the role requires.")
-@click.option("--interval", metavar="DURATION", help="Time between deliveries (default 5m).")
+@click.option(
+    "--interval",
+    metavar="DURATION",
+    help="Time between deliveries, with its unit: 30s, 5m, 1h (default 5m).",
+)
 @click.option(
     "--start-at",
     type=TimeBound(end=False),
