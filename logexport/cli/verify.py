@@ -8,17 +8,39 @@ driver nor the HTTP client.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 import click
 
 from logexport.cli.common import EXIT_USAGE, fail
 
 if TYPE_CHECKING:
+    from http.client import HTTPMessage
+
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 _MAX_KEYS_DOCUMENT = 1 << 20
 _FETCH_TIMEOUT = 30
+
+
+def _plain_http_refusal(url: str) -> str | None:
+    """Why ``url`` may not carry the keys, or None. The keys are what every check trusts:
+    over plain http anyone on the way could hand over their own, and a forged file signed
+    with them would pass. Only this machine's own loopback is exempt (a local service)."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme.lower() == "https":
+        return None
+    host = parts.hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if parts.scheme.lower() == "http" and loopback:
+        return None
+    return "keys are fetched over https:// only (or saved as a file and passed as such)"
 
 
 def _read_keys_source(source: str) -> bytes:
@@ -26,10 +48,30 @@ def _read_keys_source(source: str) -> bytes:
         import urllib.error
         import urllib.request
 
+        refusal = _plain_http_refusal(source)
+        if refusal is not None:
+            fail(f"--keys: {source}: {refusal}", EXIT_USAGE)
+
+        class NoDowngrade(urllib.request.HTTPRedirectHandler):
+            def redirect_request(
+                self,
+                req: urllib.request.Request,
+                fp: IO[bytes],
+                code: int,
+                msg: str,
+                headers: HTTPMessage,
+                newurl: str,
+            ) -> urllib.request.Request | None:
+                refused = _plain_http_refusal(newurl)
+                if refused is not None:
+                    raise urllib.error.URLError(f"redirected to {newurl}: {refused}")
+                return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+        opener = urllib.request.build_opener(NoDowngrade)
         # Only http(s) gets here: the scheme was checked above.
         request = urllib.request.Request(source, headers={"Accept": "application/json"})  # noqa: S310
         try:
-            with urllib.request.urlopen(request, timeout=_FETCH_TIMEOUT) as response:  # noqa: S310
+            with opener.open(request, timeout=_FETCH_TIMEOUT) as response:
                 data: bytes = response.read(_MAX_KEYS_DOCUMENT + 1)
         except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", None) or exc

@@ -317,3 +317,48 @@ def test_keys_can_come_from_a_url(tmp_path: Path, key: Ed25519PrivateKey) -> Non
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+def test_keys_are_not_taken_over_plain_http_from_another_host(
+    tmp_path: Path, key: Ed25519PrivateKey
+) -> None:
+    import http.server
+    import threading
+
+    export = write_export(tmp_path, key, audit_rows(3))
+    # On the way from another host, plain http keys could be swapped for the forger's own.
+    direct = logexport(
+        "verify", str(export.path), "--keys", "http://keys.example.test/logexport-keys.json"
+    )
+    assert direct.returncode == 2
+    assert one_line(direct.stderr) == (
+        "error: --keys: http://keys.example.test/logexport-keys.json: keys are fetched over "
+        "https:// only (or saved as a file and passed as such)"
+    )
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", "http://keys.example.test/logexport-keys.json")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/logexport-keys.json"
+        redirected = logexport("verify", str(export.path), "--keys", url)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+    assert redirected.returncode == 2
+    assert one_line(redirected.stderr) == (
+        f"error: --keys: cannot fetch {url}: redirected to "
+        "http://keys.example.test/logexport-keys.json: keys are fetched over https:// only "
+        "(or saved as a file and passed as such)"
+    )
