@@ -437,8 +437,9 @@ class FileSummary:
     def line(self) -> str:
         m = self.manifest
         owner = f"export {m['export_id']}" if "export_id" in m else f"stream {m['stream_id']}"
+        rows = "1 row" if m["row_count"] == 1 else f"{m['row_count']} rows"
         return (
-            f"OK {self.file_name}: {m['row_count']} rows of {m['kind']} for organization "
+            f"OK {self.file_name}: {rows} of {m['kind']} for organization "
             f"{m['organization_id']} from {m['from_time']} to {m['to_time']}, {owner}, "
             f"sequence {m['sequence']}, sha256 {m['sha256']}, signed by key {m['key_id']}"
         )
@@ -705,8 +706,15 @@ def _check_content(
         if found != expected:
             label = name.replace("_", " ")
             raise VerificationFailed(
-                name, f"{label}: the file's is {found}, the manifest says {expected}"
+                name,
+                f"{label}: the file's is {_mark_text(found)}, the manifest says "
+                f"{_mark_text(expected)}",
             )
+
+
+def _mark_text(mark: tuple[str, str] | None) -> str:
+    """A row's place as the order states it: ``(created_at, id)``."""
+    return "none (no rows)" if mark is None else f"({mark[0]}, {mark[1]})"
 
 
 def _default_workers(manifest: Mapping[str, Any]) -> int:
@@ -788,11 +796,15 @@ class ChainSummary:
 
     def line(self) -> str:
         chain = f"stream {self.stream_id}" if self.stream_id else f"{self.kind} exports"
+        absent = (
+            "sequence 1"
+            if self.first_sequence == 2
+            else f"sequences 1 to {self.first_sequence - 1}"
+        )
         start = (
             "from sequence 1"
             if self.first_sequence == 1
-            else f"from sequence {self.first_sequence} (1 to {self.first_sequence - 1} "
-            "not in the folder, not checked)"
+            else f"from sequence {self.first_sequence} ({absent} not in the folder, not checked)"
         )
         return (
             f"OK chain of {chain} of organization {self.organization_id}: {self.count} "

@@ -373,7 +373,7 @@ def test_a_chain_starting_later_says_from_where(tmp_path: Path, key: Ed25519Priv
     chain = build_chain(tmp_path, key, 4)
     chain[0].manifest_path.unlink()
     summary = manifests.verify_chain(tmp_path, keys_of(key))
-    assert "from sequence 2 (1 to 1 not in the folder, not checked)" in summary.line()
+    assert "from sequence 2 (sequence 1 not in the folder, not checked)" in summary.line()
 
 
 def test_a_deleted_manifest_in_a_chain_is_named(tmp_path: Path, key: Ed25519PrivateKey) -> None:
@@ -498,3 +498,28 @@ def test_worker_processes_find_what_one_process_finds(
             with pytest.raises(VerificationFailed) as caught:
                 manifests.verify_file(export.path, export.envelope(), keys_of(key), workers=workers)
             assert caught.value.message.startswith(message), (name, workers)
+
+
+def test_messages_read_as_sentences(tmp_path: Path, key: Ed25519PrivateKey) -> None:
+    (tmp_path / "one").mkdir()
+    one = write_export(tmp_path / "one", key, audit_rows(1))
+    summary = manifests.verify_file(
+        one.path, json.loads(one.manifest_path.read_text()), keys_of(key)
+    )
+    assert f"OK {one.path.name}: 1 row of AUDIT_LOG for organization" in summary.line()
+
+    rows = audit_rows(3)
+    (tmp_path / "moved").mkdir()
+    moved = write_export(tmp_path / "moved", key, rows)
+    resign(moved, key, first_row={"created_at": rows[1]["created_at"], "id": rows[1]["id"]})
+    assert failure(moved, key).message == (
+        f"first row: the file's is ({rows[0]['created_at']}, {rows[0]['id']}), "
+        f"the manifest says ({rows[1]['created_at']}, {rows[1]['id']})"
+    )
+
+    (tmp_path / "chain").mkdir()
+    chain = build_chain(tmp_path / "chain", key, 5)
+    for export in chain[:3]:
+        export.manifest_path.unlink()
+    line = manifests.verify_chain(tmp_path / "chain", keys_of(key)).line()
+    assert "from sequence 4 (sequences 1 to 3 not in the folder, not checked) to 5" in line
