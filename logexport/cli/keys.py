@@ -65,6 +65,10 @@ def public() -> None:
     """Print the JWKS of LOGEXPORT_SIGNING_KEY and LOGEXPORT_VERIFY_KEYS.
 
     This is the keys file an auditor passes to 'logexport verify --keys'.
+
+    When rotating, keep the old key's public half in LOGEXPORT_VERIFY_KEYS, as this command
+    prints it: LOGEXPORT_VERIFY_KEYS="$(LOGEXPORT_SIGNING_KEY=OLD logexport keys public)".
+    Never the old private key itself: it looks the same, and would be published.
     """
     from logexport import manifests
 

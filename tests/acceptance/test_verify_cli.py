@@ -362,3 +362,13 @@ def test_keys_are_not_taken_over_plain_http_from_another_host(
         "http://keys.example.test/logexport-keys.json: keys are fetched over https:// only "
         "(or saved as a file and passed as such)"
     )
+
+
+def test_keys_public_help_shows_how_to_keep_a_retired_key() -> None:
+    # A private seed and a public key are both 43 base64url characters: an operator who
+    # put the old private key in LOGEXPORT_VERIFY_KEYS would publish it.
+    shown = logexport("keys", "public", "--help")
+    assert shown.returncode == 0
+    text = " ".join(shown.stdout.split())
+    assert 'LOGEXPORT_VERIFY_KEYS="$(LOGEXPORT_SIGNING_KEY=OLD logexport keys public)"' in text
+    assert "Never the old private key itself" in text
