@@ -2,8 +2,9 @@
 -- Every statement names the organization, so an id from another organization finds nothing.
 
 -- name: lock_organization_streams
--- Serializes the per-organization stream cap check.
-SELECT pg_advisory_xact_lock(7002, hashtext($1::uuid::text));
+-- Serializes the per-organization stream cap check. Advisory lock classes: 7001 export
+-- requests per organization, 7002 the export claim, 7003 this.
+SELECT pg_advisory_xact_lock(7003, hashtext($1::uuid::text));
 
 -- name: count_live_streams
 SELECT count(*) FROM log_streams WHERE organization_id = $1 AND deleted_at IS NULL;
