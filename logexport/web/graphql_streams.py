@@ -8,6 +8,7 @@ prefix), to every member of its organization.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ariadne import MutationType, ObjectType
@@ -16,7 +17,7 @@ from logexport import entries
 from logexport.shapes import OrganizationView, connection_dict
 from logexport.streams import manage
 from logexport.streams.models import LogStream, StreamDelivery
-from logexport.web.graphql_resolvers import Info, _ctx
+from logexport.web.graphql_resolvers import Context, Info, _ctx
 from logexport.web.service_calls import page_size
 
 # Cursors of one stream's deliveries: bound to the organization and to the stream.
@@ -35,56 +36,51 @@ async def resolve_log_streams(view: OrganizationView, info: Info) -> list[LogStr
 
 mutation = MutationType()
 
+# What each stream mutation asks of ``streams.manage``, given the request's context and the
+# mutation's input; every one answers with the stream as it now is.
+_StreamChange = Callable[[Context, dict[str, Any]], Awaitable[LogStream]]
 
-@mutation.field("createLogStream")
-async def resolve_create_log_stream(_: None, info: Info, input: dict[str, Any]) -> Payload:
-    ctx = _ctx(info)
-    stream = await manage.create_stream(
-        ctx.pool,
-        ctx.settings,
-        ctx.principal,
-        input,
-        ip_address=ctx.ip_address,
-        user_agent=ctx.user_agent,
-    )
-    return {"logStream": stream}
-
-
-@mutation.field("updateLogStream")
-async def resolve_update_log_stream(_: None, info: Info, input: dict[str, Any]) -> Payload:
-    ctx = _ctx(info)
-    stream = await manage.update_stream(
-        ctx.pool,
-        ctx.settings,
-        ctx.principal,
-        input,
-        ip_address=ctx.ip_address,
-        user_agent=ctx.user_agent,
-    )
-    return {"logStream": stream}
+_STREAM_MUTATIONS: dict[str, _StreamChange] = {
+    "createLogStream": lambda ctx, input: manage.create_stream(
+        ctx.pool, ctx.settings, ctx.principal, input, **_client(ctx)
+    ),
+    "updateLogStream": lambda ctx, input: manage.update_stream(
+        ctx.pool, ctx.settings, ctx.principal, input, **_client(ctx)
+    ),
+    "deleteLogStream": lambda ctx, input: manage.delete_stream(
+        ctx.pool, ctx.principal, input.get("id"), **_client(ctx)
+    ),
+    "testLogStream": lambda ctx, input: manage.test_stream(
+        ctx.pool, ctx.settings, ctx.principal, input.get("id")
+    ),
+}
 
 
-@mutation.field("deleteLogStream")
-async def resolve_delete_log_stream(_: None, info: Info, input: dict[str, Any]) -> Payload:
-    ctx = _ctx(info)
-    stream = await manage.delete_stream(
-        ctx.pool,
-        ctx.principal,
-        input.get("id"),
-        ip_address=ctx.ip_address,
-        user_agent=ctx.user_agent,
-    )
-    return {"logStream": stream}
+def _client(ctx: Context) -> dict[str, str | None]:
+    """Where the request came from, as the self-audit entry records it."""
+    return {"ip_address": ctx.ip_address, "user_agent": ctx.user_agent}
 
 
-@mutation.field("testLogStream")
-async def resolve_test_log_stream(_: None, info: Info, input: dict[str, Any]) -> Payload:
-    ctx = _ctx(info)
-    stream = await manage.test_stream(ctx.pool, ctx.settings, ctx.principal, input.get("id"))
-    return {"logStream": stream}
+def _payload_resolver(change: _StreamChange) -> Callable[..., Awaitable[Payload]]:
+    async def resolve(_: None, info: Info, input: dict[str, Any]) -> Payload:
+        return {"logStream": await change(_ctx(info), input)}
+
+    return resolve
+
+
+for _name, _change in _STREAM_MUTATIONS.items():
+    mutation.set_field(_name, _payload_resolver(_change))
 
 
 log_stream = ObjectType("LogStream")
+# Fields that only rename an attribute; the rest are shaped below.
+for _field, _attribute in {
+    "intervalSeconds": "interval_seconds",
+    "lastError": "last_error",
+    "startAt": "start_at",
+    "createdAt": "created_at",
+}.items():
+    log_stream.set_alias(_field, _attribute)
 
 
 @log_stream.field("id")
@@ -102,39 +98,14 @@ def resolve_state(stream: LogStream, _info: Info) -> str:
     return stream.state.value
 
 
-@log_stream.field("intervalSeconds")
-def resolve_interval(stream: LogStream, _info: Info) -> int:
-    return stream.interval_seconds
-
-
-@log_stream.field("filter")
-def resolve_filter(stream: LogStream, _info: Info) -> object:
-    return stream.filter
-
-
 @log_stream.field("destination")
 def resolve_destination(stream: LogStream, _info: Info) -> dict[str, Any]:
     return manage.destination_view(stream)
 
 
-@log_stream.field("lastError")
-def resolve_last_error(stream: LogStream, _info: Info) -> str | None:
-    return stream.last_error
-
-
 @log_stream.field("nextRunAt")
 def resolve_next_run_at(stream: LogStream, _info: Info) -> object:
     return None if stream.state.value == "PAUSED" else stream.next_run_at
-
-
-@log_stream.field("startAt")
-def resolve_start_at(stream: LogStream, _info: Info) -> object:
-    return stream.start_at
-
-
-@log_stream.field("createdAt")
-def resolve_created_at(stream: LogStream, _info: Info) -> object:
-    return stream.created_at
 
 
 def delivery_cursor(stream: LogStream, delivery: StreamDelivery) -> str:
@@ -163,6 +134,12 @@ async def resolve_deliveries(
 
 
 delivery = ObjectType("LogStreamDelivery")
+for _field, _attribute in {
+    "rowCount": "row_count",
+    "byteSize": "byte_size",
+    "deliveredAt": "delivered_at",
+}.items():
+    delivery.set_alias(_field, _attribute)
 
 
 @delivery.field("id")
@@ -170,24 +147,9 @@ def resolve_delivery_id(item: StreamDelivery, _info: Info) -> str:
     return str(item.id)
 
 
-@delivery.field("rowCount")
-def resolve_row_count(item: StreamDelivery, _info: Info) -> int:
-    return item.row_count
-
-
-@delivery.field("byteSize")
-def resolve_byte_size(item: StreamDelivery, _info: Info) -> int:
-    return item.byte_size
-
-
 @delivery.field("status")
 def resolve_delivery_status(item: StreamDelivery, _info: Info) -> str:
     return item.status.value
-
-
-@delivery.field("deliveredAt")
-def resolve_delivered_at(item: StreamDelivery, _info: Info) -> object:
-    return item.delivered_at
 
 
 STREAM_BINDABLES = [organization, mutation, log_stream, delivery]
