@@ -377,6 +377,8 @@ async def create_stream(
                 f"This organization already has {live} log streams; "
                 f"delete one before creating another (at most {MAX_STREAMS_PER_ORG})"
             )
+        if destination.type is DestinationType.S3:
+            await _refuse_shared_object_names(conn, organization_id, kind, destination)
         record = await conn.fetchrow(
             q("insert_log_stream"),
             stream_id,
@@ -405,6 +407,29 @@ async def create_stream(
         extra={"stream_id": str(stream.id), "organization_id": str(organization_id)},
     )
     return stream
+
+
+async def _refuse_shared_object_names(
+    conn: asyncpg.Connection, organization_id: UUID, kind: ExportKind, destination: NewDestination
+) -> None:
+    public = destination.public
+    other = await conn.fetchval(
+        q("s3_stream_sharing_keys"),
+        organization_id,
+        kind.value,
+        public["bucket"],
+        public["prefix"],
+        public["endpoint_url"],
+    )
+    if other is not None:
+        where = f"s3://{public['bucket']}" + (f"/{public['prefix']}" if public["prefix"] else "")
+        raise BadUserInput(
+            f"destination.s3.prefix is taken: log stream {other} of this organization writes "
+            f"its {kind.value} objects to {where} (or did within the hour), and objects are "
+            "named by organization and sequence, so the two would overwrite each other; "
+            "choose another prefix",
+            field="destination.s3.prefix",
+        )
 
 
 async def _managed_stream(

@@ -9,6 +9,18 @@ SELECT pg_advisory_xact_lock(7003, hashtext($1::uuid::text));
 -- name: count_live_streams
 SELECT count(*) FROM log_streams WHERE organization_id = $1 AND deleted_at IS NULL;
 
+-- name: s3_stream_sharing_keys
+-- Objects are named by kind, hour, organization and sequence only: another S3 stream of the
+-- organization and kind writing to the same bucket, prefix and endpoint would overwrite
+-- them (one deleted within the hour still owns this hour's names).
+SELECT id FROM log_streams
+WHERE organization_id = $1 AND kind = $2 AND destination_type = 'S3'
+  AND destination->>'bucket' = $3
+  AND coalesce(destination->>'prefix', '') = coalesce($4::text, '')
+  AND coalesce(destination->>'endpoint_url', '') = coalesce($5::text, '')
+  AND (deleted_at IS NULL OR deleted_at > now() - interval '1 hour')
+LIMIT 1;
+
 -- name: insert_log_stream
 -- start_at NULL: the default, now.
 INSERT INTO log_streams (

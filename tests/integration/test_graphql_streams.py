@@ -608,3 +608,33 @@ async def test_deliveries_page_with_cursors_bound_to_the_stream(private_api, wor
         await private_api.ok(owner, CREATE, {"input": https_input(world, receiver.url)})
     body = await private_api.call(owner, page_query, variables)
     assert body["errors"][0]["extensions"]["field"] == "after"
+
+
+async def test_two_s3_streams_of_one_kind_may_not_share_object_names(api, pool, world):
+    owner = world.owner.token
+    first = (await api.ok(owner, CREATE, {"input": s3_input(world)}))["createLogStream"][
+        "logStream"
+    ]
+    # Objects are named <prefix>/<kind>/<hour>/<organization>-<sequence>: a second stream's
+    # sequence 1 would overwrite the first one's.
+    filtered = {**s3_input(world), "filter": {"methods": ["DELETE"]}}
+    error = await api.error(owner, CREATE, {"input": filtered})
+    assert error["extensions"]["code"] == "BAD_USER_INPUT", error
+    assert error["extensions"]["field"] == "destination.s3.prefix", error
+    assert error["message"].startswith(
+        f"destination.s3.prefix is taken: log stream {first['id']} of this organization"
+    )
+    assert "s3://customer-logs/acme" in error["message"]
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM log_streams") == 1
+
+    elsewhere = s3_input(world)
+    elsewhere["destination"]["s3"]["prefix"] = "acme/deletes"
+    await api.ok(owner, CREATE, {"input": elsewhere})
+    other_kind = {**s3_input(world), "kind": "AUDIT_LOG"}
+    await api.ok(owner, CREATE, {"input": other_kind})
+
+    # Deleted, its objects of this hour still hold the names a new stream would start with.
+    await api.ok(owner, DELETE, {"id": first["id"]})
+    error = await api.error(owner, CREATE, {"input": s3_input(world)})
+    assert error["extensions"]["field"] == "destination.s3.prefix", error
