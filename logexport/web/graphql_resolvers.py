@@ -28,6 +28,7 @@ from logexport.identity import Principal
 from logexport.kinds import LOG_KINDS
 from logexport.shapes import OrganizationView, connection_dict
 from logexport.web import service_calls
+from logexport.web.forwarded import request_client_ip
 
 
 @dataclass
@@ -42,8 +43,7 @@ class Context:
 
     @property
     def ip_address(self) -> str | None:
-        # The peer address only: forwarded headers can be forged unless a proxy is trusted.
-        return self.request.client.host if self.request.client else None
+        return request_client_ip(self.request, self.settings.trusted_proxies)
 
     @property
     def user_agent(self) -> str | None:

@@ -53,6 +53,7 @@ from logexport.mcp_tools import (
 from logexport.shapes import JSON
 from logexport.web import service_calls
 from logexport.web.auth import BAD_TOKEN_MESSAGE, bearer_token
+from logexport.web.forwarded import request_client_ip
 from logexport.web.graphql_resolvers import load_requester
 from logexport.web.origins import same_origin
 
@@ -76,7 +77,7 @@ def create_mcp_app(
         principal = request.scope.get(_PRINCIPAL_KEY)
         if not isinstance(principal, Principal):
             raise Unauthenticated(BAD_TOKEN_MESSAGE)
-        client = request.client.host if request.client else None
+        client = request_client_ip(request, settings.trusted_proxies)
         return ServiceBackend(
             pools(), settings, principal, client, request.headers.get("user-agent")
         )

@@ -65,7 +65,11 @@ async def running_app(settings, pool, *, run_worker: bool = True) -> AsyncIterat
     port = services.free_port()
     base_url = f"http://127.0.0.1:{port}"
     app = create_app(settings.derive(base_url=base_url), pool=pool, run_worker=run_worker)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    # As ``logexport serve`` runs it: X-Forwarded-For is the app's to judge, not uvicorn's.
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", proxy_headers=False
+    )
+    server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     deadline = asyncio.get_running_loop().time() + 20
     while not server.started:
