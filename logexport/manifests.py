@@ -813,21 +813,24 @@ class ChainSummary:
 
 
 def _manifest_files(directory: Path) -> Iterator[Path]:
-    return iter(sorted(directory.glob("*" + MANIFEST_SUFFIX)))
+    # Subfolders too: a stream's objects sit in one folder per hour in the bucket, and a
+    # copy of it keeps that layout.
+    return iter(sorted(directory.rglob("*" + MANIFEST_SUFFIX)))
 
 
 def verify_chain(directory: Path, keys: Mapping[str, Ed25519PublicKey]) -> ChainSummary:
-    """All manifests in ``directory``, of one chain: each signature, a contiguous sequence
-    from the lowest present, and each ``previous_manifest_sha256`` link. A removed,
-    reordered or altered manifest is named."""
+    """All manifests in ``directory`` and its subfolders, of one chain: each signature, a
+    contiguous sequence from the lowest present, and each ``previous_manifest_sha256`` link.
+    A removed, reordered or altered manifest is named by its path inside ``directory``."""
     entries: list[tuple[int, str, dict[str, Any]]] = []
     chains: set[tuple[str, str, str | None]] = set()
     for path in _manifest_files(directory):
+        name = path.relative_to(directory).as_posix()
         try:
             manifest = verify_envelope(read_envelope(path), keys)
         except VerificationFailed as failure:
-            raise VerificationFailed(failure.check, f"{path.name}: {failure.message}") from None
-        entries.append((manifest["sequence"], path.name, manifest))
+            raise VerificationFailed(failure.check, f"{name}: {failure.message}") from None
+        entries.append((manifest["sequence"], name, manifest))
         chains.add((manifest["organization_id"], manifest["kind"], manifest.get("stream_id")))
     if not entries:
         raise VerificationFailed("chain", f"chain: no *{MANIFEST_SUFFIX} in {directory}")

@@ -122,7 +122,7 @@ def load_keys(source: str | None) -> dict[str, Ed25519PublicKey]:
     "chain",
     type=click.Path(file_okay=False, path_type=Path),
     metavar="DIR",
-    help="Check the chain of manifests in this folder instead of a file.",
+    help="Check the chain of manifests in this folder (and its subfolders) instead of a file.",
 )
 @click.option(
     "--keys",
@@ -137,9 +137,9 @@ def verify(
 
     FILE is checked against its manifest: signature, size, SHA-256, then every row (its
     organization, its time inside the range, the order, the count, the first and last
-    rows). With --chain DIR, every manifest in DIR must be signed, numbered without a gap
-    and linked to the one before. Exit 0 with one summary line; exit 1 naming the first
-    failed check.
+    rows). With --chain DIR, every manifest in DIR and its subfolders (a copy of a stream's
+    bucket prefix, say) must be signed, numbered without a gap and linked to the one
+    before. Exit 0 with one summary line; exit 1 naming the first failed check.
     """
     from logexport import manifests
 

@@ -523,3 +523,22 @@ def test_messages_read_as_sentences(tmp_path: Path, key: Ed25519PrivateKey) -> N
         export.manifest_path.unlink()
     line = manifests.verify_chain(tmp_path / "chain", keys_of(key)).line()
     assert "from sequence 4 (sequences 1 to 3 not in the folder, not checked) to 5" in line
+
+
+def test_a_chain_copied_from_hourly_folders_is_read_from_its_subfolders(
+    tmp_path: Path, key: Ed25519PrivateKey
+) -> None:
+    # A stream writes <prefix>/<kind>/YYYY/MM/DD/HH/...; a copy of the prefix keeps the tree.
+    chain = build_chain(tmp_path, key, 4)
+    for export in chain:
+        hour = tmp_path / "2026" / "03" / "01" / f"{(export.manifest['sequence'] - 1) // 2:02d}"
+        hour.mkdir(parents=True, exist_ok=True)
+        export.manifest_path.rename(hour / export.manifest_path.name)
+    summary = manifests.verify_chain(tmp_path, keys_of(key))
+    assert (summary.first_sequence, summary.last_sequence, summary.count) == (1, 4, 4)
+
+    (tmp_path / "2026/03/01/01/export-03.jsonl.manifest.json").unlink()
+    assert chain_failure(tmp_path, key).message == (
+        "chain: sequence 3 missing between 2026/03/01/00/export-02.jsonl.manifest.json and "
+        "2026/03/01/01/export-04.jsonl.manifest.json (removed manifest)"
+    )
