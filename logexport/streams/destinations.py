@@ -16,6 +16,14 @@ from uuid import UUID
 from logexport.config import Settings
 from logexport.kinds import ExportKind
 from logexport.streams.models import DestinationType, LogStream
+from logexport.streams.secrets import SecretUnsealError, unseal
+from logexport.streams.ssrf import (
+    DestinationRefused,
+    DestinationUnresolved,
+    IPAddress,
+    Resolver,
+    checked_addresses,
+)
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,47 @@ class DeliveryFailed(Exception):
         super().__init__(message)
         self.message = message
         self.retryable = retryable
+
+
+async def allowed_addresses(
+    url: str, settings: Settings, resolver: Resolver | None, *, label: str
+) -> list[IPAddress]:
+    """The addresses a delivery may connect to, checked again before each delivery (DNS
+    answers change). A refusal fails the delivery with its reason after ``label``; only a
+    host that does not resolve may come right by itself."""
+    try:
+        return await checked_addresses(
+            url, allow_private=settings.stream_allow_private, resolver=resolver
+        )
+    except DestinationUnresolved as exc:
+        raise DeliveryFailed(f"{label} {exc.message}", retryable=True) from None
+    except DestinationRefused as exc:
+        raise DeliveryFailed(f"{label} {exc.message}", retryable=False) from None
+
+
+def stream_secret(
+    settings: Settings, stream_id: UUID, sealed: bytes | None, name: str, *, what: str
+) -> str:
+    """The secret ``name`` from the stream's sealed blob; ``what`` names it to the owner
+    when it cannot be had."""
+    if sealed is None:
+        raise DeliveryFailed(f"the stream has no {what}", retryable=False)
+    if settings.secret_key is None:
+        raise DeliveryFailed(
+            f"LOGEXPORT_SECRET_KEY is not set: the stream's {what} cannot be opened",
+            retryable=False,
+        )
+    try:
+        values = unseal(settings.secret_key, stream_id, sealed)
+    except SecretUnsealError:
+        raise DeliveryFailed(
+            f"the stream's {what} cannot be opened with this server's secret key",
+            retryable=False,
+        ) from None
+    secret = values.get(name)
+    if not secret:
+        raise DeliveryFailed(f"the stream's {what} is missing", retryable=False)
+    return secret
 
 
 class Destination(Protocol):

@@ -25,10 +25,14 @@ import httpx
 
 from logexport.config import Settings
 from logexport.manifests import b64url_encode
-from logexport.streams.destinations import Delivery, DeliveryFailed
+from logexport.streams.destinations import (
+    Delivery,
+    DeliveryFailed,
+    allowed_addresses,
+    stream_secret,
+)
 from logexport.streams.models import LogStream
-from logexport.streams.secrets import SecretUnsealError, unseal
-from logexport.streams.ssrf import DestinationRefused, IPAddress, Resolver, checked_addresses
+from logexport.streams.ssrf import IPAddress, Resolver
 
 CONNECT_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 60.0
@@ -88,39 +92,18 @@ class HttpsDestination:
             raise DeliveryFailed("the stream has no URL", retryable=False)
         self.url = url
         self.stream = stream
-        self.allow_private = settings.stream_allow_private
-        self._secret_key = settings.secret_key
+        self._settings = settings
         self._transport = transport
         self._resolver = resolver
 
-    def _secret(self) -> str:
-        if self.stream.secret is None:
-            raise DeliveryFailed("the stream has no signing secret", retryable=False)
-        if self._secret_key is None:
-            raise DeliveryFailed(
-                "LOGEXPORT_SECRET_KEY is not set: the stream's secret cannot be opened",
-                retryable=False,
-            )
-        try:
-            values = unseal(self._secret_key, self.stream.id, self.stream.secret)
-        except SecretUnsealError:
-            raise DeliveryFailed(
-                "the stream's signing secret cannot be opened with this server's secret key",
-                retryable=False,
-            ) from None
-        secret = values.get("secret")
-        if not secret:
-            raise DeliveryFailed("the stream's signing secret is missing", retryable=False)
-        return secret
-
     async def deliver(self, delivery: Delivery) -> None:
-        headers = delivery_headers(delivery, self._secret())
-        try:
-            addresses = await checked_addresses(
-                self.url, allow_private=self.allow_private, resolver=self._resolver
-            )
-        except DestinationRefused as refused:
-            raise DeliveryFailed(f"destination refused: URL {refused.message}") from None
+        secret = stream_secret(
+            self._settings, self.stream.id, self.stream.secret, "secret", what="signing secret"
+        )
+        headers = delivery_headers(delivery, secret)
+        addresses = await allowed_addresses(
+            self.url, self._settings, self._resolver, label="destination refused: URL"
+        )
         timeout = httpx.Timeout(REQUEST_TIMEOUT, connect=CONNECT_TIMEOUT)
         last_error = "no address answered"
         async with httpx.AsyncClient(

@@ -39,16 +39,14 @@ from urllib.parse import urlsplit
 from logexport.config import Settings
 from logexport.kinds import ExportKind
 from logexport.manifests import manifest_name
-from logexport.streams.destinations import Delivery, DeliveryFailed
-from logexport.streams.models import LogStream
-from logexport.streams.secrets import SecretUnsealError, unseal
-from logexport.streams.ssrf import (
-    DestinationRefused,
-    DestinationUnresolved,
-    IPAddress,
-    Resolver,
-    checked_addresses,
+from logexport.streams.destinations import (
+    Delivery,
+    DeliveryFailed,
+    allowed_addresses,
+    stream_secret,
 )
+from logexport.streams.models import LogStream
+from logexport.streams.ssrf import IPAddress, Resolver
 
 if TYPE_CHECKING:
     import aioboto3
@@ -254,16 +252,9 @@ class S3Destination:
     async def _check_endpoint(self, endpoint_url: str) -> None:
         """Check the endpoint's addresses and pin this delivery's connections to them, so a
         DNS answer that changes after the check cannot send them elsewhere."""
-        try:
-            addresses = await checked_addresses(
-                endpoint_url,
-                allow_private=self._settings.stream_allow_private,
-                resolver=self._resolver,
-            )
-        except DestinationUnresolved as exc:
-            raise DeliveryFailed(f"S3 endpoint {exc.message}", retryable=True) from None
-        except DestinationRefused as exc:
-            raise DeliveryFailed(f"S3 endpoint {exc.message}", retryable=False) from None
+        addresses = await allowed_addresses(
+            endpoint_url, self._settings, self._resolver, label="S3 endpoint"
+        )
         host = urlsplit(endpoint_url if "://" in endpoint_url else f"https://{endpoint_url}")
         self._pinned = _pinned_resolver(host.hostname or "", addresses)
 
@@ -289,20 +280,13 @@ class S3Destination:
     def _key_pair(self) -> Credentials | None:
         if self.access_key_id is None:
             return None
-        if self._sealed is None:
-            raise DeliveryFailed(
-                "the S3 destination has an access key id but no secret access key",
-                retryable=False,
-            )
-        try:
-            values = unseal(self._settings.require("secret_key"), self.stream_id, self._sealed)
-        except SecretUnsealError as exc:
-            raise DeliveryFailed(
-                f"the stream's secret cannot be read: {exc}", retryable=False
-            ) from None
-        secret = values.get("secret_access_key")
-        if not secret:
-            raise DeliveryFailed("the stream's secret holds no secret access key", retryable=False)
+        secret = stream_secret(
+            self._settings,
+            self.stream_id,
+            self._sealed,
+            "secret_access_key",
+            what="secret access key",
+        )
         self._secrets.add(secret)
         return Credentials(self.access_key_id, secret)
 
