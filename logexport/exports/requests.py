@@ -219,65 +219,107 @@ async def request_export(
     user_agent: str | None = None,
 ) -> LogExport:
     """Queue an export: job row, self-audit entry and ``NOTIFY`` in one transaction."""
+    async with pool.acquire() as conn:
+        await authorize(
+            conn, principal, request.organization_id, LOG_KINDS[request.kind].export_action
+        )
+        check_export_input(settings, request)
+        return await _queue_export(
+            conn, settings, principal, request, ip_address=ip_address, user_agent=user_agent
+        )
+
+
+async def request_export_from_values(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    principal: Principal,
+    kind: ExportKind | str,
+    values: Mapping[str, Any],
+    *,
+    ip_address: str | None = None,
+    user_agent: str | None = None,
+) -> LogExport:
+    """Queue an export from a surface's values, keyed by ``parse_export_input``'s names.
+
+    The caller's right to export is checked before the values are judged, so someone who
+    may not export learns nothing from how their input would have been answered.
+    """
+    chosen = LOG_KINDS[ExportKind(kind)]
+    org_id = parse_uuid(values.get("organization_id"), "organizationId")
+    async with pool.acquire() as conn:
+        await authorize(conn, principal, org_id, chosen.export_action)
+        request = parse_export_input(settings, chosen.kind, **{**values, "organization_id": org_id})
+        return await _queue_export(
+            conn, settings, principal, request, ip_address=ip_address, user_agent=user_agent
+        )
+
+
+async def _queue_export(
+    conn: asyncpg.Connection,
+    settings: Settings,
+    principal: Principal,
+    request: ExportInput,
+    *,
+    ip_address: str | None,
+    user_agent: str | None,
+) -> LogExport:
+    """The request's transaction, for a caller already authorized to export."""
     org_id = request.organization_id
     export_action = LOG_KINDS[request.kind].export_action
-    async with pool.acquire() as conn:
-        await authorize(conn, principal, org_id, export_action)
-        check_export_input(settings, request)
-        fingerprint = request.fingerprint()
-        async with conn.transaction():
-            if request.idempotency_key is not None:
-                previous = await _replay(conn, principal, request, fingerprint)
-                if previous is not None:
-                    return previous
-            await conn.execute(q("lock_organization_exports"), org_id)
-            if request.idempotency_key is not None:
-                # A concurrent request with the same key may have committed while we
-                # waited for the lock: answer with its export, not a cap check or error.
-                previous = await _replay(conn, principal, request, fingerprint)
-                if previous is not None:
-                    return previous
-            active = await conn.fetchval(q("count_active_exports"), org_id)
-            if active >= settings.max_active_exports_per_org:
-                raise RateLimited(
-                    f"This organization already has {active} exports pending or running; "
-                    "wait for one to finish before requesting another"
-                )
-            record = await conn.fetchrow(
-                q("insert_export"),
-                org_id,
-                request.kind.value,
-                request.from_time,
-                request.to_time,
-                request.format.value,
-                request.compression.value,
-                request.csv_bom,
-                request.filter_json(),
-                principal.user_id,
-                principal.api_key_id,
-                request.idempotency_key,
-                fingerprint,
+    fingerprint = request.fingerprint()
+    async with conn.transaction():
+        if request.idempotency_key is not None:
+            previous = await _replay(conn, principal, request, fingerprint)
+            if previous is not None:
+                return previous
+        await conn.execute(q("lock_organization_exports"), org_id)
+        if request.idempotency_key is not None:
+            # A concurrent request with the same key may have committed while we
+            # waited for the lock: answer with its export, not a cap check or error.
+            previous = await _replay(conn, principal, request, fingerprint)
+            if previous is not None:
+                return previous
+        active = await conn.fetchval(q("count_active_exports"), org_id)
+        if active >= settings.max_active_exports_per_org:
+            raise RateLimited(
+                f"This organization already has {active} exports pending or running; "
+                "wait for one to finish before requesting another"
             )
-            if record is None:
-                # A concurrent request with the same key (for another organization, so
-                # not serialized by the lock) won the unique index.
-                previous = await _replay(conn, principal, request, fingerprint)
-                if previous is not None:
-                    return previous
-                raise BadUserInput(
-                    "idempotencyKey is being used by a concurrent request; retry it",
-                    field="idempotencyKey",
-                )
-            export = LogExport.from_record(record)
-            await record_export_event(
-                conn,
-                export,
-                export_action.value,
-                actor=principal,
-                ip_address=ip_address,
-                user_agent=user_agent,
+        record = await conn.fetchrow(
+            q("insert_export"),
+            org_id,
+            request.kind.value,
+            request.from_time,
+            request.to_time,
+            request.format.value,
+            request.compression.value,
+            request.csv_bom,
+            request.filter_json(),
+            principal.user_id,
+            principal.api_key_id,
+            request.idempotency_key,
+            fingerprint,
+        )
+        if record is None:
+            # A concurrent request with the same key (for another organization, so
+            # not serialized by the lock) won the unique index.
+            previous = await _replay(conn, principal, request, fingerprint)
+            if previous is not None:
+                return previous
+            raise BadUserInput(
+                "idempotencyKey is being used by a concurrent request; retry it",
+                field="idempotencyKey",
             )
-            await conn.execute(q("notify_export"), export.id)
+        export = LogExport.from_record(record)
+        await record_export_event(
+            conn,
+            export,
+            export_action.value,
+            actor=principal,
+            ip_address=ip_address,
+            user_agent=user_agent,
+        )
+        await conn.execute(q("notify_export"), export.id)
     return export
 
 

@@ -20,7 +20,6 @@ from logexport.exports import requests
 from logexport.exports.models import ExportKind, LogExport
 from logexport.identity import Principal
 from logexport.kinds import LOG_KINDS
-from logexport.policy import authorize
 from logexport.records import AuditLogEntry, ScimEvent
 
 # One cursor format for GraphQL's Organization.logExports and MCP's list_log_exports, so a
@@ -57,20 +56,11 @@ async def request_export(
     ip_address: str | None,
     user_agent: str | None,
 ) -> LogExport:
-    """Queue an export from ``arguments`` keyed by snake_case name.
-
-    The caller's right to export comes first, so someone who may not export learns
-    nothing from how their input is judged; then the input becomes an ``ExportInput``.
-    """
-    chosen = LOG_KINDS[ExportKind(kind)]
-    organization_id = requests.parse_uuid(arguments.get("organization_id"), "organizationId")
-    async with pool.acquire() as conn:
-        await authorize(conn, principal, organization_id, chosen.export_action)
+    """Queue an export from ``arguments`` keyed by snake_case name; the service checks the
+    caller's right to export before it judges them."""
     raw = {name: arguments.get(name) for name in REQUEST_ARGUMENTS}
-    raw["organization_id"] = organization_id
-    request = requests.parse_export_input(settings, chosen.kind, **raw)
-    return await requests.request_export(
-        pool, settings, principal, request, ip_address=ip_address, user_agent=user_agent
+    return await requests.request_export_from_values(
+        pool, settings, principal, kind, raw, ip_address=ip_address, user_agent=user_agent
     )
 
 
