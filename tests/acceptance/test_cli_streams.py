@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 from tests.support.cli import REPO, Result, api, logexport_command, run_logexport
+from tests.support.receiver import receiver
 
 COMMAND_TIMEOUT = 60
 SECRET = "cli-hmac-secret-0123456789"
@@ -42,39 +38,14 @@ def one_error_line(result: Result) -> str:
     return lines[0]
 
 
-@contextlib.contextmanager
-def receiver() -> Iterator[tuple[str, list[dict[str, str]]]]:
-    """An HTTP endpoint on 127.0.0.1 that accepts every POST and keeps its headers."""
-    received: list[dict[str, str]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            received.append({k.lower(): v for k, v in self.headers.items()})
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/ingest", received
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
-
-
 async def test_owner_creates_tests_pauses_resumes_and_deletes_a_stream(pool, settings, tmp_path):
     private = settings.derive(stream_allow_private=True, stream_min_interval=1.0)
     async with api(pool, private, tmp_path, "--no-worker") as server:
         org = str(server.world.organization_id)
         env = server.env(server.world.owner.token)
         outputs: list[Result] = []
-        with receiver() as (url, received):
+        with receiver(SECRET) as http:
+            url = http.url()
             created = await cli(
                 "stream", "create", "--org", org, "--kind", "audit-log", "--https-url", url,
                 "--secret", "-", "--interval", "2m", "--action", "user.login", "--json",
@@ -91,8 +62,8 @@ async def test_owner_creates_tests_pauses_resumes_and_deletes_a_stream(pool, set
             outputs.append(tested)
             assert tested.code == 0, tested.stderr
             assert tested.stdout.strip().endswith(": DELIVERED")
-            assert len(received) == 1
-            assert received[0]["x-logexport-sequence"] == "test"
+            [received] = http.received()
+            assert received.headers["x-logexport-sequence"] == "test"
 
         listed = await cli("stream", "list", "--org", org, env=env)
         outputs.append(listed)

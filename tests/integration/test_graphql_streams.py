@@ -4,17 +4,12 @@ nothing; secrets never come back; destinations inside the network are refused.""
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import gzip
 import hashlib
 import hmac
 import json
 import logging
-import threading
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID
 
@@ -23,6 +18,7 @@ import pytest
 import pytest_asyncio
 
 from tests.support.app import running_app
+from tests.support.receiver import receiver
 from tests.support.world import World, build_world
 
 SECRET = "hmac-secret-value-0123456789"
@@ -49,45 +45,6 @@ TEST = (
     f" testLogStream(input: {{id: $id}}) {{ logStream {{ {STREAM_FIELDS} }} }} }}"
 )
 LIST = f"query($org: ID!) {{ organization(id: $org) {{ logStreams {{ {STREAM_FIELDS} }} }} }}"
-
-
-@dataclass
-class Receiver:
-    """An HTTP endpoint on 127.0.0.1 keeping what it receives, answering ``status``."""
-
-    url: str = ""
-    status: int = 200
-    requests: list[tuple[dict[str, str], bytes]] = dataclasses.field(default_factory=list)
-
-    def received(self) -> list[tuple[dict[str, str], bytes]]:
-        return list(self.requests)
-
-
-@contextlib.contextmanager
-def stream_receiver() -> Iterator[Receiver]:
-    receiver = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            receiver.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
-            self.send_response(receiver.status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    receiver.url = f"http://127.0.0.1:{server.server_address[1]}/ingest"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield receiver
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 class Api:
@@ -485,23 +442,23 @@ async def test_a_test_delivery_reaches_the_receiver_and_is_recorded(
 ):
     caplog.set_level(logging.DEBUG)
     owner = world.owner.token
-    with stream_receiver() as receiver:
+    with receiver(SECRET) as http:
         created = (
             await private_api.ok(
-                owner, CREATE, {"input": https_input(world, receiver.url, intervalSeconds=1)}
+                owner, CREATE, {"input": https_input(world, http.url(), intervalSeconds=1)}
             )
         )["createLogStream"]["logStream"]
         tested = (await private_api.ok(owner, TEST, {"id": created["id"]}))["testLogStream"][
             "logStream"
         ]
-        received = receiver.received()
-        receiver.status = 500
+        received = http.received()
+        http.status = 500
         failed = (await private_api.ok(owner, TEST, {"id": created["id"]}))["testLogStream"][
             "logStream"
         ]
 
     assert len(received) == 1
-    headers, body = received[0]
+    headers, body = received[0].headers, received[0].body
     assert headers["x-logexport-sequence"] == "test"
     expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
     assert headers["x-logexport-signature"] == expected
@@ -537,10 +494,10 @@ async def test_a_test_delivery_keeps_a_failing_streams_own_error_and_retries_it_
 ):
     owner = world.owner.token
     real_error = "the endpoint answered HTTP 503"
-    with stream_receiver() as receiver:
-        created = (
-            await private_api.ok(owner, CREATE, {"input": https_input(world, receiver.url)})
-        )["createLogStream"]["logStream"]
+    with receiver(SECRET) as http:
+        created = (await private_api.ok(owner, CREATE, {"input": https_input(world, http.url())}))[
+            "createLogStream"
+        ]["logStream"]
         stream_id = UUID(created["id"])
         async with pool.acquire() as conn:
             # As a run leaves a stream whose destination failed: FAILING, retried later.
@@ -550,11 +507,11 @@ async def test_a_test_delivery_keeps_a_failing_streams_own_error_and_retries_it_
                 stream_id,
                 real_error,
             )
-        receiver.status = 500
+        http.status = 500
         failed = (await private_api.ok(owner, TEST, {"id": created["id"]}))["testLogStream"][
             "logStream"
         ]
-        receiver.status = 200
+        http.status = 200
         passed = (await private_api.ok(owner, TEST, {"id": created["id"]}))["testLogStream"][
             "logStream"
         ]
@@ -581,10 +538,10 @@ async def test_deliveries_page_with_cursors_bound_to_the_stream(private_api, wor
         " pageInfo { hasNextPage endCursor } } } } }"
     )
     variables: dict[str, Any] = {"org": str(world.organization_id), "after": None}
-    with stream_receiver() as receiver:
-        created = (
-            await private_api.ok(owner, CREATE, {"input": https_input(world, receiver.url)})
-        )["createLogStream"]["logStream"]
+    with receiver(SECRET) as http:
+        created = (await private_api.ok(owner, CREATE, {"input": https_input(world, http.url())}))[
+            "createLogStream"
+        ]["logStream"]
         tested = [
             (await private_api.ok(owner, TEST, {"id": created["id"]}))["testLogStream"]
             for _ in range(3)
@@ -605,7 +562,7 @@ async def test_deliveries_page_with_cursors_bound_to_the_stream(private_api, wor
         assert stream["deliveries"]["pageInfo"]["hasNextPage"] is False
 
         # The cursor belongs to its stream: another stream refuses it.
-        await private_api.ok(owner, CREATE, {"input": https_input(world, receiver.url)})
+        await private_api.ok(owner, CREATE, {"input": https_input(world, http.url())})
     body = await private_api.call(owner, page_query, variables)
     assert body["errors"][0]["extensions"]["field"] == "after"
 
