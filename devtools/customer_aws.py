@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import secrets
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -178,6 +180,19 @@ def start_customer_account(
         role_arn=role_arn,
         external_id=external_id,
     )
+
+
+@contextmanager
+def customer_account(*, log_file: Path | None = None) -> Iterator[CustomerAccount]:
+    """A customer account for the length of a ``with`` block; its server stopped and its log
+    file removed on leaving."""
+    account = start_customer_account(log_file=log_file)
+    try:
+        yield account
+    finally:
+        account.stop()
+        if log_file is not None:
+            log_file.unlink(missing_ok=True)
 
 
 def enforce_iam(server: S3Server) -> None:

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from playwright.async_api import expect
 
-from devtools.customer_aws import CustomerAccount, start_customer_account
+from devtools.customer_aws import CustomerAccount, customer_account
 from logexport.config import Settings
 from logexport.entries import AuditLogEntryInput, record_audit_log_entries
 from tests.support.receiver import Receiver
@@ -262,11 +262,8 @@ async def _rows_received(receiver: Receiver) -> bool:
 
 @pytest.fixture
 def customer() -> Iterator[CustomerAccount]:
-    account = start_customer_account()
-    try:
+    with customer_account() as account:
         yield account
-    finally:
-        account.stop()
 
 
 async def test_owner_creates_an_s3_stream_with_an_access_key_pair(

@@ -6,7 +6,6 @@ delivered once, in numbered, signed deliveries with no gap, whatever fails on th
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -30,6 +29,7 @@ from tests.support.stream_checks import (
     check_chain,
     create_stream,
     distinct_deliveries,
+    running_stream_loop,
     write_entries,
 )
 from tests.support.world import eventually
@@ -67,14 +67,8 @@ async def org(pool: asyncpg.Pool) -> UUID:
 @pytest_asyncio.fixture(loop_scope="session")
 async def running_loop(stream_settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[StreamLoop]:
     """The stream loop as a worker runs it, polling every 0.1 s."""
-    loop = StreamLoop(stream_settings, pool, worker_id="test-worker", poll_interval=0.1)
-    stopping = False
-    task = asyncio.get_running_loop().create_task(loop.run(lambda: stopping))
-    try:
+    async with running_stream_loop(stream_settings, pool, "test-worker") as loop:
         yield loop
-    finally:
-        stopping = True
-        await asyncio.wait_for(task, 10)
 
 
 async def _stream_row(pool: asyncpg.Pool, stream_id: UUID) -> asyncpg.Record:

@@ -20,12 +20,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from logexport.config import Settings
-from logexport.kinds import ExportKind
 from logexport.streams.destinations import Delivery, DeliveryFailed
 from logexport.streams.https import HttpsDestination
-from logexport.streams.models import DestinationType, LogStream, StreamState
+from logexport.streams.models import DestinationType, LogStream
 from logexport.streams.secrets import seal
 from tests.support.receiver import Receiver, receiver
+from tests.support.stream_checks import unsaved_stream
 
 SECRET = "whsec-https-test"
 
@@ -38,35 +38,12 @@ def http() -> Iterator[Receiver]:
 
 def _stream(settings: Settings, url: str, secret: str = SECRET) -> LogStream:
     stream_id = uuid4()
-    now = datetime.now(UTC)
-    return LogStream(
-        id=stream_id,
-        organization_id=UUID(int=7),
-        kind=ExportKind.AUDIT_LOG,
-        destination_type=DestinationType.HTTPS,
-        destination={"url": url},
-        secret=seal(settings.require("secret_key"), stream_id, {"secret": secret}),
-        interval_seconds=60,
-        filter=None,
-        state=StreamState.ACTIVE,
-        last_error=None,
-        next_run_at=now,
-        start_at=now,
-        horizon=None,
-        range_end=None,
-        cursor_created_at=None,
-        cursor_id=None,
-        last_sequence=0,
-        last_manifest_sha256=None,
-        failures=0,
-        lease_owner=None,
-        lease_expires_at=None,
-        lease_attempt=0,
-        lease_lock_key=None,
-        created_by=None,
-        created_at=now,
-        updated_at=now,
-        deleted_at=None,
+    return unsaved_stream(
+        stream_id,
+        UUID(int=7),
+        DestinationType.HTTPS,
+        {"url": url},
+        seal(settings.require("secret_key"), stream_id, {"secret": secret}),
     )
 
 

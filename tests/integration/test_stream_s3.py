@@ -21,12 +21,12 @@ from uuid import UUID, uuid4
 import pytest
 
 from devtools import services
-from devtools.customer_aws import CustomerAccount, KeyPair, start_customer_account
+from devtools.customer_aws import CustomerAccount, KeyPair, customer_account
 from logexport import manifests
 from logexport.config import Settings
 from logexport.kinds import ExportKind
 from logexport.streams.destinations import Delivery, DeliveryFailed
-from logexport.streams.models import DestinationType, LogStream, StreamState
+from logexport.streams.models import DestinationType, LogStream
 from logexport.streams.s3 import (
     CredentialsExpired,
     RoleCredentialCache,
@@ -35,6 +35,7 @@ from logexport.streams.s3 import (
     object_key,
 )
 from logexport.streams.secrets import seal
+from tests.support.stream_checks import unsaved_stream
 
 SECRET_KEY = "stream-test-secret-key-0123456789abcdef-0123456789"
 SIGNING_KEY = manifests.generate_signing_key()
@@ -44,15 +45,10 @@ CREATED = datetime(2026, 11, 30, 23, 41, 7, 123456, tzinfo=UTC)
 
 @pytest.fixture(scope="module")
 def customer() -> Iterator[CustomerAccount]:
-    account = start_customer_account(
+    with customer_account(
         log_file=services.run_dir() / f"moto-customer-{os.getpid()}.log"
-    )
-    try:
+    ) as account:
         yield account
-    finally:
-        account.stop()
-        if account.server.log_file is not None:
-            account.server.log_file.unlink(missing_ok=True)
 
 
 @pytest.fixture
@@ -98,36 +94,7 @@ def make_stream(
     sealed = (
         seal(SECRET_KEY, stream_id, {"secret_access_key": keys.secret_access_key}) if keys else None
     )
-    now = datetime.now(UTC)
-    return LogStream(
-        id=stream_id,
-        organization_id=ORG,
-        kind=ExportKind.AUDIT_LOG,
-        destination_type=DestinationType.S3,
-        destination=destination,
-        secret=sealed,
-        interval_seconds=60,
-        filter=None,
-        state=StreamState.ACTIVE,
-        last_error=None,
-        next_run_at=now,
-        start_at=now,
-        horizon=None,
-        range_end=None,
-        cursor_created_at=None,
-        cursor_id=None,
-        last_sequence=0,
-        last_manifest_sha256=None,
-        failures=0,
-        lease_owner=None,
-        lease_expires_at=None,
-        lease_attempt=0,
-        lease_lock_key=None,
-        created_by=None,
-        created_at=now,
-        updated_at=now,
-        deleted_at=None,
-    )
+    return unsaved_stream(stream_id, ORG, DestinationType.S3, destination, sealed)
 
 
 def rows(count: int) -> list[dict[str, Any]]:

@@ -5,7 +5,6 @@ permissions."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import gzip
 import json
@@ -20,13 +19,14 @@ import pytest
 import pytest_asyncio
 
 from devtools import services
-from devtools.customer_aws import CustomerAccount, KeyPair, start_customer_account
+from devtools.customer_aws import CustomerAccount, KeyPair, customer_account
 from logexport import identity, manifests
 from logexport.config import Settings
 from logexport.entries import record_audit_log_entry
 from logexport.streams.loop import StreamLoop
 from logexport.streams.secrets import seal
 from logexport.streams.store import insert_stream
+from tests.support.stream_checks import running_stream_loop
 from tests.support.world import eventually
 
 SIGNING_KEY = manifests.generate_signing_key()
@@ -34,15 +34,10 @@ SIGNING_KEY = manifests.generate_signing_key()
 
 @pytest.fixture(scope="module")
 def customer() -> Iterator[CustomerAccount]:
-    account = start_customer_account(
+    with customer_account(
         log_file=services.run_dir() / f"moto-customer-worker-{os.getpid()}.log"
-    )
-    try:
+    ) as account:
         yield account
-    finally:
-        account.stop()
-        if account.server.log_file is not None:
-            account.server.log_file.unlink(missing_ok=True)
 
 
 @pytest.fixture
@@ -60,14 +55,8 @@ def stream_settings(settings: Settings) -> Settings:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def running_loop(stream_settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[StreamLoop]:
-    loop = StreamLoop(stream_settings, pool, worker_id="s3-test-worker", poll_interval=0.1)
-    stopping = False
-    task = asyncio.get_running_loop().create_task(loop.run(lambda: stopping))
-    try:
+    async with running_stream_loop(stream_settings, pool, "s3-test-worker") as loop:
         yield loop
-    finally:
-        stopping = True
-        await asyncio.wait_for(task, 10)
 
 
 async def new_stream(

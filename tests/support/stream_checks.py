@@ -3,10 +3,13 @@ got checked the way a customer would (signature, manifest, chain, rows)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import tempfile
 import uuid
 from collections import defaultdict
-from datetime import datetime
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -14,7 +17,10 @@ from uuid import UUID
 import asyncpg
 
 from logexport import manifests
-from logexport.streams.models import LogStream
+from logexport.config import Settings
+from logexport.kinds import ExportKind
+from logexport.streams.loop import StreamLoop
+from logexport.streams.models import DestinationType, LogStream, StreamState
 from logexport.streams.secrets import seal
 from logexport.streams.store import insert_stream
 from tests.support.keys import TEST_SIGNING_KEY
@@ -55,6 +61,62 @@ async def create_stream(
         start_at=start_at,
         created_by=None,
     )
+
+
+def unsaved_stream(
+    stream_id: UUID,
+    organization_id: UUID,
+    destination_type: DestinationType,
+    destination: dict[str, Any],
+    secret: bytes | None,
+) -> LogStream:
+    """An audit log stream that was never stored, as a destination sees it: active, due now,
+    nothing delivered yet."""
+    now = datetime.now(UTC)
+    return LogStream(
+        id=stream_id,
+        organization_id=organization_id,
+        kind=ExportKind.AUDIT_LOG,
+        destination_type=destination_type,
+        destination=destination,
+        secret=secret,
+        interval_seconds=60,
+        filter=None,
+        state=StreamState.ACTIVE,
+        last_error=None,
+        next_run_at=now,
+        start_at=now,
+        horizon=None,
+        range_end=None,
+        cursor_created_at=None,
+        cursor_id=None,
+        last_sequence=0,
+        last_manifest_sha256=None,
+        failures=0,
+        lease_owner=None,
+        lease_expires_at=None,
+        lease_attempt=0,
+        lease_lock_key=None,
+        created_by=None,
+        created_at=now,
+        updated_at=now,
+        deleted_at=None,
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_stream_loop(
+    settings: Settings, pool: asyncpg.Pool, worker_id: str
+) -> AsyncIterator[StreamLoop]:
+    """The stream loop as a worker runs it, polling every 0.1 s, stopped on leaving."""
+    loop = StreamLoop(settings, pool, worker_id=worker_id, poll_interval=0.1)
+    stopping = False
+    task = asyncio.get_running_loop().create_task(loop.run(lambda: stopping))
+    try:
+        yield loop
+    finally:
+        stopping = True
+        await asyncio.wait_for(task, 10)
 
 
 async def write_entries(
