@@ -41,23 +41,25 @@ from email.message import EmailMessage
 from html.parser import HTMLParser
 from pathlib import Path
 from types import FrameType
-from typing import TextIO, cast
+from typing import TYPE_CHECKING, TextIO, cast
 from urllib.parse import urljoin, urlsplit
 from uuid import UUID
 
-import asyncpg
 import click
 import httpx
 
-from logexport import db, identity
+from logexport.actions import Role
 from logexport.cli import browser_headers
 from logexport.cli.client import wait_for_export
 from logexport.cli.common import EXIT_USAGE, fail, load_settings, run
 from logexport.cli.progress import ProgressReporter
 from logexport.client import LogExportClient
 from logexport.manifests import KEYS_PATH, manifest_name
-from logexport.policy import Role, role_of
-from logexport.seed import seed
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from logexport import identity
 
 ORGANIZATION_NAME = "Acme Corp"
 ADMIN_EMAIL = "admin@acme.example"
@@ -137,6 +139,10 @@ class DemoOrganization:
 
 
 async def _ensure_user(conn: asyncpg.Connection, email_address: str, name: str) -> identity.User:
+    # The database layer is imported here, not with the module, so `demo --help` needs no
+    # database driver.
+    from logexport import identity
+
     user = await identity.get_user_by_email(conn, email_address)
     return user if user is not None else await identity.create_user(conn, email_address, name)
 
@@ -144,6 +150,9 @@ async def _ensure_user(conn: asyncpg.Connection, email_address: str, name: str) 
 async def _ensure_role(
     conn: asyncpg.Connection, organization_id: UUID, user: identity.User, role: Role
 ) -> None:
+    from logexport import identity
+    from logexport.policy import role_of
+
     current = await role_of(conn, organization_id, user.id)
     if current is None:
         await identity.add_member(conn, organization_id, user.id, role)
@@ -159,6 +168,9 @@ async def ensure_demo_organization(
     Because the organization and its rows commit together, finding the organization means
     it was seeded: an interrupted first run leaves nothing behind and the next one seeds.
     """
+    from logexport import db, identity
+    from logexport.seed import seed
+
     conn = await db.connect(database_url)
     try:
         async with conn.transaction():

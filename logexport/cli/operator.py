@@ -2,7 +2,8 @@
 
 They talk to the database named by ``LOGEXPORT_DATABASE_URL``. Output meant for scripts
 (new ids, the one-time API token) goes to stdout alone on its line; everything a person
-reads goes to stderr.
+reads goes to stderr. The database layer is imported when a command runs, not when its
+help is shown.
 """
 
 from __future__ import annotations
@@ -10,24 +11,28 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from uuid import UUID
 
-import asyncpg
 import click
 
-from logexport import db, identity
+from logexport.actions import Role
 from logexport.cli.common import load_settings, run
 from logexport.config import parse_duration
 from logexport.errors import NotFound
-from logexport.policy import Role
-from logexport.seed import seed
 from logexport.timeutil import format_rfc3339, utc_now
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from logexport import identity
 
 T = TypeVar("T")
 
 
 def _with_database(work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    from logexport import db
+
     settings = load_settings("database_url")
 
     async def main() -> T:
@@ -41,6 +46,8 @@ def _with_database(work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
 
 
 async def _user(conn: asyncpg.Connection, email: str) -> identity.User:
+    from logexport import identity
+
     user = await identity.get_user_by_email(conn, email)
     if user is None:
         raise NotFound(f"no user has the email {email}")
@@ -74,6 +81,8 @@ _ROLE = click.Choice([r.value for r in Role], case_sensitive=False)
 @click.command("migrate")
 def migrate() -> None:
     """Apply pending database migrations (safe to run concurrently)."""
+    from logexport import db
+
     settings = load_settings("database_url")
     applied = run(db.migrate(settings.require("database_url")))
     _info(f"applied {', '.join(applied)}" if applied else "the database is up to date")
@@ -88,6 +97,8 @@ def admin() -> None:
 @click.argument("name")
 def create_organization(name: str) -> None:
     """Create an organization and print its id."""
+    from logexport import identity
+
     org = _with_database(lambda conn: identity.create_organization(conn, name))
     click.echo(org.id)
     _info(f"created organization {org.name!r}")
@@ -98,6 +109,8 @@ def create_organization(name: str) -> None:
 @click.option("--name", "full_name", required=True, help="The user's full name.")
 def create_user(email: str, full_name: str) -> None:
     """Create a user and print their id."""
+    from logexport import identity
+
     user = _with_database(lambda conn: identity.create_user(conn, email, full_name))
     click.echo(user.id)
     _info(f"created user {user.email}")
@@ -109,6 +122,8 @@ def create_user(email: str, full_name: str) -> None:
 @click.option("--role", required=True, type=_ROLE, help="OWNER, ADMIN or VIEWER.")
 def add_member(organization_id: UUID, email: str, role: str) -> None:
     """Give a user a role in an organization."""
+    from logexport import identity
+
     _change_membership(identity.add_member, organization_id, email, role)
 
 
@@ -118,6 +133,8 @@ def add_member(organization_id: UUID, email: str, role: str) -> None:
 @click.option("--role", required=True, type=_ROLE, help="OWNER, ADMIN or VIEWER.")
 def set_role(organization_id: UUID, email: str, role: str) -> None:
     """Change a member's role."""
+    from logexport import identity
+
     _change_membership(identity.set_role, organization_id, email, role)
 
 
@@ -140,6 +157,7 @@ def _change_membership(
 @click.argument("email")
 def remove_member(organization_id: UUID, email: str) -> None:
     """Remove a user from an organization."""
+    from logexport import identity
 
     async def work(conn: asyncpg.Connection) -> identity.Membership:
         user = await _user(conn, email)
@@ -155,6 +173,7 @@ def remove_member(organization_id: UUID, email: str) -> None:
 @click.option("--expires-in", type=_Duration(), help="Lifetime such as 90d or 12h (default: none).")
 def create_api_key(email: str, name: str, expires_in: timedelta | None) -> None:
     """Create an API key for a user and print its token (shown only this once)."""
+    from logexport import identity
 
     async def work(conn: asyncpg.Connection) -> tuple[identity.ApiKey, str]:
         user = await _user(conn, email)
@@ -170,6 +189,7 @@ def create_api_key(email: str, name: str, expires_in: timedelta | None) -> None:
 @click.argument("email")
 def list_api_keys(email: str) -> None:
     """List a user's API keys (never their tokens)."""
+    from logexport import identity
 
     async def work(conn: asyncpg.Connection) -> list[identity.ApiKey]:
         user = await _user(conn, email)
@@ -194,6 +214,8 @@ def list_api_keys(email: str) -> None:
 @click.argument("key_id", metavar="KEY_ID", type=click.UUID)
 def revoke_api_key(key_id: UUID) -> None:
     """Revoke an API key; requests and console sessions using it stop at once."""
+    from logexport import identity
+
     key = _with_database(lambda conn: identity.revoke_api_key(conn, key_id))
     _info(f"revoked API key {key.id} ({key.name})")
 
@@ -226,6 +248,8 @@ def seed_command(
     organization_id: UUID, audit_entries: int, scim_events: int, days: int, rng_seed: int
 ) -> None:
     """Load synthetic audit log entries and SCIM events into an organization."""
+    from logexport import identity
+    from logexport.seed import seed
 
     async def work(conn: asyncpg.Connection) -> tuple[int, int]:
         if await identity.get_organization(conn, organization_id) is None:

@@ -104,6 +104,33 @@ def test_a_commands_help_imports_only_what_that_command_needs(group: str, needed
     assert not {name for name in modules if name.startswith(("logexport.exports", "logexport.web"))}
 
 
+# What talks to PostgreSQL; a command's help is read before any database is at hand.
+DATABASE_DRIVERS = frozenset({"asyncpg", "psycopg", "psycopg2"})
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("admin",),
+        ("admin", "create-api-key"),
+        ("admin", "seed"),
+        ("migrate",),
+        ("stream",),
+        ("stream", "create"),
+        ("verify",),
+        ("keys",),
+        ("keys", "public"),
+        ("demo",),
+    ],
+    ids=" ".join,
+)
+def test_a_commands_help_imports_no_database_driver(command: tuple[str, ...]):
+    output, modules = imported_by(*command, "--help")
+    assert f"Usage: logexport {' '.join(command)}" in output
+    assert not _roots(modules) & DATABASE_DRIVERS, sorted(_roots(modules) & DATABASE_DRIVERS)
+    assert "logexport.db" not in modules
+
+
 def test_root_help_lists_each_command_as_the_loaded_command_would():
     lazy, _ = imported_by("--help")
     loaded = subprocess.run(
