@@ -72,30 +72,33 @@ for _name, _change in _STREAM_MUTATIONS.items():
     mutation.set_field(_name, _payload_resolver(_change))
 
 
-log_stream = ObjectType("LogStream")
-# Fields that only rename an attribute; the rest are shaped below.
-for _field, _attribute in {
-    "intervalSeconds": "interval_seconds",
-    "lastError": "last_error",
-    "startAt": "start_at",
-    "createdAt": "created_at",
-}.items():
-    log_stream.set_alias(_field, _attribute)
+def _record_type(name: str, *, text: tuple[str, ...], **renamed: str) -> ObjectType:
+    """An object type over a record: the ``text`` attributes (ids, enum members) shown as
+    their text, the ``renamed`` fields read from the attribute named, the rest shaped by
+    resolvers of their own."""
+    object_type = ObjectType(name)
+    for field_name in text:
+        object_type.set_field(field_name, _text_of(field_name))
+    for field_name, attribute in renamed.items():
+        object_type.set_alias(field_name, attribute)
+    return object_type
 
 
-@log_stream.field("id")
-def resolve_id(stream: LogStream, _info: Info) -> str:
-    return str(stream.id)
+def _text_of(attribute: str) -> Callable[[object, Info], str]:
+    def resolve(record: object, _info: Info) -> str:
+        return str(getattr(record, attribute))
+
+    return resolve
 
 
-@log_stream.field("kind")
-def resolve_kind(stream: LogStream, _info: Info) -> str:
-    return stream.kind.value
-
-
-@log_stream.field("state")
-def resolve_state(stream: LogStream, _info: Info) -> str:
-    return stream.state.value
+log_stream = _record_type(
+    "LogStream",
+    text=("id", "kind", "state"),
+    intervalSeconds="interval_seconds",
+    lastError="last_error",
+    startAt="start_at",
+    createdAt="created_at",
+)
 
 
 @log_stream.field("destination")
@@ -133,23 +136,13 @@ async def resolve_deliveries(
     return connection_dict(edges, page.has_next_page)
 
 
-delivery = ObjectType("LogStreamDelivery")
-for _field, _attribute in {
-    "rowCount": "row_count",
-    "byteSize": "byte_size",
-    "deliveredAt": "delivered_at",
-}.items():
-    delivery.set_alias(_field, _attribute)
-
-
-@delivery.field("id")
-def resolve_delivery_id(item: StreamDelivery, _info: Info) -> str:
-    return str(item.id)
-
-
-@delivery.field("status")
-def resolve_delivery_status(item: StreamDelivery, _info: Info) -> str:
-    return item.status.value
+delivery = _record_type(
+    "LogStreamDelivery",
+    text=("id", "status"),
+    rowCount="row_count",
+    byteSize="byte_size",
+    deliveredAt="delivered_at",
+)
 
 
 STREAM_BINDABLES = [organization, mutation, log_stream, delivery]
