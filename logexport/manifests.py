@@ -812,7 +812,7 @@ class ChainSummary:
         )
 
 
-def _manifest_files(directory: Path) -> Iterator[Path]:
+def manifest_files(directory: Path) -> Iterator[Path]:
     # Subfolders too: a stream's objects sit in one folder per hour in the bucket, and a
     # copy of it keeps that layout.
     return iter(sorted(directory.rglob("*" + MANIFEST_SUFFIX)))
@@ -824,7 +824,7 @@ def verify_chain(directory: Path, keys: Mapping[str, Ed25519PublicKey]) -> Chain
     A removed, reordered or altered manifest is named by its path inside ``directory``."""
     entries: list[tuple[int, str, dict[str, Any]]] = []
     chains: set[tuple[str, str, str | None]] = set()
-    for path in _manifest_files(directory):
+    for path in manifest_files(directory):
         name = path.relative_to(directory).as_posix()
         try:
             manifest = verify_envelope(read_envelope(path), keys)

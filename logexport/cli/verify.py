@@ -115,7 +115,7 @@ def load_keys(source: str | None) -> dict[str, Ed25519PublicKey]:
     "manifest_path",
     type=click.Path(dir_okay=False, path_type=Path),
     metavar="MANIFEST",
-    help="The file's signed manifest (default: FILE.manifest.json).",
+    help="The file's signed manifest (default: FILE.manifest.json beside FILE).",
 )
 @click.option(
     "--chain",
@@ -137,9 +137,16 @@ def verify(
 
     FILE is checked against its manifest: signature, size, SHA-256, then every row (its
     organization, its time inside the range, the order, the count, the first and last
-    rows). With --chain DIR, every manifest in DIR and its subfolders (a copy of a stream's
-    bucket prefix, say) must be signed, numbered without a gap and linked to the one
-    before. Exit 0 with one summary line; exit 1 naming the first failed check.
+    rows). Without --manifest, the manifest is FILE.manifest.json beside FILE. When it is
+    missing, nothing is checked and verify exits with 2: pass --manifest with its path
+    (export download -o PATH saves it as PATH.manifest.json).
+
+    With --chain DIR, every manifest in DIR and its subfolders (a copy of a stream's bucket
+    prefix, say) must be signed, numbered without a gap and linked to the one before; a
+    folder holding no manifest is a usage error.
+
+    Exit 0 with one summary line; exit 1 naming the first failed check; exit 2 on a usage
+    error (a missing file, manifest or key, or nothing to check).
     """
     from logexport import manifests
 
@@ -148,6 +155,12 @@ def verify(
             raise click.UsageError("--chain DIR takes no FILE or --manifest")
         if not chain.is_dir():
             fail(f"--chain: {chain} is not a folder", EXIT_USAGE)
+        if next(manifests.manifest_files(chain), None) is None:
+            fail(
+                f"--chain: no manifests in {chain} (no *{manifests.MANIFEST_SUFFIX} file, "
+                "subfolders included)",
+                EXIT_USAGE,
+            )
         keys = load_keys(keys_source)
         try:
             summary = manifests.verify_chain(chain, keys)
