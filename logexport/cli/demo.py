@@ -11,8 +11,10 @@
    ``logexport verify``;
 6. stream new audit log entries to an HTTPS endpoint the demo serves on 127.0.0.1 (the
    server runs with ``LOGEXPORT_STREAM_ALLOW_PRIVATE=1`` for it) and verify the first
-   delivery's HMAC signature and signed manifest (``demo_stream``);
-7. keep the server running in the foreground until Ctrl-C (unless ``--no-keep-running``).
+   delivery's HMAC signature and signed manifest (``demo_stream``).
+
+Afterwards (not a numbered step) the server keeps running in the foreground until Ctrl-C,
+unless ``--no-keep-running``.
 
 ``scripts/demo`` starts the servers and exports their settings before running this.
 """
@@ -76,7 +78,9 @@ MAIL_TIMEOUT = 60.0
 POLL_INTERVAL = 0.5
 PREVIEW_LINES = 3
 PREVIEW_WIDTH = 200
-TOTAL_STEPS = 7
+# The numbered, timed steps; keeping the server running afterwards is not one of them, so
+# a run with --no-keep-running shows the same count.
+TOTAL_STEPS = 6
 
 
 def _say(text: str = "") -> None:
@@ -88,13 +92,12 @@ def _detail(text: str) -> None:
 
 
 @contextmanager
-def _step(number: int, title: str, *, timed: bool = True) -> Iterator[None]:
+def _step(number: int, title: str) -> Iterator[None]:
     _say()
     _say(click.style(f"[{number}/{TOTAL_STEPS}] {title}", bold=True))
     started = time.monotonic()
     yield
-    if timed:
-        _detail(f"done in {time.monotonic() - started:.1f}s")
+    _detail(f"done in {time.monotonic() - started:.1f}s")
 
 
 class _Indented(io.TextIOBase):
@@ -670,7 +673,7 @@ def demo(audit_entries: int, scim_events: int, days: int, port: int, keep_runnin
         server.stop()
         raise
     _say()
-    _say(f"Steps 1 to 6 took {time.monotonic() - started:.1f}s.")
+    _say(f"Steps 1 to {TOTAL_STEPS} took {time.monotonic() - started:.1f}s.")
 
     if not keep_running:
         _say()
@@ -679,9 +682,10 @@ def demo(audit_entries: int, scim_events: int, days: int, port: int, keep_runnin
         _services_note()
         return
 
-    with _step(TOTAL_STEPS, "The server keeps running: try it yourself", timed=False):
-        _print_next_steps(server.base_url, org.token, org.id)
-        _detail("Press Ctrl-C to stop the server.")
+    _say()
+    _say(click.style("The server keeps running: try it yourself", bold=True))
+    _print_next_steps(server.base_url, org.token, org.id)
+    _detail("Press Ctrl-C to stop the server.")
     code = run_in_foreground(server)
     _say(f"Server stopped (exit status {code}).")
     _services_note()

@@ -67,6 +67,7 @@ def demo_env(database_url: str, s3, smtp_sink, run_dir: Path) -> dict[str, str]:
     return env
 
 
+_STEP = re.compile(r"^\[(\d+)/(\d+)\] \S", re.MULTILINE)
 _VERIFIED = re.compile(r"SHA-256 verified: ([0-9a-f]{64})")
 _SAVED = re.compile(r"saved (\S+) \(([\d,]+) bytes\)")
 _TOKEN = re.compile(r"^\s+(lex_\S+)$", re.MULTILINE)
@@ -101,6 +102,13 @@ def check_story(result: Result) -> tuple[Path, str]:
     rows = _ROWS.search(output)
     assert verified and saved and rows, output
     assert "logexport serve exited with status 0" in output
+    # Every step shown is numbered [n/N] in order, N is how many there are, and the
+    # closing line counts the same steps.
+    steps = [(int(n), int(total)) for n, total in _STEP.findall(output)]
+    assert steps, output
+    assert [n for n, _ in steps] == list(range(1, len(steps) + 1)), steps
+    assert {total for _, total in steps} == {len(steps)}, steps
+    assert re.search(rf"^Steps 1 to {len(steps)} took \d+\.\ds\.$", output, re.MULTILINE), output
     # The log stream: one delivery at the demo's endpoint, its HMAC and manifest verified.
     stream = r"sequence \d+: [1-9]\d* rows, HMAC signature verified, manifest signed by key \w{16}"
     assert re.search(stream + " verified", output), output
