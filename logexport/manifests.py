@@ -359,7 +359,8 @@ def verify_envelope(
         )
     if manifest.get("key_id") != kid:
         raise VerificationFailed(
-            "signature", f"signature: the envelope names key {kid}, the manifest another"
+            "signature",
+            f"signature: the envelope names key {kid}, the manifest key {manifest.get('key_id')}",
         )
     key = keys.get(kid)
     if key is None:
@@ -368,7 +369,13 @@ def verify_envelope(
             "signature", f"signature: signed by key {kid}, which is not among the keys ({known})"
         )
     try:
-        key.verify(b64url_decode(signature), canonical_bytes(manifest))
+        raw_signature = b64url_decode(signature)
+    except ValueError:
+        raise VerificationFailed(
+            "signature", "signature: the envelope's signature is not base64url"
+        ) from None
+    try:
+        key.verify(raw_signature, canonical_bytes(manifest))
     except (InvalidSignature, ValueError):
         raise VerificationFailed(
             "signature", f"signature: the manifest does not match its signature by key {kid}"

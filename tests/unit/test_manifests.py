@@ -542,3 +542,23 @@ def test_a_chain_copied_from_hourly_folders_is_read_from_its_subfolders(
         "chain: sequence 3 missing between 2026/03/01/00/export-02.jsonl.manifest.json and "
         "2026/03/01/01/export-04.jsonl.manifest.json (removed manifest)"
     )
+
+
+def test_a_mangled_envelope_says_what_is_wrong_with_it(
+    tmp_path: Path, key: Ed25519PrivateKey
+) -> None:
+    export = write_export(tmp_path, key, audit_rows(2))
+    genuine = json.loads(export.manifest_path.read_text())
+    kid = genuine["key_id"]
+
+    garbled = {**genuine, "signature": "!!!"}
+    with pytest.raises(VerificationFailed) as caught:
+        manifests.verify_file(export.path, garbled, keys_of(key))
+    assert caught.value.message == "signature: the envelope's signature is not base64url"
+
+    other = {**genuine, "manifest": {**genuine["manifest"], "key_id": "0123456789abcdef"}}
+    with pytest.raises(VerificationFailed) as caught:
+        manifests.verify_file(export.path, other, keys_of(key))
+    assert caught.value.message == (
+        f"signature: the envelope names key {kid}, the manifest key 0123456789abcdef"
+    )
