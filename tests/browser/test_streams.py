@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
 import pytest
 from playwright.async_api import expect
 
 from devtools.customer_aws import CustomerAccount, customer_account
 from logexport.config import Settings
 from logexport.entries import AuditLogEntryInput, record_audit_log_entries
+from tests.support.graphql import graphql_data
 from tests.support.receiver import Receiver
 from tests.support.receiver import receiver as running_receiver
 from tests.support.world import Person, World, build_world, eventually
@@ -81,21 +81,6 @@ async def open_streams(page: Any, person: Person) -> None:
     await settled(page)
 
 
-async def api(base_url: str, token: str, query: str, **variables: Any) -> dict[str, Any]:
-    """GraphQL over HTTP with an API key, as a script would call it."""
-    async with httpx.AsyncClient(base_url=base_url) as client:
-        response = await client.post(
-            "/graphql",
-            json={"query": query, "variables": variables},
-            headers={"Authorization": f"Bearer {token}"},
-        )
-    assert response.status_code == 200, response.text
-    body = response.json()
-    assert "errors" not in body, body
-    data: dict[str, Any] = body["data"]
-    return data
-
-
 async def create_stream(
     live_server: Any,
     world: World,
@@ -105,16 +90,18 @@ async def create_stream(
     kind: str = "AUDIT_LOG",
     filter: dict[str, Any] | None = None,
 ) -> str:
-    data = await api(
+    data = await graphql_data(
         live_server.base_url,
         world.owner.token,
         CREATE_QUERY,
-        input={
-            "organizationId": str(world.organization_id),
-            "kind": kind,
-            "intervalSeconds": interval,
-            "filter": filter,
-            "destination": {"https": {"url": url, "secret": SECRET}},
+        {
+            "input": {
+                "organizationId": str(world.organization_id),
+                "kind": kind,
+                "intervalSeconds": interval,
+                "filter": filter,
+                "destination": {"https": {"url": url, "secret": SECRET}},
+            }
         },
     )
     stream_id: str = data["createLogStream"]["logStream"]["id"]
@@ -122,8 +109,8 @@ async def create_stream(
 
 
 async def streams_of(live_server: Any, world: World) -> list[dict[str, Any]]:
-    data = await api(
-        live_server.base_url, world.owner.token, LIST_QUERY, org=str(world.organization_id)
+    data = await graphql_data(
+        live_server.base_url, world.owner.token, LIST_QUERY, {"org": str(world.organization_id)}
     )
     streams: list[dict[str, Any]] = data["organization"]["logStreams"]
     return streams
@@ -399,11 +386,11 @@ async def test_streams_page_fits_the_screen(
         kind="SCIM_EVENT",
         filter={"methods": ["POST"], "statusCodes": [409, 500]},
     )
-    await api(
+    await graphql_data(
         live_server.base_url,
         world.owner.token,
         UPDATE_QUERY,
-        input={"id": paused, "state": "PAUSED"},
+        {"input": {"id": paused, "state": "PAUSED"}},
     )
 
     async def settled_states() -> bool:

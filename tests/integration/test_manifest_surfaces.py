@@ -22,6 +22,7 @@ from logexport.client import LogExportClient, ManifestMismatch
 from logexport.config import Settings
 from logexport.entries import AuditLogEntryInput, record_audit_log_entries
 from tests.support.app import running_app
+from tests.support.graphql import graphql
 from tests.support.world import World, build_world, eventually, export_status, wait_for_status
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -74,20 +75,8 @@ async def world(pool) -> World:
     return world
 
 
-async def gql(base_url: str, token: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
-    async with httpx.AsyncClient(base_url=base_url) as http:
-        response = await http.post(
-            "/graphql",
-            json={"query": query, "variables": variables},
-            headers={"Authorization": f"Bearer {token}"},
-        )
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
 async def request_export(base_url: str, world: World) -> dict[str, Any]:
-    body = await gql(
+    body = await graphql(
         base_url,
         world.admin.token,
         REQUEST,
@@ -146,7 +135,7 @@ async def test_manifest_is_null_until_completed_then_the_stored_signed_envelope(
     row = await wait_for_status(pool, requested["id"], "COMPLETED", "FAILED")
     assert row["status"] == "COMPLETED", row
     row = await manifest_stored(pool, requested["id"])
-    body = await gql(served, world.admin.token, GET, {"id": requested["id"]})
+    body = await graphql(served, world.admin.token, GET, {"id": requested["id"]})
     export = body["data"]["logExport"]
 
     # The very bytes stored beside the object, signed by the current key.
@@ -162,7 +151,7 @@ async def test_manifest_is_null_until_completed_then_the_stored_signed_envelope(
     assert manifest["sequence"] == row["manifest_sequence"] == 1
 
     # A viewer may not see exports at all: the manifest is no exception.
-    hidden = await gql(served, world.viewer.token, GET, {"id": requested["id"]})
+    hidden = await graphql(served, world.viewer.token, GET, {"id": requested["id"]})
     assert hidden["data"] == {"logExport": None}
     assert hidden["errors"][0]["extensions"]["code"] == "NOT_FOUND"
 
