@@ -19,7 +19,7 @@ from logexport.config import Settings
 from tests.browser.conftest import LiveServer
 from tests.browser.test_downloads import completed_export, emailed_link, gql, sign_in
 from tests.support.cli import Result, run_logexport
-from tests.support.world import build_world, export_status
+from tests.support.world import World, build_world, export_status
 
 pytestmark = pytest.mark.browser
 
@@ -52,16 +52,24 @@ async def save(download: Any, directory: Path) -> Path:
     return target
 
 
-async def test_emailed_link_page_offers_the_manifest_beside_the_file(
-    new_page, pool, live_server, smtp_sink, artifacts_dir
-):
-    world = await build_world(pool)
+async def export_and_its_emailed_link(
+    pool: Any, live_server: LiveServer, world: World, smtp_sink: Any
+) -> tuple[dict[str, Any], str]:
+    """A completed export, and the download link its requester was emailed."""
     export = await completed_export(pool, live_server, world)
     message = await smtp_sink.wait_for(
         lambda m: emailed_link(m, export["id"]) is not None, timeout=30
     )
     link = emailed_link(message, export["id"])
     assert link is not None
+    return export, link
+
+
+async def test_emailed_link_page_offers_the_manifest_beside_the_file(
+    new_page, pool, live_server, smtp_sink, artifacts_dir
+):
+    world = await build_world(pool)
+    export, link = await export_and_its_emailed_link(pool, live_server, world, smtp_sink)
 
     page = await new_page()
     await page.goto(link)
@@ -98,12 +106,7 @@ async def test_emailed_link_page_offers_the_manifest_beside_the_file(
 
 async def test_manifest_post_needs_the_links_token_and_this_origin(pool, live_server, smtp_sink):
     world = await build_world(pool)
-    export = await completed_export(pool, live_server, world)
-    message = await smtp_sink.wait_for(
-        lambda m: emailed_link(m, export["id"]) is not None, timeout=30
-    )
-    link = emailed_link(message, export["id"])
-    assert link is not None
+    export, link = await export_and_its_emailed_link(pool, live_server, world, smtp_sink)
     token = link.split("?token=", 1)[1]
     url = live_server.url(f"/exports/{export['id']}/manifest")
     async with httpx.AsyncClient(trust_env=False) as http:
