@@ -370,6 +370,51 @@ def stream_resume(stream_id: str, as_json: bool) -> None:
     _print_stream(_on_stream(stream_id, lambda c: c.resume_stream(stream_id)), as_json)
 
 
+@stream_group.command("update")
+@click.argument("stream_id", metavar="ID")
+@click.option(
+    "--interval",
+    metavar="DURATION",
+    help="Time between deliveries, with its unit: 30s, 5m, 1h.",
+)
+@click.option(
+    "--every-entry",
+    is_flag=True,
+    help="Drop the filter: stream every entry of the log from now on.",
+)
+@_audit_filter_options
+@_scim_filter_options
+@_json_option
+def stream_update(
+    stream_id: str, interval: str | None, every_entry: bool, as_json: bool, **filters: object
+) -> None:
+    """Change a stream's interval or filter; it goes on from its checkpoint, with no gap.
+
+    A filter given here replaces the stream's filter for the entries delivered from now on.
+    """
+    interval_seconds = _interval_seconds(interval)
+    filtered = any(value not in (None, ()) for value in filters.values())
+    if every_entry and filtered:
+        fail("--every-entry drops the filter: give it without filter flags", EXIT_USAGE)
+    if interval_seconds is None and not filtered and not every_entry:
+        fail("give --interval, a filter flag or --every-entry to change", EXIT_USAGE)
+    stream_filter = None
+    if filtered:
+        # Which filter flags apply depends on the stream's log.
+        current = _on_stream(stream_id, lambda client: client.get_stream(stream_id))
+        stream_filter = _stream_filter(str(current.get("kind")), filters)
+    updated = _on_stream(
+        stream_id,
+        lambda client: client.update_stream(
+            stream_id,
+            interval_seconds=interval_seconds,
+            filter=stream_filter,
+            clear_filter=every_entry,
+        ),
+    )
+    _print_stream(updated, as_json)
+
+
 @stream_group.command("delete")
 @click.argument("stream_id", metavar="ID")
 @_json_option
