@@ -353,6 +353,20 @@ class CatchUp:
         return self.rows / self.seconds
 
 
+async def write_rows_while_failing(
+    url: str, org: UUID, stream_id: UUID, rows: int, process: Any, log: Path
+) -> float:
+    """Write ``rows`` for the stream's organization and wait until its destination, down
+    since before the first row, has made it FAILING; the seconds the writing took."""
+
+    async def failing() -> bool:
+        return (await stream_state(url, stream_id))[0] == "FAILING"
+
+    write_seconds = await write_rows(url, org, rows)
+    await wait_for("the stream to fail", failing, 120, process, log)
+    return write_seconds
+
+
 async def catch_up_https(
     url: str, receiver: Receiver, rows: int, process: Any, log: Path
 ) -> CatchUp:
@@ -364,11 +378,7 @@ async def catch_up_https(
     finally:
         await conn.close()
 
-    async def failing() -> bool:
-        return (await stream_state(url, stream_id))[0] == "FAILING"
-
-    write_seconds = await write_rows(url, org, rows)
-    await wait_for("the stream to fail", failing, 120, process, log)
+    write_seconds = await write_rows_while_failing(url, org, stream_id, rows, process, log)
     with receiver.lock:
         receiver.rows = receiver.requests = 0
         receiver.first_at = receiver.last_at = None
@@ -409,11 +419,7 @@ async def catch_up_s3(
     finally:
         await conn.close()
 
-    async def failing() -> bool:
-        return (await stream_state(url, stream_id))[0] == "FAILING"
-
-    write_seconds = await write_rows(url, org, rows)
-    await wait_for("the stream to fail", failing, 120, process, log)
+    write_seconds = await write_rows_while_failing(url, org, stream_id, rows, process, log)
     back = time.time()
     customer.create_bucket(bucket)
     first: list[float] = []
