@@ -36,6 +36,7 @@ from logexport.streams.destinations import Delivery, DeliveryFailed, open_destin
 from logexport.streams.models import DestinationType, LogStream, StreamDelivery, StreamState
 from logexport.streams.secrets import seal
 from logexport.streams.ssrf import DestinationRefused, DestinationUnresolved, check_destination
+from logexport.streams.store import insert_stream
 from logexport.timeutil import parse_rfc3339
 
 CREATE_ACTION = "iam:log-stream:create"
@@ -379,20 +380,19 @@ async def create_stream(
             )
         if destination.type is DestinationType.S3:
             await _refuse_shared_object_names(conn, organization_id, kind, destination)
-        record = await conn.fetchrow(
-            q("insert_log_stream"),
-            stream_id,
-            organization_id,
-            kind.value,
-            destination.type.value,
-            destination.public,
-            sealed,
-            interval,
-            stream_filter,
-            start_at,
-            principal.user_id,
+        stream = await insert_stream(
+            conn,
+            stream_id=stream_id,
+            organization_id=organization_id,
+            kind=kind.value,
+            destination_type=destination.type.value,
+            destination=destination.public,
+            secret=sealed,
+            interval_seconds=interval,
+            filter=stream_filter,
+            start_at=start_at,
+            created_by=principal.user_id,
         )
-        stream = LogStream.from_record(record)
         await _audit(
             conn,
             stream,

@@ -184,27 +184,6 @@ class StreamStore:
             record = await conn.fetchrow(q("fail_stream"), *fence.args, retry_in, error)
         return LogStream.from_record(record) if record is not None else None
 
-    # ------------------------------------------------------------------ reads and creation
-
-    async def get(self, stream_id: UUID) -> LogStream | None:
-        async with self.pool.acquire() as conn:
-            record = await conn.fetchrow(q("get_stream"), stream_id)
-        return LogStream.from_record(record) if record is not None else None
-
-    async def list_streams(self, organization_id: UUID) -> list[LogStream]:
-        async with self.pool.acquire() as conn:
-            records = await conn.fetch(q("list_streams"), organization_id)
-        return [LogStream.from_record(r) for r in records]
-
-    async def deliveries(
-        self, stream_id: UUID, *, first: int, after: tuple[datetime, UUID] | None = None
-    ) -> list[StreamDelivery]:
-        """Newest first; ``after`` is the ``(created_at, id)`` of the last one already seen."""
-        at, last_id = after if after is not None else (None, None)
-        async with self.pool.acquire() as conn:
-            records = await conn.fetch(q("list_deliveries"), stream_id, at, last_id, first)
-        return [StreamDelivery.from_record(r) for r in records]
-
 
 async def insert_stream(
     conn: asyncpg.Connection,
@@ -222,7 +201,7 @@ async def insert_stream(
 ) -> LogStream:
     """Insert a new ACTIVE stream, due at once; ``start_at`` None means now."""
     record = await conn.fetchrow(
-        q("insert_stream"),
+        q("insert_log_stream"),
         stream_id,
         organization_id,
         kind,

@@ -125,29 +125,6 @@ RETURNING *;
 -- The first statement of a run's snapshot: every transaction below this xmin has ended.
 SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin, clock_timestamp() AS at;
 
--- name: get_stream
-SELECT * FROM log_streams WHERE id = $1 AND deleted_at IS NULL;
-
--- name: list_streams
-SELECT * FROM log_streams
-WHERE organization_id = $1 AND deleted_at IS NULL
-ORDER BY created_at, id;
-
--- name: insert_stream
-INSERT INTO log_streams (
-    id, organization_id, kind, destination_type, destination, secret, interval_seconds,
-    filter, start_at, created_by, next_run_at
-) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, COALESCE($9, now()), $10, now())
-RETURNING *;
-
--- name: list_deliveries
--- Newest first, keyset pagination on (created_at, id).
-SELECT * FROM log_stream_deliveries
-WHERE stream_id = $1
-  AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3::uuid))
-ORDER BY created_at DESC, id DESC
-LIMIT $4;
-
 -- name: stream_audit_log_rows
 -- The rows of a later range: transaction id in [$3, $4), created_at from the stream's
 -- start $2, (created_at, id) after ($5, $6) and up to ($7, $8) when given, the filter
