@@ -69,6 +69,12 @@ async def sign_in(page: Any, person: Person) -> None:
     await expect(page).to_have_url(re.compile(r"/console/orgs/[0-9a-f-]+/audit-log$"))
 
 
+async def new_stream_form(page: Any) -> Any:
+    """The create form, opened with the page's New stream button."""
+    await page.get_by_role("button", name="New stream").click()
+    return page.locator("#create-form")
+
+
 async def open_streams(page: Any, person: Person) -> None:
     await sign_in(page, person)
     await (
@@ -156,8 +162,7 @@ async def test_owner_creates_a_stream_sees_its_test_delivery_then_pauses_resumes
     await open_streams(page, world.owner)
     await expect(page.locator("#count")).to_have_text(re.compile("No streams yet"))
 
-    await page.get_by_role("button", name="New stream").click()
-    form = page.locator("#create-form")
+    form = await new_stream_form(page)
     await form.get_by_label("Audit log").check()
     await form.get_by_label("HTTPS endpoint").check()
     await form.get_by_label("Endpoint URL", exact=True).fill(receiver.url())
@@ -258,8 +263,7 @@ async def test_owner_creates_an_s3_stream_with_an_access_key_pair(
 ):
     world = await build_world(pool)
     await open_streams(page, world.owner)
-    await page.get_by_role("button", name="New stream").click()
-    form = page.locator("#create-form")
+    form = await new_stream_form(page)
     await form.get_by_label("SCIM events").check()
     await form.get_by_label("S3 bucket").check()
     await expect(form.get_by_label("Endpoint URL", exact=True)).to_be_hidden()
@@ -321,8 +325,7 @@ async def test_an_interval_below_the_minimum_is_shown_next_to_the_interval(
 ):
     world = await build_world(pool)
     await open_streams(page, world.owner)
-    await page.get_by_role("button", name="New stream").click()
-    form = page.locator("#create-form")
+    form = await new_stream_form(page)
     await form.get_by_label("Endpoint URL", exact=True).fill(receiver.url())
     await form.get_by_label("Signing secret").fill(SECRET)
     await form.get_by_label("Deliver every").fill("1")
@@ -345,8 +348,7 @@ async def test_a_plain_http_url_without_the_opt_in_is_shown_next_to_the_url(
 ):
     world = await build_world(pool)
     await open_streams(page, world.owner)
-    await page.get_by_role("button", name="New stream").click()
-    form = page.locator("#create-form")
+    form = await new_stream_form(page)
     await form.get_by_label("Endpoint URL", exact=True).fill(receiver.url())
     await form.get_by_label("Signing secret").fill(SECRET)
     await form.get_by_role("button", name="Create and send a test delivery").click()
@@ -429,8 +431,7 @@ async def test_streams_page_fits_the_screen(
     await page.go_back()
     await expect(page.locator(STREAM_ROWS)).to_have_count(3)
 
-    await page.get_by_role("button", name="New stream").click()
-    form = page.locator("#create-form")
+    form = await new_stream_form(page)
     await form.get_by_label("S3 bucket").check()
     await form.get_by_role("button", name="Create and send a test delivery").click()
     await expect(page.locator("#create-bucket-error")).to_be_visible()
