@@ -13,11 +13,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID
 
-import httpx
 import pytest
 import pytest_asyncio
 
 from tests.support.app import running_app
+from tests.support.graphql import post_graphql
 from tests.support.receiver import receiver
 from tests.support.world import World, build_world
 
@@ -55,13 +55,7 @@ class Api:
     async def call(
         self, token: str, query: str, variables: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        async with httpx.AsyncClient(base_url=self.base_url, timeout=60) as client:
-            response = await client.post(
-                "/graphql",
-                json={"query": query, "variables": variables or {}},
-                headers={"Authorization": f"Bearer {token}"},
-            )
-        assert response.status_code == 200, response.text
+        response = await post_graphql(self.base_url, token, query, variables)
         self.answers.append(response.text)
         body: dict[str, Any] = response.json()
         return body

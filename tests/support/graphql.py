@@ -7,10 +7,10 @@ from typing import Any
 import httpx
 
 
-async def graphql(
+async def post_graphql(
     base_url: str, token: str, query: str, variables: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """The whole answer, ``data`` and ``errors``; the HTTP status is always 200."""
+) -> httpx.Response:
+    """The HTTP answer itself, for tests that look at its raw text; its status is 200."""
     async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
         response = await client.post(
             "/graphql",
@@ -18,6 +18,14 @@ async def graphql(
             headers={"Authorization": f"Bearer {token}"},
         )
     assert response.status_code == 200, response.text
+    return response
+
+
+async def graphql(
+    base_url: str, token: str, query: str, variables: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The whole answer, ``data`` and ``errors``."""
+    response = await post_graphql(base_url, token, query, variables)
     body: dict[str, Any] = response.json()
     return body
 
