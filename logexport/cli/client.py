@@ -216,7 +216,13 @@ def _with_client(
         message = flag_message(exc, flags)
         if about is not None and exc.code in _REFUSALS and not exc.field:
             message = f"{about}: {message}"
-        elif about is not None and exc.field and message.startswith(about.split(" ")[0] + " "):
+        elif (
+            about is not None
+            and exc.field
+            and message.startswith(about.split(" ")[0] + " ")
+            # A message that already names the value given must not name it twice.
+            and not message.startswith(about + " ")
+        ):
             message = about + message[len(about.split(" ")[0]) :]
         fail(message)
     except OSError as exc:
