@@ -31,6 +31,7 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from types import TracebackType
@@ -210,6 +211,8 @@ _S3_KEYS = {
 }
 
 _CHUNK = 64 * 1024
+# Exports per page when collecting a chain's manifests (the API's largest page).
+_MANIFEST_PAGE = 100
 _MAX_KEYS_DOCUMENT = 1 << 20
 
 # A GraphQL object as decoded from the response: its fields are those ``schema.graphql``
@@ -564,6 +567,32 @@ class LogExportClient:
         )
         return dict(data["organization"]["logExports"])
 
+    async def chain_manifests(self, organization_id: Id, kind: str) -> list[ChainManifest]:
+        """Every signed manifest of the organization's exports of ``kind`` (``audit-log`` or
+        ``AUDIT_LOG``, ``scim-event``…), in chain order.
+
+        Canceled and expired exports keep their manifests, so they are included: a chain
+        without them would show gaps. Exports that never completed have none. Each envelope
+        is the JSON text exactly as stored, ready for ``logexport verify --chain``.
+        """
+        wanted = _log_kind(kind.replace("-", "_")).kind.value
+        found: list[ChainManifest] = []
+        after: str | None = None
+        while True:
+            page = await self.list_exports(organization_id, _MANIFEST_PAGE, after)
+            for edge in page.get("edges") or ():
+                export = edge["node"]
+                text = export.get(shapes.MANIFEST)
+                if export.get("kind") != wanted or not isinstance(text, str):
+                    continue
+                found.append(_chain_manifest(export, text))
+            info = page.get("pageInfo") or {}
+            if not info.get("hasNextPage") or not info.get("endCursor"):
+                break
+            after = str(info["endCursor"])
+        found.sort(key=lambda item: item.sequence)
+        return found
+
     async def cancel_export(self, id: Id) -> ApiObject:
         data = await self.execute(CANCEL_LOG_EXPORT, {"input": {"id": str(id)}})
         return dict(data["cancelLogExport"]["logExport"])
@@ -839,6 +868,34 @@ async def _verify_against_manifest(
         await asyncio.to_thread(manifests.verify_file, path, envelope, keys)
     except manifests.VerificationFailed as failed:
         raise ManifestMismatch(failed.check, failed.message) from None
+
+
+@dataclass(frozen=True)
+class ChainManifest:
+    """One export's signed manifest: its place in the chain and the envelope's JSON text."""
+
+    sequence: int
+    export_id: str
+    file_name: str
+    envelope: str
+
+
+def _chain_manifest(export: ApiObject, text: str) -> ChainManifest:
+    import json
+
+    try:
+        manifest = json.loads(text)["manifest"]
+        sequence = manifest["sequence"]
+        file_name = manifest["file_name"]
+    except (ValueError, TypeError, KeyError):
+        raise ApiError(
+            "BAD_MANIFEST", f"export {export.get('id')}: the API's manifest is not an envelope"
+        ) from None
+    if not isinstance(sequence, int) or not isinstance(file_name, str):
+        raise ApiError(
+            "BAD_MANIFEST", f"export {export.get('id')}: the API's manifest has no sequence"
+        )
+    return ChainManifest(sequence, str(export.get("id")), file_name, text)
 
 
 class _PartialFile:

@@ -31,7 +31,7 @@ import click
 from logexport import shapes, timeutil
 from logexport.cli.common import EXIT_USAGE, fail, load_settings
 from logexport.cli.progress import ProgressReporter
-from logexport.client import ApiError, ApiUnreachable, LogExportClient
+from logexport.client import ApiError, ApiUnreachable, ChainManifest, LogExportClient
 from logexport.errors import BadUserInput
 from logexport.kinds import log_kind
 
@@ -957,6 +957,109 @@ def export_download(export_id: str, output: Path, keys_source: str | None, as_js
         _print_json(export)
     else:
         _print_saved(output, export)
+
+
+_MANIFEST_KINDS = {"audit-log": "AUDIT_LOG", "scim-event": "SCIM_EVENT"}
+
+
+def _chain_of(path: Path) -> tuple[object, object, object] | None:
+    """The (organization, kind, stream) a manifest file in the folder belongs to, or None
+    when it is not a readable envelope."""
+    try:
+        manifest = json.loads(path.read_bytes())["manifest"]
+        return (manifest["organization_id"], manifest["kind"], manifest.get("stream_id"))
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
+def _save_manifests(
+    directory: Path, organization_id: str, kind: str, found: Sequence[ChainManifest]
+) -> tuple[int, int]:
+    """Write each envelope into ``directory``; (written, already there with the same bytes).
+
+    Everything is checked before the first file is written: a file of that name with other
+    bytes, or a manifest of another chain in the folder, stops the command and nothing is
+    written, so ``verify --chain`` on the folder always checks one chain.
+    """
+    from logexport.manifests import MANIFEST_SUFFIX, manifest_name
+
+    targets = {
+        directory / f"{item.sequence:06d}-{manifest_name(item.file_name)}": item.envelope.encode()
+        for item in found
+    }
+    if directory.exists():
+        for path in sorted(directory.rglob("*" + MANIFEST_SUFFIX)):
+            shown = path.relative_to(directory).as_posix()
+            if path in targets:
+                if path.read_bytes() != targets[path]:
+                    fail(f"{shown} is already in {directory} with other contents; not replaced")
+                continue
+            chain = _chain_of(path)
+            if chain is None or chain[:2] != (organization_id, kind) or chain[2] is not None:
+                fail(
+                    f"{directory} holds {shown}, which is not a manifest of organization "
+                    f"{organization_id}'s {kind} exports; use an empty folder per chain"
+                )
+    directory.mkdir(parents=True, exist_ok=True)
+    written = 0
+    for path, data in targets.items():
+        if path.exists():
+            continue
+        partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
+        try:
+            partial.write_bytes(data)
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
+        written += 1
+    return written, len(targets) - written
+
+
+@export_group.command("manifests")
+@_ORG_OPTION
+@click.option(
+    "--kind", type=click.Choice(sorted(_MANIFEST_KINDS)), required=True, help="Which chain."
+)
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    required=True,
+    type=_TARGET,
+    metavar="DIR",
+    help="The folder to write the manifests to (created if missing).",
+)
+def export_manifests(org: str, kind: str, output: Path) -> None:
+    """Save every signed manifest of the organization's exports of one kind into DIR.
+
+    Each is written as DIR/<sequence, 6 digits>-<file name>.manifest.json, canceled and
+    expired exports included (a cancel revokes the file, never its manifest), so that
+    'logexport verify --chain DIR' checks the whole chain offline. Files already there
+    with the same contents are kept; a file with other contents, or a manifest of another
+    chain, stops the command before anything is written.
+    """
+    if output.exists() and not output.is_dir():
+        raise click.BadParameter(f"{output} is not a folder", param_hint="'-o' / '--output'")
+    found = _with_client(
+        lambda client: client.chain_manifests(org, kind),
+        flags=_LIST_FLAGS,
+        about=f"--org {org}",
+    )
+    if not found:
+        fail(f"--org {org}: no {kind} export has a signed manifest yet")
+    organization_id = json.loads(found[0].envelope)["manifest"]["organization_id"]
+    try:
+        written, kept = _save_manifests(output, str(organization_id), _MANIFEST_KINDS[kind], found)
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        fail(f"cannot write{where}: {exc.strerror or type(exc).__name__}")
+    first, last = found[0].sequence, found[-1].sequence
+    already = f" ({kept} already there)" if kept else ""
+    click.echo(
+        f"{written} manifest{'' if written == 1 else 's'} written to {output}{already}: "
+        f"{len(found)} of organization {organization_id}'s {kind} chain, "
+        f"sequences {first} to {last}; check them with: logexport verify --chain {output}"
+    )
 
 
 # ---------------------------------------------------------------------------- whoami, login
