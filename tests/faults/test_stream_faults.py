@@ -20,9 +20,8 @@ from logexport.config import Settings
 from tests.faults import owner_of, start_workers
 from tests.support.receiver import Receiver, receiver
 from tests.support.stream_checks import (
-    check_chain,
+    chained_row_ids,
     create_stream,
-    distinct_deliveries,
     write_entries,
 )
 from tests.support.world import eventually
@@ -71,14 +70,6 @@ async def _new_stream(
     return stream.id
 
 
-async def _rows_at(http: Receiver, path: str, stream_id: UUID, count: int, timeout: float):
-    async def probe() -> list[str] | None:
-        rows = check_chain(distinct_deliveries(http.received(path)), stream_id)
-        return [r["id"] for r in rows] if len(rows) >= count else None
-
-    return await eventually(probe, timeout=timeout, interval=0.2, what=f"{count} rows at {path}")
-
-
 async def test_a_worker_killed_mid_delivery_leaves_no_gap_and_no_second_sequence(
     pool, settings, http, processes, stream_env
 ):
@@ -109,7 +100,7 @@ async def test_a_worker_killed_mid_delivery_leaves_no_gap_and_no_second_sequence
     # receiver has sequence 1, the database does not know it.
     http.release()
 
-    ids = await _rows_at(http, "/s/0", stream_id, 37, timeout=60)
+    ids = await chained_row_ids(http, "/s/0", stream_id, 37, timeout=60, interval=0.2)
     recovered_after = time.monotonic() - killed_at
 
     assert len(ids) == len(set(ids)) == 37
@@ -154,7 +145,7 @@ async def test_four_workers_share_twenty_streams_and_deliver_each_sequence_exact
         await asyncio.sleep(0.3)
 
     for n, (org, stream_id) in streams.items():
-        ids = await _rows_at(http, f"/s/{n}", stream_id, 60, timeout=90)
+        ids = await chained_row_ids(http, f"/s/{n}", stream_id, 60, timeout=90, interval=0.2)
         assert sorted(ids) == sorted(str(i) for i in written[org]), f"stream {n}"
     elapsed = time.monotonic() - started
 

@@ -26,7 +26,7 @@ from logexport.streams.store import StreamStore
 from tests.support.keys import TEST_SIGNING_KEY
 from tests.support.receiver import Receiver, receiver
 from tests.support.stream_checks import (
-    check_chain,
+    chained_row_ids,
     create_stream,
     distinct_deliveries,
     running_stream_loop,
@@ -76,12 +76,8 @@ async def _stream_row(pool: asyncpg.Pool, stream_id: UUID) -> asyncpg.Record:
         return await conn.fetchrow("SELECT * FROM log_streams WHERE id = $1", stream_id)
 
 
-async def _received_ids(http: Receiver, path: str, count: int, timeout: float = 30) -> list[str]:
-    async def probe() -> list[str] | None:
-        rows = check_chain(distinct_deliveries(http.received(path)), _stream_of(http, path))
-        return [r["id"] for r in rows] if len(rows) >= count else None
-
-    return await eventually(probe, timeout=timeout, interval=0.1, what=f"{count} rows at {path}")
+async def _received_ids(http: Receiver, path: str, count: int) -> list[str]:
+    return await chained_row_ids(http, path, _stream_of(http, path), count)
 
 
 _paths: dict[tuple[int, str], UUID] = {}

@@ -24,7 +24,8 @@ from logexport.streams.models import DestinationType, LogStream, StreamState
 from logexport.streams.secrets import seal
 from logexport.streams.store import insert_stream
 from tests.support.keys import TEST_SIGNING_KEY
-from tests.support.receiver import Received
+from tests.support.receiver import Received, Receiver
+from tests.support.world import eventually
 
 ENTRY_SQL = """
 INSERT INTO audit_log_entries (organization_id, created_at, actor_type, actor_id, action,
@@ -180,3 +181,24 @@ def check_chain(deliveries: dict[int, Received], stream_id: UUID) -> list[dict[s
         previous = manifests.manifest_sha256(manifest)
         rows.extend(received.rows())
     return rows
+
+
+async def chained_row_ids(
+    http: Receiver,
+    path: str,
+    stream_id: UUID,
+    count: int,
+    *,
+    timeout: float = 30,
+    interval: float = 0.1,
+) -> list[str]:
+    """The ids of the rows delivered at ``path``, once at least ``count`` have arrived in a
+    chain that checks (see ``check_chain``)."""
+
+    async def probe() -> list[str] | None:
+        rows = check_chain(distinct_deliveries(http.received(path)), stream_id)
+        return [r["id"] for r in rows] if len(rows) >= count else None
+
+    return await eventually(
+        probe, timeout=timeout, interval=interval, what=f"{count} rows at {path}"
+    )
