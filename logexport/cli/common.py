@@ -51,6 +51,9 @@ def run(coroutine: Coroutine[object, object, T]) -> T:
         # Settings only the driver checks (a missing sslrootcert file, say); its messages
         # name files and parameters, never the password.
         fail(f"the database settings were refused: {str(exc).splitlines()[0]}", EXIT_USAGE)
+    except asyncpg.UndefinedTableError as exc:
+        # The usual cause is a database nobody has migrated yet (or not since an upgrade).
+        fail(f"database error: {exc}; the schema is missing or out of date: run logexport migrate")
     except asyncpg.PostgresError as exc:
         # Server messages name objects, never connection secrets.
         fail(f"database error: {exc}")

@@ -289,3 +289,16 @@ async def test_the_last_owner_is_neither_demoted_nor_removed(database_url, pool)
     last = await logexport("admin", "remove-member", org_id, "grace@example.com",
                            database_url=database_url)
     assert last.code == 1 and "last OWNER" in last.stderr
+
+
+async def test_a_database_never_migrated_is_met_with_the_command_that_fixes_it(
+    empty_database_url,
+):
+    result = await logexport(
+        "admin", "create-organization", "Acme", database_url=empty_database_url
+    )
+    assert result.code == 1
+    assert result.stderr.strip().splitlines() == [
+        'error: database error: relation "organizations" does not exist; '
+        "the schema is missing or out of date: run logexport migrate"
+    ]
