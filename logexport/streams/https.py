@@ -3,6 +3,7 @@
 Each request carries:
 
     Content-Type: application/x-ndjson      Content-Encoding: gzip
+    X-Logexport-Stream: <uuid>              the stream's id, so that one URL can receive many
     X-Logexport-Delivery: <uuid>            the same on every retry of the delivery
     X-Logexport-Sequence: <n>               1, 2, 3, … within the stream ("test" for a test)
     X-Logexport-Signature: sha256=<hex>     HMAC-SHA256 of the body with the stream's secret
@@ -49,6 +50,7 @@ def delivery_headers(delivery: Delivery, secret: str) -> dict[str, str]:
         "Content-Type": "application/x-ndjson",
         "Content-Encoding": "gzip",
         "User-Agent": USER_AGENT,
+        "X-Logexport-Stream": str(delivery.stream_id),
         "X-Logexport-Delivery": str(delivery.id),
         "X-Logexport-Sequence": str(delivery.sequence) if delivery.sequence is not None else "test",
         "X-Logexport-Signature": signature(secret, delivery.body),
@@ -67,6 +69,32 @@ def _pinned_url(url: str, address: IPAddress) -> tuple[str, str, str]:
     netloc = literal if parts.port is None else f"{literal}:{parts.port}"
     host_header = parts.netloc.rsplit("@", 1)[-1]
     return urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, "")), host_header, host
+
+
+def _endpoint(url: str, address: IPAddress) -> str:
+    """``host:port`` of one connection attempt, and the address tried when the URL names a
+    host: a host with several addresses may fail on one and answer on another."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    literal = f"[{address}]" if address.version == 6 else str(address)
+    if host.strip("[]") == str(address):
+        return f"{literal}:{port}"
+    return f"{host}:{port} ({address})"
+
+
+def _connect_reason(exc: BaseException) -> str:
+    """Why a connection failed, from the OS error under httpx's: what the owner can act on."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, TimeoutError):
+            return "timed out"
+        if isinstance(cause, OSError) and cause.errno is not None and cause.strerror:
+            return cause.strerror[:1].lower() + cause.strerror[1:]
+        cause = cause.__cause__ or cause.__context__
+    return type(exc).__name__
 
 
 def _tls_failure(exc: BaseException) -> bool:
@@ -124,7 +152,13 @@ class HttpsDestination:
                             f"TLS with {server_name} failed: its certificate is not trusted "
                             "for that name"
                         ) from None
-                    last_error = f"could not connect to {server_name}"
+                    last_error = (
+                        f"could not connect to {_endpoint(self.url, address)}: "
+                        f"{_connect_reason(exc)}"
+                    )
+                    continue
+                except httpx.ConnectTimeout:
+                    last_error = f"could not connect to {_endpoint(self.url, address)}: timed out"
                     continue
                 except httpx.TimeoutException:
                     raise DeliveryFailed(f"{server_name} did not answer in time") from None

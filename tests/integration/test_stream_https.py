@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
+import socket
 import ssl
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,7 +20,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from devtools import services
 from logexport.config import Settings
+from logexport.streams import https as https_destination
 from logexport.streams.destinations import Delivery, DeliveryFailed
 from logexport.streams.https import HttpsDestination
 from logexport.streams.models import DestinationType, LogStream
@@ -191,3 +194,60 @@ async def test_over_tls_the_pinned_connection_verifies_the_certificate_of_the_ur
                 transport=httpx.AsyncHTTPTransport(verify=client_tls),
             ).deliver(_delivery(other))
         assert len(https.received()) == 1
+
+
+async def test_every_delivery_names_its_stream_so_one_url_can_serve_several(settings, http):
+    first, second = _stream(settings, http.url("/in")), _stream(settings, http.url("/in"))
+    await HttpsDestination(first, _private(settings)).deliver(_delivery(first))
+    await HttpsDestination(second, _private(settings)).deliver(_delivery(second))
+    # A test delivery (no sequence, no rows) carries it too.
+    trial = dataclasses.replace(_delivery(first), sequence=None, manifest=None)
+    await HttpsDestination(first, _private(settings)).deliver(trial)
+    got = http.received()
+    assert [r.headers["x-logexport-stream"] for r in got] == [
+        str(first.id),
+        str(second.id),
+        str(first.id),
+    ]
+    assert got[2].headers["x-logexport-sequence"] == "test"
+
+
+async def test_a_refused_connection_names_the_address_port_and_reason(settings):
+    port = services.free_port()  # nothing listens there
+    stream = _stream(settings, f"http://127.0.0.1:{port}/in")
+    with pytest.raises(DeliveryFailed) as failed:
+        await HttpsDestination(stream, _private(settings)).deliver(_delivery(stream))
+    assert failed.value.message == f"could not connect to 127.0.0.1:{port}: connection refused"
+
+
+async def test_a_connection_that_is_never_accepted_names_the_host_port_and_a_timeout(
+    settings, monkeypatch
+):
+    monkeypatch.setattr(https_destination, "CONNECT_TIMEOUT", 0.5)
+
+    async def resolver(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    # A listener that never accepts, its queue already full: new connections get no answer.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        queued = []
+        for _ in range(4):
+            waiting = socket.socket()
+            waiting.setblocking(False)
+            waiting.connect_ex(("127.0.0.1", port))
+            queued.append(waiting)
+        try:
+            stream = _stream(settings, f"http://receiver.example.test:{port}/in")
+            with pytest.raises(DeliveryFailed) as failed:
+                await HttpsDestination(stream, _private(settings), resolver=resolver).deliver(
+                    _delivery(stream)
+                )
+        finally:
+            for waiting in queued:
+                waiting.close()
+    assert failed.value.message == (
+        f"could not connect to receiver.example.test:{port} (127.0.0.1): timed out"
+    )
