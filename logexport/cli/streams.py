@@ -366,7 +366,12 @@ def stream_pause(stream_id: str, as_json: bool) -> None:
 @click.argument("stream_id", metavar="ID")
 @_json_option
 def stream_resume(stream_id: str, as_json: bool) -> None:
-    """Resume a paused stream: it catches up from where it stopped."""
+    """Resume a paused stream: it catches up from where it stopped.
+
+    A stream paused while its destination was failing comes back FAILING, its last error
+    shown, until a delivery succeeds. Resuming a FAILING stream tries it again now instead
+    of after its backoff.
+    """
     _print_stream(_on_stream(stream_id, lambda c: c.resume_stream(stream_id)), as_json)
 
 

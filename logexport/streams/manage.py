@@ -488,7 +488,15 @@ async def update_stream(
             if wanted == StreamState.PAUSED:
                 state = StreamState.PAUSED
             elif stream.state is StreamState.PAUSED:
-                state, resumed = StreamState.ACTIVE, True
+                # Paused while its destination was failing, it has not been seen to work
+                # since: it resumes FAILING, its last error shown, until a delivery succeeds.
+                failing = stream.last_error is not None
+                state = StreamState.FAILING if failing else StreamState.ACTIVE
+                resumed = True
+            elif stream.state is StreamState.FAILING:
+                # The owner says the destination is fixed: try again now, not after the
+                # backoff; the state and the error stay until a delivery succeeds.
+                resumed = True
         interval = stream.interval_seconds
         if arguments.get("intervalSeconds") is not None:
             interval = parse_interval(settings, arguments["intervalSeconds"])
@@ -502,6 +510,8 @@ async def update_stream(
             changes["interval_seconds"] = {"from": stream.interval_seconds, "to": interval}
         if stream_filter != stream.filter:
             changes["filter"] = {"from": stream.filter, "to": stream_filter}
+        if resumed and state is stream.state:
+            changes["retry"] = "now"
         if not changes:
             return stream
         updated = LogStream.from_record(

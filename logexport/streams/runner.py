@@ -55,6 +55,15 @@ from logexport.streams.store import NewDelivery, StreamFence, StreamGone, Stream
 
 log = logging.getLogger("logexport.streams")
 
+
+class _AttemptFailed(DeliveryFailed):
+    """A destination's refusal of one numbered delivery, which the failure's log line names."""
+
+    def __init__(self, failed: DeliveryFailed, delivery: StreamDelivery) -> None:
+        super().__init__(failed.message, retryable=failed.retryable)
+        self.delivery = delivery
+
+
 # The named queries of a range's rows, per kind: (first range, later ranges).
 _ROW_QUERIES = {
     ExportKind.AUDIT_LOG: ("stream_audit_log_rows_first", "stream_audit_log_rows"),
@@ -244,7 +253,8 @@ class StreamRunner:
             return RunResult(deliveries, rows, error=str(missing))
         except DeliveryFailed as failed:
             self.metrics.stream_deliveries.inc(outcome="failed")
-            await self._fail(stream, fence, failed.message)
+            attempted = failed.delivery if isinstance(failed, _AttemptFailed) else None
+            await self._fail(stream, fence, failed.message, attempted)
             return RunResult(deliveries, rows, error=failed.message)
         except asyncio.CancelledError:
             # Shutting down: hand the stream back at once (its PENDING delivery stays).
@@ -267,7 +277,13 @@ class StreamRunner:
         await self.store.release(fence, next_run_in=float(stream.interval_seconds))
         return RunResult(deliveries, rows)
 
-    async def _fail(self, stream: LogStream, fence: StreamFence, message: str) -> None:
+    async def _fail(
+        self,
+        stream: LogStream,
+        fence: StreamFence,
+        message: str,
+        delivery: StreamDelivery | None = None,
+    ) -> None:
         try:
             current = await self.store.current(fence)
         except StreamGone:
@@ -277,9 +293,17 @@ class StreamRunner:
             current.failures + 1, self.settings.worker_retry_base, self.settings.stream_retry_cap
         )
         await self.store.fail(fence, retry_in=delay, error=message)
+        # Enough to find the stream, its owner and the numbered delivery the destination
+        # refused without opening the database.
+        where: dict[str, object] = {
+            "organization_id": str(stream.organization_id),
+            "stream_id": str(stream.id),
+        }
+        if delivery is not None:
+            where.update(delivery_id=str(delivery.id), sequence=delivery.sequence)
         log.warning(
             "stream delivery failed",
-            extra={"stream_id": str(stream.id), "error": message, "retry_in": round(delay, 2)},
+            extra={**where, "error": message, "retry_in": round(delay, 2)},
         )
 
     async def _heartbeat(self, fence: StreamFence, lock_key: Callable[[], int | None]) -> None:
@@ -322,10 +346,10 @@ class StreamRunner:
                     f"the destination did not take the delivery within {DELIVERY_TIMEOUT:.0f} s"
                 )
                 await self.store.delivery_failed(pending.id, failed.message)
-                raise failed from None
+                raise _AttemptFailed(failed, pending) from None
             except DeliveryFailed as failed:
                 await self.store.delivery_failed(pending.id, failed.message)
-                raise
+                raise _AttemptFailed(failed, pending) from None
             stream = await self.store.mark_delivered(fence, pending, lease=self.lease)
             delivered_at = time.time()
             deliveries += 1
