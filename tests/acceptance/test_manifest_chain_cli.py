@@ -1,6 +1,7 @@
 """An auditor collects an organization's chain of signed manifests with ``export manifests``
 and checks it with ``logexport verify --chain``, both as subprocesses against a running
-``logexport serve``; canceled exports stay in the chain, a removed manifest is named."""
+``logexport serve``; canceled and expired exports stay in the chain, a removed manifest is
+named."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from logexport import manifests
 from tests.support.cli import Api, Result, api, run_logexport
+from tests.support.world import eventually
 
 COMMAND_TIMEOUT = 90
 
@@ -44,6 +46,21 @@ async def canceled_after_completion(server: Api, day: str) -> str:
     return export_id
 
 
+async def expired_export(server: Api, pool, day: str) -> str:
+    """A COMPLETED export whose link time is over: the server's sweep expires it."""
+    export_id = await completed_export(server, day)
+    async with pool.acquire() as conn:
+        await conn.execute("UPDATE log_exports SET expires_at = now() WHERE id = $1", export_id)
+
+    async def expired() -> bool:
+        shown = await cli("export", "show", export_id, "--json", env=server.env())
+        assert shown.code == 0, shown.stderr
+        return bool(shown.json()["status"] == "EXPIRED")
+
+    await eventually(expired, timeout=30, interval=0.3, what="the export EXPIRED")
+    return export_id
+
+
 async def test_collected_manifests_verify_as_one_chain_and_a_removed_one_is_named(
     pool, settings, s3, tmp_path: Path
 ):
@@ -55,6 +72,7 @@ async def test_collected_manifests_verify_as_one_chain_and_a_removed_one_is_name
         await completed_export(server, "2026-01-01")
         await canceled_after_completion(server, "2026-01-01")
         await completed_export(server, "2026-01-02")
+        await expired_export(server, pool, "2026-01-03")
         keys_url = server.url + manifests.KEYS_PATH
         chain = tmp_path / "chain"
 
@@ -64,13 +82,13 @@ async def test_collected_manifests_verify_as_one_chain_and_a_removed_one_is_name
         assert saved.code == 0, saved.stderr
         lines = saved.stdout.strip().splitlines()
         assert len(lines) == 1, saved.stdout
-        assert lines[0].startswith(f"3 manifests written to {chain}"), lines[0]
-        assert "sequences 1 to 3" in lines[0]
+        assert lines[0].startswith(f"4 manifests written to {chain}"), lines[0]
+        assert "sequences 1 to 4" in lines[0]
         names = sorted(p.name for p in chain.iterdir())
-        assert len(names) == 3 and [n[:7] for n in names] == ["000001-", "000002-", "000003-"]
+        assert [n[:7] for n in names] == ["000001-", "000002-", "000003-", "000004-"]
         assert all(n.endswith(".manifest.json") for n in names)
         sequences = [json.loads((chain / n).read_text())["manifest"]["sequence"] for n in names]
-        assert sequences == [1, 2, 3]
+        assert sequences == [1, 2, 3, 4]
 
         verified = await cli("verify", "--chain", str(chain), "--keys", keys_url, env=env)
         assert verified.code == 0, verified.stderr
@@ -80,7 +98,7 @@ async def test_collected_manifests_verify_as_one_chain_and_a_removed_one_is_name
             "export", "manifests", "--org", org, "--kind", "audit-log", "-o", str(chain), env=env
         )
         assert again.code == 0, again.stderr
-        assert again.stdout.startswith(f"0 manifests written to {chain} (3 already there)")
+        assert again.stdout.startswith(f"0 manifests written to {chain} (4 already there)")
 
         # A file of the same name with other contents is not replaced silently.
         altered = chain / names[0]
