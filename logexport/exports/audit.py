@@ -62,18 +62,45 @@ async def record_export_event(
             resource_id=str(export.id),
             metadata=metadata,
         )
+    return await record_user_action(
+        conn,
+        actor,
+        organization_id=export.organization_id,
+        action=action,
+        resource_type="LogExport",
+        resource_id=str(export.id),
+        metadata=metadata,
+        ip_address=ip_address,
+        user_agent=user_agent,
+    )
+
+
+async def record_user_action(
+    conn: asyncpg.Connection,
+    actor: Principal,
+    *,
+    organization_id: UUID,
+    action: str,
+    resource_type: str,
+    resource_id: str,
+    metadata: dict[str, object],
+    ip_address: str | None,
+    user_agent: str | None,
+) -> UUID:
+    """One entry about what a user did to one of the organization's resources; the API key
+    used, if any, is named in its metadata."""
     if actor.api_key_id is not None:
         metadata["api_key_id"] = str(actor.api_key_id)
     return await record_audit_log_entry(
         conn,
-        organization_id=export.organization_id,
+        organization_id=organization_id,
         action=action,
         actor_type="USER",
         actor_id=str(actor.user_id),
         actor_email=actor.email,
         actor_name=actor.full_name or None,
-        resource_type="LogExport",
-        resource_id=str(export.id),
+        resource_type=resource_type,
+        resource_id=resource_id,
         ip_address=ip_address,
         user_agent=user_agent,
         metadata=metadata,

@@ -26,8 +26,8 @@ import asyncpg
 
 from logexport.config import Settings
 from logexport.db import q
-from logexport.entries import record_audit_log_entry
 from logexport.errors import BadUserInput, Forbidden, NotFound, RateLimited
+from logexport.exports.audit import record_user_action
 from logexport.exports.requests import parse_uuid
 from logexport.identity import Principal
 from logexport.kinds import LOG_KINDS, ExportKind
@@ -322,21 +322,16 @@ async def _audit(
     metadata = _metadata(stream)
     if extra:
         metadata.update(extra)
-    if actor.api_key_id is not None:
-        metadata["api_key_id"] = str(actor.api_key_id)
-    await record_audit_log_entry(
+    await record_user_action(
         conn,
+        actor,
         organization_id=stream.organization_id,
         action=action,
-        actor_type="USER",
-        actor_id=str(actor.user_id),
-        actor_email=actor.email,
-        actor_name=actor.full_name or None,
         resource_type="LogStream",
         resource_id=str(stream.id),
+        metadata=metadata,
         ip_address=ip_address,
         user_agent=user_agent,
-        metadata=metadata,
     )
 
 
