@@ -56,21 +56,10 @@ SELECT status, count(*) AS n FROM log_exports GROUP BY status;
 SELECT count(*) FROM log_exports WHERE status = 'PENDING' AND run_after <= now();
 
 -- name: export_audit_log_rows
--- A row travels as three values: the text fields joined by the unit separator U+001F into
--- one bytea (NULLs as empty strings), the JSON column, and a bit mask of the NULL fields.
--- The worker then decodes three values instead of thirteen and writes a line with a few
--- byte operations (see exports/encoders.py). A field that itself holds U+001F shows up as
--- an extra separator; the worker then reads that row again with export_audit_log_exact.
-SELECT textsend(concat_ws(E'\x1f', id, to_char(created_at, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), actor_type,
-           COALESCE(actor_id, ''), COALESCE(actor_email, ''), COALESCE(actor_name, ''), action,
-           COALESCE(resource_type, ''), COALESCE(resource_id, ''),
-           COALESCE(host(ip_address), ''), COALESCE(user_agent, ''))),
-       textsend(metadata::text),
-       (actor_id IS NULL)::int + 2 * (actor_email IS NULL)::int
-       + 4 * (actor_name IS NULL)::int + 8 * (resource_type IS NULL)::int
-       + 16 * (resource_id IS NULL)::int + 32 * (ip_address IS NULL)::int
-       + 64 * (user_agent IS NULL)::int
-FROM audit_log_entries
+-- Rows packed as sql/migrations/0008_packed_rows.sql describes; a row whose data holds the
+-- separator itself is read again with export_audit_log_exact.
+SELECT packed, metadata, null_mask
+FROM audit_log_packed_rows
 WHERE organization_id = $1 AND created_at >= $2 AND created_at < $3
   AND ($4::text[] IS NULL OR action = ANY ($4))
   AND ($5::text[] IS NULL OR actor_id = ANY ($5))
@@ -85,14 +74,8 @@ FROM audit_log_entries
 WHERE id = ANY ($1::uuid[]) AND organization_id = $2;
 
 -- name: export_scim_event_rows
-SELECT textsend(concat_ws(E'\x1f', id, to_char(created_at, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), method, path, COALESCE(user_name, ''),
-           status_code, COALESCE(error_message, ''), COALESCE(host(ip_address), ''),
-           COALESCE(user_agent, ''))),
-       COALESCE(textsend(request_body::text), textsend('null')),
-       COALESCE(textsend(response_body::text), textsend('null')),
-       (user_name IS NULL)::int + 2 * (error_message IS NULL)::int
-       + 4 * (ip_address IS NULL)::int + 8 * (user_agent IS NULL)::int
-FROM scim_events
+SELECT packed, request_body, response_body, null_mask
+FROM scim_event_packed_rows
 WHERE organization_id = $1 AND created_at >= $2 AND created_at < $3
   AND ($4::text[] IS NULL OR method = ANY ($4))
   AND ($5::text IS NULL OR lower(user_name) = lower($5))

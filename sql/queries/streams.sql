@@ -129,16 +129,8 @@ SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin, clock_timestamp() AS at;
 -- The rows of a later range: transaction id in [$3, $4), created_at from the stream's
 -- start $2, (created_at, id) after ($5, $6) and up to ($7, $8) when given, the filter
 -- $9-$11, at most $12 rows. Packed as the export query packs them.
-SELECT textsend(concat_ws(E'\x1f', id, to_char(created_at, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), actor_type,
-           COALESCE(actor_id, ''), COALESCE(actor_email, ''), COALESCE(actor_name, ''), action,
-           COALESCE(resource_type, ''), COALESCE(resource_id, ''),
-           COALESCE(host(ip_address), ''), COALESCE(user_agent, ''))),
-       textsend(metadata::text),
-       (actor_id IS NULL)::int + 2 * (actor_email IS NULL)::int
-       + 4 * (actor_name IS NULL)::int + 8 * (resource_type IS NULL)::int
-       + 16 * (resource_id IS NULL)::int + 32 * (ip_address IS NULL)::int
-       + 64 * (user_agent IS NULL)::int
-FROM audit_log_entries
+SELECT packed, metadata, null_mask
+FROM audit_log_packed_rows
 WHERE organization_id = $1 AND created_at >= $2
   AND xid >= $3::xid8 AND xid < $4::xid8
   AND ($5::timestamptz IS NULL OR (created_at, id) > ($5, $6::uuid))
@@ -152,16 +144,8 @@ LIMIT $12;
 -- name: stream_audit_log_rows_first
 -- The first range: from the beginning (rows written before transaction ids were recorded
 -- included) up to $4, bounded below by the stream's start $2; $3 is unused (NULL).
-SELECT textsend(concat_ws(E'\x1f', id, to_char(created_at, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), actor_type,
-           COALESCE(actor_id, ''), COALESCE(actor_email, ''), COALESCE(actor_name, ''), action,
-           COALESCE(resource_type, ''), COALESCE(resource_id, ''),
-           COALESCE(host(ip_address), ''), COALESCE(user_agent, ''))),
-       textsend(metadata::text),
-       (actor_id IS NULL)::int + 2 * (actor_email IS NULL)::int
-       + 4 * (actor_name IS NULL)::int + 8 * (resource_type IS NULL)::int
-       + 16 * (resource_id IS NULL)::int + 32 * (ip_address IS NULL)::int
-       + 64 * (user_agent IS NULL)::int
-FROM audit_log_entries
+SELECT packed, metadata, null_mask
+FROM audit_log_packed_rows
 WHERE organization_id = $1 AND created_at >= $2
   AND $3::xid8 IS NULL AND (xid IS NULL OR xid < $4::xid8)
   AND ($5::timestamptz IS NULL OR (created_at, id) > ($5, $6::uuid))
@@ -173,14 +157,8 @@ ORDER BY created_at, id
 LIMIT $12;
 
 -- name: stream_scim_event_rows
-SELECT textsend(concat_ws(E'\x1f', id, to_char(created_at, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), method, path, COALESCE(user_name, ''),
-           status_code, COALESCE(error_message, ''), COALESCE(host(ip_address), ''),
-           COALESCE(user_agent, ''))),
-       COALESCE(textsend(request_body::text), textsend('null')),
-       COALESCE(textsend(response_body::text), textsend('null')),
-       (user_name IS NULL)::int + 2 * (error_message IS NULL)::int
-       + 4 * (ip_address IS NULL)::int + 8 * (user_agent IS NULL)::int
-FROM scim_events
+SELECT packed, request_body, response_body, null_mask
+FROM scim_event_packed_rows
 WHERE organization_id = $1 AND created_at >= $2
   AND xid >= $3::xid8 AND xid < $4::xid8
   AND ($5::timestamptz IS NULL OR (created_at, id) > ($5, $6::uuid))
@@ -192,14 +170,8 @@ ORDER BY created_at, id
 LIMIT $12;
 
 -- name: stream_scim_event_rows_first
-SELECT textsend(concat_ws(E'\x1f', id, to_char(created_at, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), method, path, COALESCE(user_name, ''),
-           status_code, COALESCE(error_message, ''), COALESCE(host(ip_address), ''),
-           COALESCE(user_agent, ''))),
-       COALESCE(textsend(request_body::text), textsend('null')),
-       COALESCE(textsend(response_body::text), textsend('null')),
-       (user_name IS NULL)::int + 2 * (error_message IS NULL)::int
-       + 4 * (ip_address IS NULL)::int + 8 * (user_agent IS NULL)::int
-FROM scim_events
+SELECT packed, request_body, response_body, null_mask
+FROM scim_event_packed_rows
 WHERE organization_id = $1 AND created_at >= $2
   AND $3::xid8 IS NULL AND (xid IS NULL OR xid < $4::xid8)
   AND ($5::timestamptz IS NULL OR (created_at, id) > ($5, $6::uuid))
