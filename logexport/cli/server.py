@@ -1,6 +1,7 @@
 """Process commands: ``serve`` (the web application, with the worker in-process by default)
 and ``worker`` (export workers alone). Neither migrates the database: run
-``logexport migrate`` first; ``/readyz`` reports pending migrations.
+``logexport migrate`` first. Both refuse to start on a database with no migration applied;
+``/readyz`` reports pending migrations.
 """
 
 from __future__ import annotations
@@ -23,6 +24,27 @@ _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 def _note_signal(signum: int, _frame: FrameType | None) -> None:
     log.info("stopped by signal", extra={"signal": signal.Signals(signum).name})
+
+
+async def _pending_migrations(dsn: str) -> tuple[list[str], int]:
+    from logexport import db
+
+    conn = await db.connect(dsn)
+    try:
+        return await db.pending_migrations(conn), len(db.migration_files())
+    finally:
+        await conn.close()
+
+
+def _require_schema(settings: Settings) -> None:
+    """Refuse to start on a database nobody migrated: every request and every export would
+    fail on a missing table. Some migrations pending (an upgrade under way) only warns;
+    ``/readyz`` reports them."""
+    pending, known = run(_pending_migrations(settings.require("database_url")))
+    if pending and len(pending) == known:
+        fail("the database has no logexport tables yet: run logexport migrate")
+    if pending:
+        log.warning("database migrations not applied", extra={"pending": ", ".join(pending)})
 
 
 @click.command()
@@ -56,6 +78,7 @@ def serve(host: str, port: int, no_worker: bool) -> None:
         needs.append("signing_key")
     settings = load_settings(*needs)
     configure_logging()
+    _require_schema(settings)
     # Imported here, as the worker is below: `serve --help` needs neither the web stack
     # (with the MCP SDK) nor the export pipeline.
     import uvicorn
@@ -106,6 +129,7 @@ def worker(concurrency: int | None) -> None:
         "database_url", "base_url", "storage_url", "smtp_url", "mail_from", "signing_key"
     )
     configure_logging()
+    _require_schema(settings)
     run(_run_worker(settings, concurrency))
 
 

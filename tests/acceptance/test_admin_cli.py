@@ -9,7 +9,7 @@ import pytest
 
 from logexport import db, identity, policy
 from logexport.policy import Role
-from tests.support.cli import Result, run_logexport
+from tests.support.cli import Result, run_logexport, settings_env
 
 TIMEOUT = 120
 
@@ -302,3 +302,16 @@ async def test_a_database_never_migrated_is_met_with_the_command_that_fixes_it(
         'error: database error: relation "organizations" does not exist; '
         "the schema is missing or out of date: run logexport migrate"
     ]
+
+
+@pytest.mark.parametrize("command", [["serve", "--port", "0"], ["worker"]])
+async def test_serve_and_worker_refuse_to_start_on_a_database_never_migrated(
+    empty_database_url, settings, command
+):
+    unmigrated = settings.derive(database_url=empty_database_url)
+    env = {"PATH": os.environ.get("PATH", ""), **settings_env(unmigrated)}
+    result = await run_logexport(*command, env=env, timeout=TIMEOUT)
+    assert result.code == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: the database has no logexport tables yet: run logexport migrate"
+    )
