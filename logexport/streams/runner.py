@@ -262,7 +262,7 @@ class StreamRunner:
             with contextlib.suppress(BaseException):
                 await work
             with contextlib.suppress(Exception):
-                await asyncio.shield(self.store.release(fence, next_run_in=0))
+                await asyncio.shield(self.store.hand_back(fence))
             raise
         except Exception as exc:
             log.exception("stream run failed", extra={"stream_id": str(stream.id)})

@@ -178,6 +178,11 @@ class StreamStore:
             record = await conn.fetchrow(q("release_stream"), *fence.args, next_run_in)
         return LogStream.from_record(record) if record is not None else None
 
+    async def hand_back(self, fence: StreamFence) -> None:
+        """Stopping mid-run: due again at once, its state and last error as they were."""
+        async with self.pool.acquire() as conn:
+            await conn.execute(q("hand_back_stream"), *fence.args)
+
     async def fail(self, fence: StreamFence, *, retry_in: float, error: str) -> LogStream | None:
         """The destination failed: FAILING with ``error``, tried again after ``retry_in``."""
         async with self.pool.acquire() as conn:

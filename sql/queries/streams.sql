@@ -59,6 +59,15 @@ SET lease_owner = NULL, lease_expires_at = NULL, lease_lock_key = NULL,
 WHERE id = $1 AND lease_owner = $2 AND lease_attempt = $3
 RETURNING *;
 
+-- name: hand_back_stream
+-- The worker is stopping mid-run: the stream is due again at once, for another worker, in
+-- the state it had (a FAILING stream keeps its last error until a delivery succeeds).
+UPDATE log_streams
+SET lease_owner = NULL, lease_expires_at = NULL, lease_lock_key = NULL,
+    next_run_at = now(), updated_at = now()
+WHERE id = $1 AND lease_owner = $2 AND lease_attempt = $3
+RETURNING *;
+
 -- name: fail_stream
 -- The destination failed: FAILING (unless paused meanwhile), tried again after $4 seconds.
 UPDATE log_streams

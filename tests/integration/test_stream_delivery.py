@@ -22,7 +22,7 @@ from logexport.metrics import WorkerMetrics
 from logexport.streams.loop import StreamLoop
 from logexport.streams.models import StreamState
 from logexport.streams.runner import StreamRunner
-from logexport.streams.store import StreamStore
+from logexport.streams.store import StreamFence, StreamStore
 from tests.support.keys import TEST_SIGNING_KEY
 from tests.support.receiver import Receiver, receiver
 from tests.support.stream_checks import (
@@ -340,3 +340,29 @@ async def test_a_filter_changed_while_a_delivery_waits_leaves_that_delivery_as_r
         return running_loop.runner.metrics.stream_lag.count >= 5
 
     await eventually(lag_observed, timeout=10, what="the lag of 5 rows observed")
+
+
+async def test_a_worker_stopping_mid_run_hands_a_failing_stream_back_still_failing(
+    pool: asyncpg.Pool, stream_settings: Settings, http: Receiver, org: UUID
+) -> None:
+    # A stop is no news about the destination: the stream keeps its state and last error,
+    # and is due again at once for another worker.
+    stream_id = await _new_stream(pool, stream_settings, http, org)
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "UPDATE log_streams SET state = 'FAILING', last_error = 'HTTP 503 from receiver',"
+            " failures = 3, next_run_at = now() - interval '1 second' WHERE id = $1",
+            stream_id,
+        )
+    store = StreamStore(pool)
+    claimed = await store.claim("stopping-worker", lease=30.0, lock_key=None)
+    assert claimed is not None and claimed.id == stream_id
+    await store.hand_back(StreamFence.of(claimed))
+    row = await _stream_row(pool, stream_id)
+    assert row["state"] == StreamState.FAILING.value
+    assert row["last_error"] == "HTTP 503 from receiver"
+    assert row["failures"] == 3
+    assert row["lease_owner"] is None
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT next_run_at <= now() FROM log_streams WHERE id = $1",
+                                   stream_id)
