@@ -19,15 +19,9 @@ from devtools import services
 REPO = Path(__file__).resolve().parent.parent
 
 
-def serve_env(
-    url: str,
-    s3: services.S3Server,
-    smtp: services.SmtpSink,
-    port: int,
-    bucket: str,
-    extra: Mapping[str, str] | None = None,
-) -> dict[str, str]:
-    """The environment of a ``serve`` on 127.0.0.1:``port``, free of the caller's settings."""
+def process_env(url: str, s3: services.S3Server, bucket: str) -> dict[str, str]:
+    """The environment of a ``logexport`` process against the local PostgreSQL and S3,
+    free of the caller's settings; signs with the development key."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOGEXPORT_")}
     env.update(
         {
@@ -41,11 +35,28 @@ def serve_env(
             "LOGEXPORT_STORAGE_URL": f"s3://{bucket}/exports",
             "LOGEXPORT_S3_ENDPOINT_URL": s3.endpoint_url,
             "LOGEXPORT_S3_ADDRESSING_STYLE": "path",
+            "LOGEXPORT_SIGNING_KEY": services.dev_signing_key(),
+        }
+    )
+    return env
+
+
+def serve_env(
+    url: str,
+    s3: services.S3Server,
+    smtp: services.SmtpSink,
+    port: int,
+    bucket: str,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment of a ``serve`` on 127.0.0.1:``port``, free of the caller's settings."""
+    env = process_env(url, s3, bucket)
+    env.update(
+        {
             "LOGEXPORT_SMTP_URL": smtp.url,
             "LOGEXPORT_MAIL_FROM": "bench@example.test",
             "LOGEXPORT_BASE_URL": f"http://127.0.0.1:{port}",
             "LOGEXPORT_SECRET_KEY": secrets.token_urlsafe(48),
-            "LOGEXPORT_SIGNING_KEY": services.dev_signing_key(),
             **(extra or {}),
         }
     )

@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import asyncpg
 
-from devtools import services
+from devtools import services, serving
 from logexport import db, identity
 from logexport.streams.secrets import seal
 from logexport.streams.store import insert_stream
@@ -123,25 +123,14 @@ def receiving() -> Iterator[Receiver]:
 
 
 def worker_env(url: str, storage: services.S3Server) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOGEXPORT_")}
+    env = serving.process_env(url, storage, SERVICE_BUCKET)
     env.update(
         {
-            "PYTHONPATH": str(REPO),
-            "NO_PROXY": "127.0.0.1,localhost",
-            "AWS_ACCESS_KEY_ID": services.S3_ACCESS_KEY,
-            "AWS_SECRET_ACCESS_KEY": services.S3_SECRET_KEY,
-            "AWS_DEFAULT_REGION": services.S3_REGION,
-            "AWS_EC2_METADATA_DISABLED": "true",
-            "LOGEXPORT_DATABASE_URL": url,
-            "LOGEXPORT_STORAGE_URL": f"s3://{SERVICE_BUCKET}/exports",
-            "LOGEXPORT_S3_ENDPOINT_URL": storage.endpoint_url,
-            "LOGEXPORT_S3_ADDRESSING_STYLE": "path",
             # No export runs here: mail is never sent.
             "LOGEXPORT_SMTP_URL": "smtp://127.0.0.1:1",
             "LOGEXPORT_MAIL_FROM": "bench@example.test",
             "LOGEXPORT_BASE_URL": "http://127.0.0.1:1",
             "LOGEXPORT_SECRET_KEY": SECRET_KEY,
-            "LOGEXPORT_SIGNING_KEY": services.dev_signing_key(),
             "LOGEXPORT_STREAM_ALLOW_PRIVATE": "1",
             "LOGEXPORT_STREAM_MIN_INTERVAL": "1s",
             "LOGEXPORT_STREAM_RETRY_CAP": "2s",
