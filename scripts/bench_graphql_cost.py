@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -342,9 +343,7 @@ def main() -> None:
         smtp.stop()
         s3.stop()
         cluster.stop(remove=True)
-        for path in sorted(workdir.glob("**/*"), reverse=True):
-            path.unlink() if path.is_file() else path.rmdir()
-        workdir.rmdir()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

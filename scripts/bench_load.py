@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import os
 import secrets
+import shutil
 import sys
 import tempfile
 import time
@@ -300,9 +301,7 @@ def main() -> None:
         smtp.stop()
         s3.stop()
         cluster.stop(remove=True)
-        for path in sorted(workdir.glob("**/*"), reverse=True):
-            path.unlink() if path.is_file() else path.rmdir()
-        workdir.rmdir()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

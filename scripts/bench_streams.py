@@ -30,6 +30,7 @@ import gzip
 import json
 import os
 import secrets
+import shutil
 import signal
 import statistics
 import subprocess
@@ -499,9 +500,7 @@ def main() -> None:
         customer.stop()
         storage.stop()
         cluster.stop(remove=True)
-        for path in sorted(workdir.glob("**/*"), reverse=True):
-            path.unlink() if path.is_file() else path.rmdir()
-        workdir.rmdir()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
