@@ -14,12 +14,8 @@ SELECT pg_advisory_xact_lock(7002, 0);
 -- holds up another's first export), then the oldest job. $4 is the claiming worker's own
 -- liveness lock key (NULL when it holds none: the lease alone then tells it is alive).
 WITH held AS (
-    -- Session advisory locks taken with a single bigint key: pg_locks shows the key's high
-    -- half as classid, the low half as objid, and objsubid 1.
-    SELECT (l.classid::bigint << 32) | l.objid::bigint AS lock_key
-    FROM pg_locks l
-    WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
-      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+    -- Read once: both steps below ask it.
+    SELECT lock_key FROM held_liveness_locks
 ), abandoned AS (
     SELECT e.id
     FROM log_exports e
@@ -83,12 +79,7 @@ SELECT EXISTS (
     SELECT 1
     FROM log_exports e
     WHERE e.status = 'PROCESSING' AND e.lease_lock_key IS NOT NULL
-      AND NOT EXISTS (
-          SELECT 1 FROM pg_locks l
-          WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
-            AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-            AND ((l.classid::bigint << 32) | l.objid::bigint) = e.lease_lock_key
-      )
+      AND NOT EXISTS (SELECT 1 FROM held_liveness_locks h WHERE h.lock_key = e.lease_lock_key)
 );
 
 -- name: take_liveness_lock

@@ -6,12 +6,7 @@
 -- Due streams are ACTIVE or FAILING ones whose next run time has come and that no live run
 -- holds: never leased, lease expired, or whose worker let go of its liveness lock (it
 -- died). $1 worker id, $2 lease seconds, $3 the worker's liveness lock key (NULL: none).
-WITH held AS (
-    SELECT (l.classid::bigint << 32) | l.objid::bigint AS lock_key
-    FROM pg_locks l
-    WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
-      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-), candidate AS (
+WITH candidate AS (
     SELECT s.id
     FROM log_streams s
     WHERE s.deleted_at IS NULL
@@ -20,7 +15,8 @@ WITH held AS (
       AND (s.lease_owner IS NULL
            OR s.lease_expires_at <= clock_timestamp()
            OR (s.lease_lock_key IS NOT NULL
-               AND NOT EXISTS (SELECT 1 FROM held h WHERE h.lock_key = s.lease_lock_key)))
+               AND NOT EXISTS (SELECT 1 FROM held_liveness_locks h
+                               WHERE h.lock_key = s.lease_lock_key)))
     ORDER BY s.next_run_at, s.id
     LIMIT 1
     FOR UPDATE OF s SKIP LOCKED
