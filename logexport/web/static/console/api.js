@@ -180,3 +180,48 @@ export function breakable(tag, text, className) {
   }
   return node;
 }
+
+// A confirmation dialog: <dialog id="NAME-dialog"> holding NAME-form, NAME-what, NAME-error,
+// NAME-confirm and NAME-keep. ask(item, text) opens it about item; confirming runs
+// act(item), and an error it throws stays in the dialog with the button enabled again.
+// onClose(item) gets the item when the dialog was dismissed, null after act succeeded.
+export function setUpConfirmDialog(name, { act, onClose }) {
+  const dialog = document.getElementById(`${name}-dialog`);
+  if (!dialog) return null;
+  const byId = (part) => document.getElementById(`${name}-${part}`);
+  const error = byId("error");
+  const confirm = byId("confirm");
+  let subject = null;
+  byId("form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const item = subject;
+    if (!item) return;
+    confirm.disabled = true;
+    try {
+      await act(item);
+      subject = null;
+      dialog.close();
+    } catch (failure) {
+      error.textContent = failure.message;
+      error.hidden = false;
+      confirm.disabled = false;
+    }
+  });
+  byId("keep").addEventListener("click", () => dialog.close());
+  dialog.addEventListener("close", () => {
+    const item = subject;
+    subject = null;
+    onClose(item);
+  });
+  return {
+    ask(item, text) {
+      subject = item;
+      byId("what").textContent = text;
+      error.hidden = true;
+      error.textContent = "";
+      confirm.disabled = false;
+      dialog.showModal();
+      byId("keep").focus();
+    },
+  };
+}

@@ -13,6 +13,7 @@ import {
   labelCells,
   organizationId,
   plural,
+  setUpConfirmDialog,
   showPageError,
 } from "./api.js";
 import { LOG_KINDS, describeFilter } from "./filters.js";
@@ -117,54 +118,29 @@ async function download(exp, button) {
 
 // ---------------------------------------------------------------------------- cancel
 
-const cancelDialog = document.getElementById("cancel-dialog");
-let toCancel = null;
 let cancelOpener = null;
 
-function askToCancel(exp, button) {
-  toCancel = exp;
-  cancelOpener = button;
-  document.getElementById("cancel-what").textContent =
-    `${describe(exp)} (${STATUSES[exp.status] ?? exp.status}), requested ${formatTime(exp.createdAt)} UTC.`;
-  const error = document.getElementById("cancel-error");
-  error.hidden = true;
-  error.textContent = "";
-  document.getElementById("cancel-confirm").disabled = false;
-  cancelDialog.showModal();
-  document.getElementById("cancel-keep").focus();
-}
-
-async function confirmCancel(event) {
-  event.preventDefault();
-  const exp = toCancel;
-  if (!exp) return;
-  const confirm = document.getElementById("cancel-confirm");
-  confirm.disabled = true;
-  try {
+const cancelDialog = setUpConfirmDialog("cancel", {
+  async act(exp) {
     const data = await gql(CANCEL, { id: exp.id });
     changes += 1;
-    toCancel = null;
-    cancelDialog.close();
     upsert([data.cancelLogExport.logExport], false);
     announce(`${describe(exp)}: canceled.`);
-  } catch (error) {
-    const box = document.getElementById("cancel-error");
-    box.textContent = error.message;
-    box.hidden = false;
-    confirm.disabled = false;
-  }
-}
-
-if (cancelDialog) {
-  document.getElementById("cancel-form").addEventListener("submit", confirmCancel);
-  document.getElementById("cancel-keep").addEventListener("click", () => cancelDialog.close());
-  cancelDialog.addEventListener("close", () => {
-    toCancel = null;
+  },
+  onClose() {
     // The row may have been replaced meanwhile; focus its current button, else the table.
     const id = cancelOpener?.closest("tr")?.dataset.id;
     const row = id ? tbody.querySelector(`tr[data-id="${CSS.escape(id)}"]`) : null;
     (row?.querySelector("button") ?? table.closest(".table-wrap")).focus();
-  });
+  },
+});
+
+function askToCancel(exp, button) {
+  cancelOpener = button;
+  cancelDialog.ask(
+    exp,
+    `${describe(exp)} (${STATUSES[exp.status] ?? exp.status}), requested ${formatTime(exp.createdAt)} UTC.`,
+  );
 }
 
 // ---------------------------------------------------------------------------- rows

@@ -16,6 +16,7 @@ import {
   labelCells,
   organizationId,
   plural,
+  setUpConfirmDialog,
   showPageError,
 } from "./api.js";
 import { FILTER_FIELDS, describeFilter } from "./filters.js";
@@ -489,56 +490,27 @@ async function sendTest(stream, button) {
 
 // ---------------------------------------------------------------------------- delete
 
-const deleteDialog = document.getElementById("delete-dialog");
-let toDelete = null;
-
-function askToDelete(stream) {
-  toDelete = stream;
-  const what = document.getElementById("delete-what");
-  what.replaceChildren(`${describe(stream)}, created ${formatTime(stream.createdAt)} UTC.`);
-  const error = document.getElementById("delete-error");
-  error.hidden = true;
-  error.textContent = "";
-  document.getElementById("delete-confirm").disabled = false;
-  deleteDialog.showModal();
-  document.getElementById("delete-keep").focus();
-}
-
-async function confirmDelete(event) {
-  event.preventDefault();
-  const stream = toDelete;
-  if (!stream) return;
-  const confirm = document.getElementById("delete-confirm");
-  confirm.disabled = true;
-  try {
+const deleteDialog = setUpConfirmDialog("delete", {
+  async act(stream) {
     await gql(DELETE, { input: { id: stream.id } });
     changes += 1;
-    toDelete = null;
     streams.delete(stream.id);
     deliveries.delete(stream.id);
     order = order.filter((id) => id !== stream.id);
     view.open.delete(stream.id);
     writeUrl(false);
-    deleteDialog.close();
     render();
     announce(`${describe(stream)}: deleted.`);
-  } catch (error) {
-    const box = document.getElementById("delete-error");
-    box.textContent = error.message;
-    box.hidden = false;
-    confirm.disabled = false;
-  }
-}
-
-if (deleteDialog) {
-  document.getElementById("delete-form").addEventListener("submit", confirmDelete);
-  document.getElementById("delete-keep").addEventListener("click", () => deleteDialog.close());
-  deleteDialog.addEventListener("close", () => {
-    const id = toDelete?.id;
-    toDelete = null;
+  },
+  onClose(stream) {
+    const id = stream?.id;
     const row = id ? tbody.querySelector(`tr.item[data-id="${CSS.escape(id)}"]`) : null;
     (row?.querySelector('[data-action="delete"]') ?? table.closest(".table-wrap")).focus();
-  });
+  },
+});
+
+function askToDelete(stream) {
+  deleteDialog.ask(stream, `${describe(stream)}, created ${formatTime(stream.createdAt)} UTC.`);
 }
 
 // ---------------------------------------------------------------------------- create
