@@ -13,6 +13,7 @@ import pytest
 
 from logexport import db
 from logexport.redaction import redact_scim_body
+from tests.support.migrations import migrate_through
 from tests.support.scim_bodies import collect, filler, planted_bodies
 
 EXPECTED_TABLES = {
@@ -166,27 +167,6 @@ async def test_each_test_database_starts_empty_and_migrated(database_url: str) -
 # ---------------------------------------------------------------------------- data migrations
 
 
-async def _migrate_through(dsn: str, last_version: str) -> None:
-    """Apply the migrations up to and including ``last_version``, as ``db.migrate`` would."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS logexport_migrations ("
-            " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        for version, path in db.migration_files():
-            async with conn.transaction():
-                await conn.execute(path.read_text())
-                await conn.execute(
-                    "INSERT INTO logexport_migrations (version) VALUES ($1)", version
-                )
-            if version == last_version:
-                return
-    finally:
-        await conn.close()
-    raise AssertionError(f"no migration {last_version}")
-
-
 ISSUE_BODIES = [
     {"Operations": [{"op": "replace", "path": "password", "Value": "pw-issue-1"}]},
     {"Operations": [{"op": "replace", "Path": "password", "value": "pw-issue-2"}]},
@@ -221,7 +201,7 @@ async def test_stored_scim_passwords_are_redacted_by_the_data_migration(
     responses = [{"id": str(i), "password": f"pw-response-{i}"} for i in range(len(requests))]
     secrets += [f"pw-response-{i}" for i in range(len(requests))]
     harmless = [*collect(filler, 20), None, {"passwordHint": "kept", "pa": "ssword"}]
-    await _migrate_through(empty_database_url, "0001_initial")
+    await migrate_through(empty_database_url, "0001_initial")
     conn = await asyncpg.connect(empty_database_url)
     try:
         org_id = await conn.fetchval(

@@ -9,26 +9,7 @@ import asyncpg
 import pytest
 
 from logexport import db
-
-
-async def _migrate_through(dsn: str, last_version: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(
-            "CREATE TABLE logexport_migrations ("
-            " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        for version, path in db.migration_files():
-            async with conn.transaction():
-                await conn.execute(path.read_text())
-                await conn.execute(
-                    "INSERT INTO logexport_migrations (version) VALUES ($1)", version
-                )
-            if version == last_version:
-                return
-    finally:
-        await conn.close()
-    raise AssertionError(f"no migration {last_version}")
+from tests.support.migrations import migrate_through
 
 
 async def test_transaction_ids_are_added_without_rewriting_the_entry_tables(
@@ -36,7 +17,7 @@ async def test_transaction_ids_are_added_without_rewriting_the_entry_tables(
 ) -> None:
     """A volatile default on ADD COLUMN would rewrite every row under an exclusive lock: the
     tables keep their files, old rows keep NULL, new rows get their transaction's id."""
-    await _migrate_through(empty_database_url, "0006_manifests")
+    await migrate_through(empty_database_url, "0006_manifests")
     conn = await asyncpg.connect(empty_database_url)
     try:
         org = await conn.fetchval("INSERT INTO organizations (name) VALUES ('Old') RETURNING id")
