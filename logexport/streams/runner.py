@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -34,6 +35,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import asyncpg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from logexport import manifests
 from logexport.config import ConfigError, Settings
@@ -219,6 +221,11 @@ class StreamRunner:
         self.snapshot_pool = snapshot_pool
         self.metrics = metrics or WorkerMetrics()
         self.lease = settings.worker_lease
+
+    @functools.cached_property
+    def _signing_key(self) -> Ed25519PrivateKey:
+        """Parsed once, on the first delivery: the setting does not change while running."""
+        return signing_key(self.settings)
 
     # ------------------------------------------------------------------ a run
 
@@ -425,7 +432,7 @@ class StreamRunner:
         delivery_id = uuid4()
         created_at = datetime.now(UTC)
         sequence = stream.last_sequence + 1
-        key = signing_key(self.settings)
+        key = self._signing_key
         manifest = manifests.build_manifest(
             organization_id=str(stream.organization_id),
             kind=stream.kind.value,
