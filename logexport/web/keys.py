@@ -10,6 +10,7 @@ App state used: ``settings``.
 
 from __future__ import annotations
 
+import functools
 import json
 
 from starlette.requests import Request
@@ -31,9 +32,16 @@ _HEADERS = {
 
 async def keys_document(request: Request) -> Response:
     settings: Settings = request.app.state.settings
-    document = manifests.jwks(published_keys(settings))
-    body = json.dumps(document, indent=2) + "\n"
+    body = _document(settings.signing_key, settings.verify_keys)
     return Response(body, media_type=KEYS_MEDIA_TYPE, headers=_HEADERS)
+
+
+@functools.lru_cache(maxsize=4)
+def _document(signing_key: str | None, verify_keys: str | None) -> str:
+    """The JWKS text of these settings, made once: the endpoint needs no authentication, so
+    a request should cost no key parsing."""
+    keys = published_keys(Settings(signing_key=signing_key, verify_keys=verify_keys))
+    return json.dumps(manifests.jwks(keys), indent=2) + "\n"
 
 
 def keys_routes() -> list[Route]:
