@@ -229,6 +229,8 @@ class Settings:
         "LOGEXPORT_MAX_RUNNING_EXPORTS_PER_ORG", _positive_int, "1"
     )
     worker_concurrency: int = _setting("LOGEXPORT_WORKER_CONCURRENCY", _positive_int, "2")
+    # Connections one export reads through, sharing its snapshot, each reading time slices.
+    export_parallelism: int = _setting("LOGEXPORT_EXPORT_PARALLELISM", _positive_int, "2")
     worker_poll_interval: float = _setting(
         "LOGEXPORT_WORKER_POLL_INTERVAL", _positive_duration, "5s"
     )

@@ -56,7 +56,10 @@ class LogKind:
     cursor_tag: str
     # Named queries (sql/queries/exports.sql): the packed export rows, and the exact fields
     # of rows whose packed form cannot be split.
-    export_query: str
+    # The export's lines as PostgreSQL writes them: whole JSONL lines, or CSV text cells
+    # and the JSON columns (sql/queries/exports.sql).
+    jsonl_query: str
+    csv_query: str
     exact_query: str
     # JSONL keys and the CSV header, in file order.
     columns: tuple[str, ...]
@@ -112,7 +115,8 @@ AUDIT_LOG = LogKind(
     record_type=AuditLogEntry,
     list_query="list_audit_log_entries",
     cursor_tag="audit",
-    export_query="export_audit_log_rows",
+    jsonl_query="export_audit_log_jsonl",
+    csv_query="export_audit_log_csv",
     exact_query="export_audit_log_exact",
     columns=(
         "id", "organization_id", "created_at", "actor_type", "actor_id", "actor_email",
@@ -155,7 +159,8 @@ SCIM_EVENT = LogKind(
     record_type=ScimEvent,
     list_query="list_scim_events",
     cursor_tag="scim",
-    export_query="export_scim_event_rows",
+    jsonl_query="export_scim_event_jsonl",
+    csv_query="export_scim_event_csv",
     exact_query="export_scim_event_exact",
     columns=(
         "id", "organization_id", "created_at", "method", "path", "user_name", "status_code",

@@ -50,7 +50,8 @@ class AmbiguousRows(Exception):
 ExactFields = Mapping[str, Sequence[str | None]]
 
 
-def _escape_control(match: re.Match[bytes]) -> bytes:
+def escape_control(match: re.Match[bytes]) -> bytes:
+    """The JSON escape of a matched control character, as ``json`` and PostgreSQL write it."""
     code = match.group()[0]
     return _SHORT_ESCAPES.get(code) or b"\\u%04x" % code
 
@@ -66,7 +67,7 @@ def escape_json_text(text: bytes, *, packed: bool = False) -> bytes:
     pattern = _CONTROL_CHAR_BUT_SEPARATOR if packed else _CONTROL_CHAR
     escaped = text.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
     if len(escaped.translate(None, control)) != len(escaped):
-        escaped = pattern.sub(_escape_control, escaped)
+        escaped = pattern.sub(escape_control, escaped)
     return escaped
 
 

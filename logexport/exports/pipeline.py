@@ -1,53 +1,63 @@
-"""Snapshot cursor → encoder → (gzip) → storage writer.
+"""Lines written by PostgreSQL → (gzip) → storage writer.
 
-Three stages run side by side so that the database, the encoder and the hashing /
-compression never wait on each other:
+The database writes the file's lines (``sql/migrations/0010_export_lines.sql``); the worker
+reads them with ``COPY … TO STDOUT``, which streams with no round trip per batch, joins them
+up (``exports/lines.py``) and stores them:
 
-    fetch   the server-side cursor, one batch ahead of the encoder (the next ``FETCH`` is
-            on the wire while the current batch is being encoded);
-    encode  rows → bytes, on the event loop;
+    read    one ``COPY`` per time slice of the export, on one connection or several
+            sharing the export's snapshot (``LOGEXPORT_EXPORT_PARALLELISM``): slice *i*
+            goes to connection *i mod N*, which reads ahead into the slice's own bounded
+            queue while earlier slices are written;
+    join    slices in order, each COPY chunk turned into file bytes on the event loop;
     store   gzip + SHA-256 in a thread (both release the GIL on large buffers), then the
             storage writer, whose bounded parts in flight push back on everything above.
 
-Every queue is bounded by the bytes it holds, and a batch by its size as well as by its
-row count, so memory stays flat whatever the row count and however large the rows.
+Every queue is bounded by the bytes it holds; a full queue stops its reader, and TCP stops
+the database behind it, so memory stays flat whatever the row count and however large the
+rows. A connection starts its next slice only once its previous one has been written.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import json
+import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from operator import itemgetter
+from itertools import pairwise
 from typing import Any, Generic, TypeVar
 
 import asyncpg
 
 from logexport.db import q
-from logexport.exports.encoders import FIELD_SEPARATOR, AmbiguousRows, Gzip, make_encoder
+from logexport.exports.encoders import Gzip
+from logexport.exports.lines import LineFormat
 from logexport.exports.models import Compression
 from logexport.exports.requests import ExportInput
 from logexport.exports.storage import ObjectWriter
 from logexport.kinds import LOG_KINDS
 
-BATCH_ROWS = 2000
-# A batch is also cut to about this many bytes, from the size of the rows read so far:
-# SCIM events with 64 KiB bodies would otherwise make a 2,000-row batch over 100 MiB.
-BATCH_BYTES = 4 * 1024 * 1024
-# Bytes waiting between two stages (fetched rows, encoded bytes); past it the stage
+# Bytes waiting between two stages (a slice's COPY chunks, file bytes); past it the stage
 # before waits, and the database with it.
 QUEUE_BYTES = 8 * 1024 * 1024
-# The first batch is small: until rows have been seen, their size is unknown.
-_FIRST_BATCH_ROWS = 64
+# An export read by several connections is cut into time slices of about this many rows
+# (by the planner's estimate), a few MB of lines each: a connection reading ahead holds one
+# slice's queue, so slices about that size keep every connection busy.
+SLICE_ROWS = 15_000
+MAX_SLICES = 256
+# COPY sends a message per row; they are passed on about this many bytes at a time.
+COPY_CHUNK_BYTES = 1024 * 1024
 # zlib level 3 takes half the CPU of the default level 6 on export lines (2.1 to 3.9 against
 # 4.4 to 8.2 µs a row) for files 13 to 21 % larger; gzip is the costliest stage of an export.
 GZIP_LEVEL = 3
 _DONE = None
+_SNAPSHOT_ID = re.compile(r"[0-9A-F]+-[0-9A-F]+(-[0-9]+)?")
 
 _Item = TypeVar("_Item")
 
@@ -96,24 +106,74 @@ class _ByteQueue(Generic[_Item]):
             return item
 
 
-def _batch_bytes(rows: Sequence[Sequence[Any]], columns: int) -> int:
-    """The bytes of a batch's packed and JSON values (all but the NULL mask)."""
-    return sum(sum(map(len, map(itemgetter(i), rows))) for i in range(columns))
+class _Gathered:
+    """One COPY's data, passed on to ``queue`` about ``COPY_CHUNK_BYTES`` at a time; COPY
+    hands over whole rows, so every piece passed on is whole rows."""
+
+    def __init__(self, queue: _ByteQueue[bytes]) -> None:
+        self._queue = queue
+        self._parts: list[bytes] = []
+        self._size = 0
+
+    async def add(self, data: bytes) -> None:
+        self._parts.append(data)
+        self._size += len(data)
+        if self._size >= COPY_CHUNK_BYTES:
+            await self._pass_on()
+        elif len(data) < 128 * 1024:
+            # Small reads cost a round of the event loop each: let the socket fill up.
+            await asyncio.sleep(0.001)
+
+    async def close(self) -> None:
+        await self._pass_on()
+        await self._queue.put(_DONE)
+
+    async def _pass_on(self) -> None:
+        data = b"".join(self._parts)
+        self._parts, self._size = [], 0
+        if data:
+            await self._queue.put(data, len(data))
 
 
-def _row_mark(row: Sequence[Any]) -> tuple[str, str]:
-    """``(created_at, id)`` of a packed row: its first two fields."""
-    row_id, created_at, _ = bytes(row[0]).split(FIELD_SEPARATOR, 2)
-    return created_at.decode(), row_id.decode()
-
-
-def export_query(request: ExportInput) -> tuple[str, list[Any], str]:
-    """The kind's named query and its parameters (filters apply in SQL), and the query
-    that reads rows' exact fields when a packed row cannot be split."""
+def export_query(request: ExportInput, name: str) -> tuple[str, list[Any]]:
+    """The named query and its parameters (filters apply in SQL); ``$2`` and ``$3`` are the
+    time range, narrowed per slice."""
     kind = LOG_KINDS[request.kind]
     chosen = request.filter if request.filter is not None else kind.filter_type()
     params = [request.organization_id, request.from_time, request.to_time, *chosen.sql_args()]
-    return q(kind.export_query), params, q(kind.exact_query)
+    # COPY takes the query as a subquery: without the statement's closing semicolon.
+    return q(name).rstrip().removesuffix(";"), params
+
+
+async def plan_slices(
+    conn: asyncpg.Connection, query: str, params: list[Any], readers: int
+) -> list[tuple[datetime, datetime]]:
+    """The export's time range cut into equal spans, about ``SLICE_ROWS`` rows each by the
+    planner's estimate; one span when one connection reads, or when the rows are few."""
+    start, end = params[1], params[2]
+    if readers < 2:
+        return [(start, end)]
+    plan = await conn.fetchval("EXPLAIN (FORMAT JSON) " + query, *params)
+    if isinstance(plan, str):
+        plan = json.loads(plan)
+    count = min(MAX_SLICES, int(plan[0]["Plan"]["Plan Rows"]) // SLICE_ROWS)
+    if count < 2:
+        return [(start, end)]
+    step = (end - start) / count
+    bounds = sorted({start, end, *(start + step * i for i in range(1, count))})
+    return list(pairwise(bounds))
+
+
+@contextlib.asynccontextmanager
+async def _sharing_snapshot(conn: asyncpg.Connection, snapshot: str) -> AsyncIterator[None]:
+    """A read-only transaction on ``conn`` seeing exactly the export's snapshot."""
+    if not _SNAPSHOT_ID.fullmatch(snapshot):
+        raise ValueError(f"unexpected snapshot id {snapshot!r}")
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        # A utility statement takes no parameters; the id is PostgreSQL's, checked above.
+        await conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+        await conn.execute(q("export_plan_settings"))
+        yield
 
 
 class _Sink:
@@ -152,98 +212,93 @@ async def run_export(
     *,
     progress: Progress | None = None,
     on_snapshot: Callable[[datetime], Awaitable[None]] | None = None,
-    batch_rows: int = BATCH_ROWS,
+    helpers: Sequence[asyncpg.Connection] = (),
 ) -> ExportResult:
     """Stream one export from a consistent snapshot into ``writer``.
 
-    The caller owns ``writer``: it completes it on success and aborts it on failure.
+    ``helpers`` are further connections to the same database, idle: they read slices of
+    the export in the snapshot ``conn`` takes. The caller owns ``writer``: it completes it
+    on success and aborts it on failure.
     """
     progress = progress or Progress()
-    encoder = make_encoder(
-        request.kind,
-        request.format,
-        organization_id=request.organization_id,
-        csv_bom=request.csv_bom,
-    )
+    lines = LineFormat(request.kind, request.format, csv_bom=request.csv_bom)
     sink = _Sink(request.compression is Compression.GZIP)
     loop = asyncio.get_running_loop()
-    query, params, exact_query = export_query(request)
+    query, params = export_query(request, lines.query)
 
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         # The first statement takes the snapshot; its time is what the file holds.
         snapshot_at: datetime = await conn.fetchval(q("snapshot_time"))
         if on_snapshot is not None:
             await on_snapshot(snapshot_at)
-        cursor = await conn.cursor(query, *params)
+        await conn.execute(q("export_plan_settings"))
+        slices = await plan_slices(conn, query, params, 1 + len(helpers))
+        readers = [conn]
+        async with contextlib.AsyncExitStack() as shared:
+            if len(slices) > 1 and helpers:
+                snapshot = await conn.fetchval(q("export_snapshot"))
+                for helper in helpers:
+                    await shared.enter_async_context(_sharing_snapshot(helper, snapshot))
+                readers += helpers
 
-        fetched: _ByteQueue[Sequence[Any]] = _ByteQueue(QUEUE_BYTES)
-        encoded: _ByteQueue[bytes] = _ByteQueue(QUEUE_BYTES)
+            copied: list[_ByteQueue[bytes]] = [_ByteQueue(QUEUE_BYTES) for _ in slices]
+            written = [asyncio.Event() for _ in slices]
+            encoded: _ByteQueue[bytes] = _ByteQueue(QUEUE_BYTES)
+            marks: list[bytes] = []
 
-        # The cursor and the occasional exact read share the connection: one at a time.
-        connection_turn = asyncio.Lock()
+            async def read(first: int, reader: asyncpg.Connection) -> None:
+                for index in range(first, len(slices), len(readers)):
+                    if index >= len(readers):
+                        await written[index - len(readers)].wait()
+                    gathered = _Gathered(copied[index])
+                    start, end = slices[index]
+                    await reader.copy_from_query(
+                        query,
+                        params[0],
+                        start,
+                        end,
+                        *params[3:],
+                        output=gathered.add,
+                    )
+                    await gathered.close()
 
-        async def read_exact(ids: list[str]) -> dict[str, tuple[str | None, ...]]:
-            async with connection_turn:
-                records = await conn.fetch(exact_query, ids, request.organization_id)
-            return {r[0]: tuple(r) for r in records}
+            async def join() -> None:
+                header = lines.header()
+                if header:
+                    await encoded.put(header, len(header))
+                for index, queue in enumerate(copied):
+                    while (data := await queue.get()) is not _DONE:
+                        chunk = lines.chunk(data)
+                        progress.rows += chunk.rows
+                        if not marks:
+                            marks.append(chunk.first)
+                        marks[1:] = [chunk.last]
+                        await encoded.put(chunk.data, len(chunk.data))
+                    written[index].set()
+                await encoded.put(_DONE)
 
-        async def fetch() -> None:
-            want = min(batch_rows, _FIRST_BATCH_ROWS)
-            while True:
-                async with connection_turn:
-                    rows = await cursor.fetch(want)
-                if not rows:
-                    break
-                size = _batch_bytes(rows, len(rows[0]) - 1)
-                await fetched.put(rows, size)
-                if len(rows) < want:
-                    break
-                want = max(1, min(batch_rows, BATCH_BYTES * len(rows) // max(size, 1)))
-            await fetched.put(_DONE)
-
-        marks: list[tuple[str, str]] = []
-
-        async def encode() -> None:
-            header = encoder.header()
-            if header:
-                await encoded.put(header, len(header))
-            while (rows := await fetched.get()) is not _DONE:
-                try:
-                    data = encoder.encode(rows)
-                except AmbiguousRows as ambiguous:
-                    exact = await read_exact(ambiguous.ids)
-                    data = encoder.encode(rows, exact)
-                progress.rows += len(rows)
-                if not marks:
-                    marks.append(_row_mark(rows[0]))
-                marks[1:] = [_row_mark(rows[-1])]
-                await encoded.put(data, len(data))
-                # Let the fetch stage read the batch that has arrived and send the next
-                # FETCH before encoding on: otherwise the database waits on us.
-                await asyncio.sleep(0)
-            await encoded.put(_DONE)
-
-        async def store() -> None:
-            while (data := await encoded.get()) is not _DONE:
-                out = await loop.run_in_executor(_executor, sink.feed, data)
-                if out:
-                    await writer.write(out)
+            async def store() -> None:
+                while (data := await encoded.get()) is not _DONE:
+                    out = await loop.run_in_executor(_executor, sink.feed, data)
+                    if out:
+                        await writer.write(out)
+                    progress.bytes = sink.size
+                tail = await loop.run_in_executor(_executor, sink.finish)
+                if tail:
+                    await writer.write(tail)
                 progress.bytes = sink.size
-            tail = await loop.run_in_executor(_executor, sink.finish)
-            if tail:
-                await writer.write(tail)
-            progress.bytes = sink.size
 
-        async with asyncio.TaskGroup() as group:
-            group.create_task(fetch())
-            group.create_task(encode())
-            group.create_task(store())
+            async with asyncio.TaskGroup() as group:
+                for first, reader in enumerate(readers):
+                    group.create_task(read(first, reader))
+                group.create_task(join())
+                group.create_task(store())
 
     return ExportResult(
         row_count=progress.rows,
         byte_size=sink.size,
         sha256=sink.sha256,
         snapshot_at=snapshot_at,
-        first_row=marks[0] if marks else None,
-        last_row=marks[-1] if marks else None,
+        first_row=lines.mark(marks[0]) if marks else None,
+        last_row=lines.mark(marks[-1]) if marks else None,
     )

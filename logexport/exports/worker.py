@@ -192,8 +192,11 @@ class Worker:
                 self.settings.require("database_url"), min_size=1, max_size=self.concurrency + 4
             )
             self._use_pool(self._pool)
+        # Each export running holds its connection and its helpers: never more than this.
         self._export_pool = await db.create_pool(
-            self.settings.snapshot_database_url, min_size=0, max_size=self.concurrency
+            self.settings.snapshot_database_url,
+            min_size=0,
+            max_size=self.concurrency * self.settings.export_parallelism,
         )
         if self._storage is None:
             self._storage = storage_from_settings(self.settings)
@@ -547,12 +550,23 @@ class Worker:
         on_snapshot: Callable[[datetime], Awaitable[None]],
         token: int,
     ) -> ExportResult:
-        assert self._export_pool is not None
-        async with self._export_pool.acquire() as conn:
+        pool = self._export_pool
+        assert pool is not None
+        async with contextlib.AsyncExitStack() as held:
+            conn = await held.enter_async_context(pool.acquire())
+            helpers = [
+                await held.enter_async_context(pool.acquire())
+                for _ in range(self.settings.export_parallelism - 1)
+            ]
             self.metrics.snapshots.opened(token)
             try:
                 return await run_export(
-                    conn, spec, writer, progress=progress, on_snapshot=on_snapshot
+                    conn,
+                    spec,
+                    writer,
+                    progress=progress,
+                    on_snapshot=on_snapshot,
+                    helpers=helpers,
                 )
             finally:
                 self.metrics.snapshots.closed(token)

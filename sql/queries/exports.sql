@@ -55,11 +55,20 @@ SELECT status, count(*) AS n FROM log_exports GROUP BY status;
 -- name: queue_depth
 SELECT count(*) FROM log_exports WHERE status = 'PENDING' AND run_after <= now();
 
--- name: export_audit_log_rows
--- Rows packed as sql/migrations/0008_packed_rows.sql describes; a row whose data holds the
--- separator itself is read again with export_audit_log_exact.
-SELECT packed, metadata, null_mask
-FROM audit_log_packed_rows
+-- name: export_audit_log_jsonl
+-- An export's lines, written by PostgreSQL (sql/migrations/0010_export_lines.sql) and read
+-- with COPY; an export read in slices runs this once per time slice.
+SELECT jsonl
+FROM audit_log_export_lines
+WHERE organization_id = $1 AND created_at >= $2 AND created_at < $3
+  AND ($4::text[] IS NULL OR action = ANY ($4))
+  AND ($5::text[] IS NULL OR actor_id = ANY ($5))
+  AND ($6::text[] IS NULL OR resource_type = ANY ($6))
+ORDER BY created_at, id;
+
+-- name: export_audit_log_csv
+SELECT csv_cells, metadata
+FROM audit_log_export_lines
 WHERE organization_id = $1 AND created_at >= $2 AND created_at < $3
   AND ($4::text[] IS NULL OR action = ANY ($4))
   AND ($5::text[] IS NULL OR actor_id = ANY ($5))
@@ -67,15 +76,25 @@ WHERE organization_id = $1 AND created_at >= $2 AND created_at < $3
 ORDER BY created_at, id;
 
 -- name: export_audit_log_exact
--- The text fields of some rows one by one, within the export's snapshot.
+-- The text fields of some rows one by one, within a snapshot (log streams, whose packed rows
+-- cannot be split when a field holds the separator).
 SELECT id::text, to_char(created_at, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), actor_type, actor_id, actor_email, actor_name, action,
        resource_type, resource_id, host(ip_address), user_agent
 FROM audit_log_entries
 WHERE id = ANY ($1::uuid[]) AND organization_id = $2;
 
--- name: export_scim_event_rows
-SELECT packed, request_body, response_body, null_mask
-FROM scim_event_packed_rows
+-- name: export_scim_event_jsonl
+SELECT jsonl
+FROM scim_event_export_lines
+WHERE organization_id = $1 AND created_at >= $2 AND created_at < $3
+  AND ($4::text[] IS NULL OR method = ANY ($4))
+  AND ($5::text IS NULL OR lower(user_name) = lower($5))
+  AND ($6::int[] IS NULL OR status_code = ANY ($6))
+ORDER BY created_at, id;
+
+-- name: export_scim_event_csv
+SELECT csv_cells, request_body, response_body
+FROM scim_event_export_lines
 WHERE organization_id = $1 AND created_at >= $2 AND created_at < $3
   AND ($4::text[] IS NULL OR method = ANY ($4))
   AND ($5::text IS NULL OR lower(user_name) = lower($5))
@@ -90,3 +109,15 @@ WHERE id = ANY ($1::uuid[]) AND organization_id = $2;
 
 -- name: snapshot_time
 SELECT clock_timestamp();
+
+-- name: export_plan_settings
+-- For the export's transaction: read in index order, as a cursor would. Without these, the
+-- planner may prefer, for one large organization, a scan of the whole table and a sort
+-- that writes the entire export to temporary files before the first line; and the export
+-- chooses its own parallelism (slices), so that its cost to the database is what it says.
+SELECT set_config('enable_sort', 'off', true),
+       set_config('max_parallel_workers_per_gather', '0', true);
+
+-- name: export_snapshot
+-- The export's snapshot, for the connections that read its other slices.
+SELECT pg_export_snapshot();

@@ -1,0 +1,115 @@
+"""File bytes from the lines PostgreSQL writes for an export.
+
+The views of ``sql/migrations/0010_export_lines.sql`` build each entry's JSONL line, or its
+CSV text cells, in the database; the worker reads them with ``COPY … TO STDOUT`` and only
+joins them up, a chunk of rows at a time, with a few byte operations per chunk and none per
+field. Text never holds a NUL byte, so NUL can mark places in a chunk safely.
+
+Both come in COPY's text format: JSONL as one column, CSV as two or three (the text cells,
+then the JSON columns). It escapes a backslash as ``\\\\`` and BS, FF, LF, CR, TAB and VT as ``\\b``
+``\\f`` ``\\n`` ``\\r`` ``\\t`` ``\\v``, and nothing else, so a raw TAB only separates columns
+and a raw LF only ends a row; Python's ``escape_decode`` undoes exactly those escapes.
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import repeat
+
+from logexport.exports.encoders import json_cells
+from logexport.exports.models import ExportFormat, ExportKind
+from logexport.kinds import LOG_KINDS
+
+# Enough of a line's start to hold its id and created_at (the first three cells).
+_MARK_BYTES = 160
+_JOIN = b"\x00"
+_CRLF = b"\r\n"
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Some consecutive lines of the file: their bytes, how many, and the start of the
+    first and of the last line (for the manifest's first and last rows)."""
+
+    data: bytes
+    rows: int
+    first: bytes
+    last: bytes
+
+
+def unescape(copied: bytes) -> bytes:
+    """COPY text format back to the text itself."""
+    return codecs.escape_decode(copied)[0] if b"\\" in copied else copied
+
+
+class JsonlLines:
+    """Each COPY row is a whole JSONL line: JSON text holds no raw control character, so
+    undoing COPY's doubled backslashes is all there is to do."""
+
+    def header(self) -> bytes:
+        return b""
+
+    def chunk(self, copied: bytes) -> Chunk:
+        data = unescape(copied)
+        last = data.rfind(b"\n", 0, len(data) - 1) + 1
+        return Chunk(data, data.count(b"\n"), data[:_MARK_BYTES], data[last : last + _MARK_BYTES])
+
+    @staticmethod
+    def mark(line: bytes) -> tuple[str, str]:
+        """``(created_at, id)`` of a line: ``{"id":"<36>","organization_id":"<36>",
+        "created_at":"<27>"``, at fixed places."""
+        return line[116:143].decode(), line[7:43].decode()
+
+
+class CsvLines:
+    """COPY rows of the text cells (quoted, formula-guarded, each followed by a comma) and
+    the JSON columns as PostgreSQL writes them; the JSON cells are made here, compact, for a
+    whole chunk at once (``encoders.json_cells``), and each line ends with CRLF."""
+
+    def __init__(self, kind: ExportKind, *, bom: bool) -> None:
+        self._columns = LOG_KINDS[kind].columns
+        # The text cells are the id, the organization and the packed fields; the columns
+        # after them are JSON cells.
+        json_cells_count = len(self._columns) - 1 - len(LOG_KINDS[kind].packed_fields)
+        self._width = 1 + json_cells_count
+        self._bom = bom
+
+    def header(self) -> bytes:
+        text = ",".join(self._columns) + "\r\n"
+        return ("\ufeff" + text).encode() if self._bom else text.encode()
+
+    def chunk(self, copied: bytes) -> Chunk:
+        fields = copied.replace(b"\n", b"\t").split(b"\t")
+        fields.pop()  # after the last row's LF
+        if b"\\" in copied:
+            fields = unescape(_JOIN.join(fields)).split(_JOIN)
+        width = self._width
+        cells = fields[0::width]
+        columns = [json_cells(fields[i::width]) for i in range(1, width)]
+        if width == 2:
+            lines = map(b"".join, zip(cells, columns[0], repeat(_CRLF)))
+        else:
+            lines = map(b"".join, zip(cells, columns[0], repeat(b","), columns[1], repeat(_CRLF)))
+        return Chunk(b"".join(lines), len(cells), cells[0][:_MARK_BYTES], cells[-1][:_MARK_BYTES])
+
+    @staticmethod
+    def mark(line: bytes) -> tuple[str, str]:
+        """``(created_at, id)`` of a line: ``"<36>","<36>","<27>"``, at fixed places."""
+        return line[79:106].decode(), line[1:37].decode()
+
+
+class LineFormat:
+    """What the pipeline needs of a format: the header, the chunk maker and the mark
+    reader, and the named query giving its rows."""
+
+    def __init__(self, kind: ExportKind, format: ExportFormat, *, csv_bom: bool = False) -> None:
+        lines: JsonlLines | CsvLines
+        if format is ExportFormat.CSV:
+            lines, self.query = CsvLines(kind, bom=csv_bom), LOG_KINDS[kind].csv_query
+        else:
+            lines, self.query = JsonlLines(), LOG_KINDS[kind].jsonl_query
+        self.header: Callable[[], bytes] = lines.header
+        self.chunk: Callable[[bytes], Chunk] = lines.chunk
+        self.mark: Callable[[bytes], tuple[str, str]] = lines.mark
