@@ -145,8 +145,9 @@ async def _encoded_in_python(
 ) -> bytes:
     """The same rows through the Python encoders, from the packed rows log streams read."""
     kind = LOG_KINDS[spec.kind]
-    view = "audit_log_packed_rows" if spec.kind is ExportKind.AUDIT_LOG else "scim_event_packed_rows"
-    json_columns = "metadata" if spec.kind is ExportKind.AUDIT_LOG else "request_body, response_body"
+    audit = spec.kind is ExportKind.AUDIT_LOG
+    view = "audit_log_packed_rows" if audit else "scim_event_packed_rows"
+    json_columns = "metadata" if audit else "request_body, response_body"
     rows = await conn.fetch(
         f"SELECT packed, {json_columns}, null_mask FROM {view} "
         "WHERE organization_id = $1 AND created_at >= $2 AND created_at < $3 "
