@@ -3,7 +3,7 @@
 same run, on several data shapes.
 
     .venv/bin/python scripts/bench_export.py [--rows 1000000] [--shapes seed,wide,scim]
-                                             [--skip-s3] [--dispatch 200]
+                                             [--skip-s3] [--dispatch 200] [--parallelism 2]
 
 Shapes (each in its own organization of one private PostgreSQL cluster):
 
@@ -20,11 +20,13 @@ For each shape, over the same rows and the same query:
   psql \\copy (<query>) TO file WITH (FORMAT csv, HEADER)               (psql CSV)
   COPY (<query>) TO '/dev/null'                 (ceiling: the database reading the rows)
   logexport's pipeline to the local backend: JSONL and CSV, each with and without gzip,
-  each in a fresh process; and JSONL to S3 (moto over HTTP on 127.0.0.1) unless --skip-s3
+  each in a fresh process, reading through --parallelism connections (default: the
+  LOGEXPORT_EXPORT_PARALLELISM default), and each format once more through 1 connection;
+  and JSONL to S3 (moto over HTTP on 127.0.0.1) unless --skip-s3
 
 with seconds, rows/s, MB/s, the ratio to its psql baseline (JSONL against the naive
 ``row_to_json``, CSV against psql's CSV), client CPU µs/row (the export process, or psql),
-database CPU µs/row (utime + stime of the export's backend from /proc; for psql, the
+database CPU µs/row (utime + stime of the export's backends from /proc; for psql, the
 postmaster's reaped-children time across the run), and the pipeline's peak RSS at N/10 and
 at N. Then dispatch latency (request committed → job PROCESSING) over requests to an idle
 worker. It passes or fails nothing: the figures are for reading.
@@ -182,9 +184,11 @@ def _psql(url: str, command: str, postmaster: int, label: str, out: Path | None)
 async def _child(args: argparse.Namespace) -> None:
     env = json.loads(os.environ["BENCH_SETTINGS"])
     settings = Settings.from_env(env=env)
-    # The bench opens the export's connection so that it can read its backend's CPU.
-    conn = await db.connect(settings.require("database_url"))
-    backend = await conn.fetchval("SELECT pg_backend_pid()")
+    # The bench opens the export's connections so that it can read their backends' CPU.
+    parallelism = args.parallelism or settings.export_parallelism
+    conns = [await db.connect(settings.require("database_url")) for _ in range(parallelism)]
+    conn, helpers = conns[0], conns[1:]
+    backends = [await c.fetchval("SELECT pg_backend_pid()") for c in conns]
     storage = storage_from_settings(settings)
     spec = ExportInput(
         organization_id=UUID(args.org),
@@ -196,7 +200,7 @@ async def _child(args: argparse.Namespace) -> None:
     )
     key = f"bench/{args.format.lower()}-{os.getpid()}"
     async with storage:
-        db_before = _proc_ticks(backend)[0]
+        db_before = sum(_proc_ticks(backend)[0] for backend in backends)
         cpu_before = time.process_time()
         started = time.perf_counter()
         writer = await storage.open_writer(
@@ -204,16 +208,17 @@ async def _child(args: argparse.Namespace) -> None:
         )
         timed = _TimedWriter(writer)
         try:
-            result = await run_export(conn, spec, timed)
+            result = await run_export(conn, spec, timed, helpers=helpers)
             await timed.complete()
         except BaseException:
             await writer.abort()
             raise
         elapsed = time.perf_counter() - started
         cpu = time.process_time() - cpu_before
-        db_cpu = (_proc_ticks(backend)[0] - db_before) / _CLK_TCK
+        db_cpu = (sum(_proc_ticks(backend)[0] for backend in backends) - db_before) / _CLK_TCK
         await storage.delete(key)
-    await conn.close()
+    for c in conns:
+        await c.close()
     peak_kib = _peak_rss_kib()
     print(
         json.dumps(
@@ -285,9 +290,12 @@ def _run_child(
     fmt: str,
     *,
     gzip: bool = False,
+    parallelism: int | None = None,
 ) -> dict[str, Any]:
     command = [sys.executable, __file__, "--child", "--kind", shape.kind.value, "--org", str(org)]
     command += ["--start", start.isoformat(), "--end", end.isoformat(), "--format", fmt]
+    if parallelism:
+        command += ["--parallelism", str(parallelism)]
     out = subprocess.run(
         command + (["--gzip"] if gzip else []),
         check=True,
@@ -543,6 +551,7 @@ def _bench_shape(
     workdir: Path,
     s3_env: dict[str, str],
     s3_pid: int | None,
+    parallelism: int,
 ) -> UUID:
     org, seeded = asyncio.run(_prepare(url, shape, rows))
     print(f"{shape.name}: seeded {rows:,} rows in {seeded:.1f} s ({rows / seeded:,.0f} rows/s)")
@@ -570,8 +579,13 @@ def _bench_shape(
     full: dict[str, Any] = {}
     for fmt in ("JSONL", "CSV"):
         baseline = NAIVE if fmt == "JSONL" else PSQL_CSV
+        one = _run_child(local_env, shape, org, START, END, fmt, parallelism=1)
+        assert one["rows"] == rows, one
+        runs.append(_child_run(f"logexport → local, {fmt}, 1 connection", one, baseline))
         for gzip in (False, True):
-            result = _run_child(local_env, shape, org, START, END, fmt, gzip=gzip)
+            result = _run_child(
+                local_env, shape, org, START, END, fmt, gzip=gzip, parallelism=parallelism
+            )
             assert result["rows"] == rows, result
             full.setdefault(fmt, result)
             label = f"logexport → local, {fmt}" + (" + gzip" if gzip else "")
@@ -579,7 +593,7 @@ def _bench_shape(
     s3_cpu = None
     if s3_pid is not None:
         moto_before = _proc_ticks(s3_pid)[0]
-        result = _run_child(s3_env, shape, org, START, END, "JSONL")
+        result = _run_child(s3_env, shape, org, START, END, "JSONL", parallelism=parallelism)
         s3_cpu = (_proc_ticks(s3_pid)[0] - moto_before) / _CLK_TCK
         runs.append(_child_run("logexport → S3 (moto), JSONL", result, NAIVE))
     _print_table(shape, rows, runs)
@@ -595,14 +609,18 @@ def _bench_shape(
     by_label = {run.label: run for run in runs}
     jsonl = by_label["logexport → local, JSONL"]
     csv_ = by_label["logexport → local, CSV"]
+    jsonl_one = by_label["logexport → local, JSONL, 1 connection"]
+    csv_one = by_label["logexport → local, CSV, 1 connection"]
+    naive, psql_csv = by_label[NAIVE].seconds, by_label[PSQL_CSV].seconds
     print()
     print(
-        f"{shape.name}: JSONL vs naive row_to_json {by_label[NAIVE].seconds / jsonl.seconds:.2f}x "
-        f"(target ≥ 1.6); CSV vs psql CSV {by_label[PSQL_CSV].seconds / csv_.seconds:.2f}x "
-        "(target ≥ 1.0)"
+        f"{shape.name}: JSONL vs naive row_to_json {naive / jsonl.seconds:.2f}x "
+        f"(1 connection {naive / jsonl_one.seconds:.2f}x; target ≥ 1.6); "
+        f"CSV vs psql CSV {psql_csv / csv_.seconds:.2f}x "
+        f"(1 connection {psql_csv / csv_one.seconds:.2f}x; target ≥ 1.0)"
     )
     tenth_end = asyncio.run(_tenth_boundary(url, shape, org, rows))
-    small = _run_child(local_env, shape, org, START, tenth_end, "JSONL")
+    small = _run_child(local_env, shape, org, START, tenth_end, "JSONL", parallelism=parallelism)
     growth = full["JSONL"]["peak_rss_mib"] - small["peak_rss_mib"]
     print(
         f"{shape.name}: peak RSS {small['peak_rss_mib']:.0f} MiB at {small['rows']:,} rows, "
@@ -629,6 +647,12 @@ def main() -> None:
     parser.add_argument("--end", help=argparse.SUPPRESS)
     parser.add_argument("--format", default="JSONL", help=argparse.SUPPRESS)
     parser.add_argument("--gzip", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--parallelism",
+        type=int,
+        help="connections per export (default: LOGEXPORT_EXPORT_PARALLELISM's default); "
+        "the runs are also made with 1 for comparison",
+    )
     args = parser.parse_args()
     if args.child:
         asyncio.run(_child(args))
@@ -642,7 +666,11 @@ def main() -> None:
     n = args.rows
     scim_rows = args.scim_rows or max(n // 20, 1)
 
-    print(f"== logexport export benchmark: {', '.join(names)}, {os.cpu_count()} cores")
+    parallelism = args.parallelism or Settings.from_env(env={}).export_parallelism
+    print(
+        f"== logexport export benchmark: {', '.join(names)}, {os.cpu_count()} cores, "
+        f"{parallelism} connections per export"
+    )
     cluster = services.PostgresCluster(name=f"bench-{os.getpid()}").start()
     s3 = None
     smtp = services.SmtpSink().start()
@@ -669,7 +697,7 @@ def main() -> None:
         for name in names:
             rows = scim_rows if name == "scim" else n
             s3_pid = s3.pid if s3 is not None else None
-            orgs.append(_bench_shape(url, _shape(name), rows, workdir, s3_env, s3_pid))
+            orgs.append(_bench_shape(url, _shape(name), rows, workdir, s3_env, s3_pid, parallelism))
 
         if args.dispatch:
             settings = Settings.from_env(

@@ -184,18 +184,34 @@ def guard_cell(value: str) -> str:
     return value
 
 
+# Inside its strings PostgreSQL's JSON text writes a backslash as \\\\ and a quote as \\";
+# replaced by two bytes that JSON text never holds raw (it escapes control characters),
+# every quote left delimits a string. The pairs are replaced from the left, as written.
+_BACKSLASH_STAND_IN, _QUOTE_STAND_IN = b"\x02", b"\x03"
+
+
+def _hide_escapes(text: bytes) -> bytes:
+    return text.replace(b"\\\\", _BACKSLASH_STAND_IN).replace(b'\\"', _QUOTE_STAND_IN)
+
+
+def _restore_escapes(text: bytes) -> bytes:
+    return text.replace(_QUOTE_STAND_IN, b'\\"').replace(_BACKSLASH_STAND_IN, b"\\\\")
+
+
 def compact_pg_json(text: bytes) -> bytes:
     """PostgreSQL's JSON text without the spaces it puts after ``,`` and ``:``.
 
-    Without a backslash every ``"`` delimits a string, so the spaces to drop are those in
-    the even-numbered pieces between quotes; numbers keep their exact digits.
+    Once escaped quotes are out of the way every ``"`` delimits a string, so the spaces to
+    drop are those in the even-numbered pieces between quotes; numbers keep their exact
+    digits and strings their exact escapes.
     """
-    if b"\\" in text:
-        value = json.loads(text)
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    escaped = b"\\" in text
+    if escaped:
+        text = _hide_escapes(text)
     pieces = text.split(b'"')
     pieces[0::2] = [p.replace(b", ", b",").replace(b": ", b":") for p in pieces[0::2]]
-    return b'"'.join(pieces)
+    text = b'"'.join(pieces)
+    return _restore_escapes(text) if escaped else text
 
 
 def _json_cell(value: bytes) -> bytes:
@@ -228,11 +244,11 @@ def _fix_json_cell(cell: bytes) -> bytes:
 _JOINED_BYTES = 1024 * 1024
 
 
-def json_cells(values: list[bytes]) -> list[bytes]:
-    """``_json_cell`` of every value of a column, with a few byte operations per group of
-    values rather than per value."""
+def json_cells(values: list[bytes], suffix: bytes = b"") -> list[bytes]:
+    """``_json_cell`` of every value of a column, each followed by ``suffix``, with a few
+    byte operations per group of values rather than per value."""
     if sum(map(len, values)) <= _JOINED_BYTES:
-        return _joined_json_cells(values)
+        return _joined_json_cells(values, suffix)
     cells: list[bytes] = []
     group: list[bytes] = []
     size = 0
@@ -240,27 +256,32 @@ def json_cells(values: list[bytes]) -> list[bytes]:
         group.append(value)
         size += len(value)
         if size >= _JOINED_BYTES:
-            cells += _joined_json_cells(group)
+            cells += _joined_json_cells(group, suffix)
             group, size = [], 0
     if group:
-        cells += _joined_json_cells(group)
+        cells += _joined_json_cells(group, suffix)
     return cells
 
 
-def _joined_json_cells(values: list[bytes]) -> list[bytes]:
-    """Without a backslash every value holds whole strings only, so the pieces between
-    quotes alternate outside / inside strings across the joined values as within each."""
+def _joined_json_cells(values: list[bytes], suffix: bytes) -> list[bytes]:
+    """Every value holds whole strings only, so once escaped quotes are out of the way the
+    pieces between quotes alternate outside / inside strings across the joined values as
+    within each."""
     joined = _VALUE_JOIN.join(values)
-    if b"\\" in joined:
-        return [_json_cell(v) for v in values]
+    escaped = b"\\" in joined
+    if escaped:
+        joined = _hide_escapes(joined)
     pieces = joined.split(b'"')
     outside = _PIECE_JOIN.join(pieces[0::2]).replace(b", ", b",").replace(b": ", b":")
     pieces[0::2] = outside.split(_PIECE_JOIN)
-    quoted = b'"'.join(pieces).replace(b'"', b'""').replace(_VALUE_JOIN, b'"\x00"')
-    text = b'"' + quoted + b'"'
+    compact = b'"'.join(pieces)
+    if escaped:
+        compact = _restore_escapes(compact)
+    quoted = compact.replace(b'"', b'""').replace(_VALUE_JOIN, b'"' + suffix + b'\x00"')
+    text = b'"' + quoted + b'"' + suffix
     cells = text.split(_VALUE_JOIN)
-    if _NULL_CELL in cells or text.startswith(b'"-') or b'\x00"-' in text:
-        cells = [_fix_json_cell(c) for c in cells]
+    if _NULL_CELL + suffix in cells or text.startswith(b'"-') or b'\x00"-' in text:
+        cells = [_fix_json_cell(c[: len(c) - len(suffix)]) + suffix for c in cells]
     return cells
 
 

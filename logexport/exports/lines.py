@@ -16,7 +16,6 @@ from __future__ import annotations
 import codecs
 from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import repeat
 
 from logexport.exports.encoders import json_cells
 from logexport.exports.models import ExportFormat, ExportKind
@@ -26,6 +25,7 @@ from logexport.kinds import LOG_KINDS
 _MARK_BYTES = 160
 _JOIN = b"\x00"
 _CRLF = b"\r\n"
+_SEPARATORS_TO_NUL = bytes.maketrans(b"\t\n", _JOIN * 2)
 
 
 @dataclass(frozen=True)
@@ -81,18 +81,15 @@ class CsvLines:
         return ("\ufeff" + text).encode() if self._bom else text.encode()
 
     def chunk(self, copied: bytes) -> Chunk:
-        fields = copied.replace(b"\n", b"\t").split(b"\t")
+        # Raw TAB and LF only separate values: NUL marks them all, the width tells rows.
+        fields = unescape(copied.translate(_SEPARATORS_TO_NUL)).split(_JOIN)
         fields.pop()  # after the last row's LF
-        if b"\\" in copied:
-            fields = unescape(_JOIN.join(fields)).split(_JOIN)
         width = self._width
-        cells = fields[0::width]
-        columns = [json_cells(fields[i::width]) for i in range(1, width)]
-        if width == 2:
-            lines = map(b"".join, zip(cells, columns[0], repeat(_CRLF)))
-        else:
-            lines = map(b"".join, zip(cells, columns[0], repeat(b","), columns[1], repeat(_CRLF)))
-        return Chunk(b"".join(lines), len(cells), cells[0][:_MARK_BYTES], cells[-1][:_MARK_BYTES])
+        for column in range(1, width):
+            suffix = _CRLF if column == width - 1 else b","
+            fields[column::width] = json_cells(fields[column::width], suffix)
+        first, last = fields[0][:_MARK_BYTES], fields[-width][:_MARK_BYTES]
+        return Chunk(b"".join(fields), len(fields) // width, first, last)
 
     @staticmethod
     def mark(line: bytes) -> tuple[str, str]:

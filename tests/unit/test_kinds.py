@@ -56,7 +56,8 @@ def test_every_column_comes_from_the_packed_fields_a_json_value_or_the_organizat
 @pytest.mark.parametrize("kind", list(ExportKind))
 def test_named_queries_exist_and_filters_parse_their_own_fields(kind: ExportKind) -> None:
     row = LOG_KINDS[kind]
-    assert q(row.export_query)
+    assert q(row.jsonl_query)
+    assert q(row.csv_query)
     assert q(row.exact_query)
     assert row.filter_type.parse(None) == row.filter_type()
     assert row.filter_type.parse({}).to_json() == {}
