@@ -16,8 +16,10 @@ RUNS = [
     "COPY … TO /dev/null",
     "logexport → local, JSONL",
     "logexport → local, JSONL + gzip",
+    "logexport → local, JSONL, 1 connection",
     "logexport → local, CSV",
     "logexport → local, CSV + gzip",
+    "logexport → local, CSV, 1 connection",
 ]
 ARGS = ["--rows", "2000", "--shapes", "seed,wide,scim", "--skip-s3", "--dispatch", "0"]
 
@@ -50,5 +52,5 @@ def test_bench_reports_every_run_for_every_shape() -> None:
             if label.startswith("logexport"):
                 assert re.fullmatch(r"\d+\.\d\dx", ratio), (shape, label, ratio)
                 assert 0 <= float(done) <= float(wait) <= float(seconds), (shape, label, wait)
-        assert re.search(rf"{shape}: JSONL vs naive row_to_json \d+\.\d\dx", out)
+        assert re.search(rf"{shape}: JSONL vs naive row_to_json \d+\.\d\dx \(1 connection", out)
         assert re.search(rf"{shape}: peak RSS \d+ MiB at [\d,]+ rows", out)
