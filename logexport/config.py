@@ -43,6 +43,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _parallelism(text: str) -> int:
+    value = _positive_int(text)
+    if value > 16:
+        raise ValueError("expected a whole number from 1 to 16")
+    return value
+
+
 def _positive_duration(text: str) -> float:
     value = parse_duration(text)
     if value <= 0:
@@ -230,7 +237,7 @@ class Settings:
     )
     worker_concurrency: int = _setting("LOGEXPORT_WORKER_CONCURRENCY", _positive_int, "2")
     # Connections one export reads through, sharing its snapshot, each reading time slices.
-    export_parallelism: int = _setting("LOGEXPORT_EXPORT_PARALLELISM", _positive_int, "2")
+    export_parallelism: int = _setting("LOGEXPORT_EXPORT_PARALLELISM", _parallelism, "2")
     worker_poll_interval: float = _setting(
         "LOGEXPORT_WORKER_POLL_INTERVAL", _positive_duration, "5s"
     )

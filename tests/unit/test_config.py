@@ -82,6 +82,8 @@ def test_settings_built_in_code_carry_the_documented_defaults() -> None:
         ("LOGEXPORT_WORKER_LEASE", "0s"),
         ("LOGEXPORT_MAX_RANGE_DAYS", "0"),
         ("LOGEXPORT_WORKER_CONCURRENCY", "two-hunter2-secret"),
+        ("LOGEXPORT_EXPORT_PARALLELISM", "0"),
+        ("LOGEXPORT_EXPORT_PARALLELISM", "17"),
         ("LOGEXPORT_WORKER_POLL_ONLY", "maybe-hunter2-secret"),
         ("LOGEXPORT_S3_ADDRESSING_STYLE", "sideways-hunter2-secret"),
         ("LOGEXPORT_MAIL_FROM", "no-at-sign-hunter2-secret"),
