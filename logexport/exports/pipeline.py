@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import re
 import time
 from collections import deque
@@ -42,6 +43,8 @@ from logexport.exports.models import Compression
 from logexport.exports.requests import ExportInput
 from logexport.exports.storage import ObjectWriter
 from logexport.kinds import LOG_KINDS
+
+log = logging.getLogger("logexport.worker")
 
 # Bytes waiting between two stages (a slice's COPY chunks, file bytes); past it the stage
 # before waits, and the database with it.
@@ -238,8 +241,17 @@ async def run_export(
             if len(slices) > 1 and helpers:
                 snapshot = await conn.fetchval(q("export_snapshot"))
                 for helper in helpers:
-                    await shared.enter_async_context(_sharing_snapshot(helper, snapshot))
-                readers += helpers
+                    try:
+                        await shared.enter_async_context(_sharing_snapshot(helper, snapshot))
+                    except asyncpg.PostgresError as exc:
+                        # A helper on another server (a pool behind a load balancer, say)
+                        # cannot see this snapshot: the slices are read without it.
+                        log.warning(
+                            "a connection could not join the export's snapshot; reading with fewer",
+                            extra={"error": type(exc).__name__},
+                        )
+                        continue
+                    readers.append(helper)
 
             copied: list[_ByteQueue[bytes]] = [_ByteQueue(QUEUE_BYTES) for _ in slices]
             written = [asyncio.Event() for _ in slices]

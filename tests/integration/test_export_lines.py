@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from logexport import db
 from logexport.db import q
 from logexport.exports import pipeline
 from logexport.exports.encoders import AmbiguousRows, CsvEncoder, JsonlEncoder
@@ -333,3 +334,33 @@ async def test_a_slice_that_fails_fails_the_export(
         with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError)):
             await run_export(conn, spec, sink, helpers=[helper], on_snapshot=cut_off_helper)
     assert not sink.data
+
+
+async def test_a_connection_that_cannot_join_the_snapshot_is_left_out(
+    pool: asyncpg.Pool, empty_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A helper that reaches another database (as one behind a load balancer might) cannot
+    import the snapshot: the export is read without it, whole and in order."""
+    world = await build_world(pool)
+    async with pool.acquire() as conn:
+        await _insert_audit(conn, world.organization_id, 800)
+    spec = ExportInput(
+        organization_id=world.organization_id,
+        kind=ExportKind.AUDIT_LOG,
+        from_time=START,
+        to_time=END,
+        format=ExportFormat.JSONL,
+    )
+    expected, _ = await _export(pool, spec)
+    monkeypatch.setattr(pipeline, "SLICE_ROWS", 50)
+    spans = _record_slices(monkeypatch)
+    elsewhere = await db.connect(empty_database_url)
+    sink = _Collect()
+    try:
+        async with pool.acquire() as conn:
+            result = await run_export(conn, spec, sink, helpers=[elsewhere])
+    finally:
+        await elsewhere.close()
+    assert len(spans[0]) > 1
+    assert result.row_count == 800
+    assert bytes(sink.data) == expected
