@@ -172,11 +172,18 @@ async def _sharing_snapshot(conn: asyncpg.Connection, snapshot: str) -> AsyncIte
     """A read-only transaction on ``conn`` seeing exactly the export's snapshot."""
     if not _SNAPSHOT_ID.fullmatch(snapshot):
         raise ValueError(f"unexpected snapshot id {snapshot!r}")
-    async with conn.transaction(isolation="repeatable_read", readonly=True):
+    transaction = conn.transaction(isolation="repeatable_read", readonly=True)
+    await transaction.start()
+    try:
         # A utility statement takes no parameters; the id is PostgreSQL's, checked above.
         await conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
         await conn.execute(q("export_plan_settings"))
         yield
+    finally:
+        # Read only: nothing to keep. A helper lost mid-export has no transaction left to
+        # end, and its loss is already the export's error.
+        with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            await transaction.rollback()
 
 
 class _Sink:

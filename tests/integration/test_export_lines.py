@@ -310,12 +310,13 @@ async def test_filters_apply_in_every_slice(
 async def test_a_slice_that_fails_fails_the_export(
     pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A helper connection lost mid-export: the export raises, it does not return a file
-    with a slice missing."""
+    """A helper connection lost in the middle of the export: the export raises, it does not
+    return a file with slices missing."""
     world = await build_world(pool)
     async with pool.acquire() as conn:
         await _insert_audit(conn, world.organization_id, 3000)
     monkeypatch.setattr(pipeline, "SLICE_ROWS", 100)
+    monkeypatch.setattr(pipeline, "COPY_CHUNK_BYTES", 4096)
     spec = ExportInput(
         organization_id=world.organization_id,
         kind=ExportKind.AUDIT_LOG,
@@ -323,17 +324,21 @@ async def test_a_slice_that_fails_fails_the_export(
         to_time=END,
         format=ExportFormat.JSONL,
     )
-    sink = _Collect()
     async with pool.acquire() as conn, pool.acquire() as helper:
         backend = await helper.fetchval("SELECT pg_backend_pid()")
 
-        async def cut_off_helper(snapshot_at: datetime) -> None:
-            async with pool.acquire() as other:
-                await other.execute("SELECT pg_terminate_backend($1)", backend)
+        class CutOffHelperOnFirstWrite(_Collect):
+            async def write(self, data: bytes) -> None:
+                if not self.data:
+                    async with pool.acquire() as other:
+                        await other.execute("SELECT pg_terminate_backend($1)", backend)
+                await super().write(data)
 
-        with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError)):
-            await run_export(conn, spec, sink, helpers=[helper], on_snapshot=cut_off_helper)
-    assert not sink.data
+        sink = CutOffHelperOnFirstWrite()
+        with pytest.raises(ExceptionGroup) as raised:
+            await run_export(conn, spec, sink, helpers=[helper])
+    assert raised.value.subgroup((asyncpg.PostgresError, asyncpg.InterfaceError)) is not None
+    assert 0 < sink.data.count(b"\n") < 3000
 
 
 async def test_a_connection_that_cannot_join_the_snapshot_is_left_out(
