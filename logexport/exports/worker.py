@@ -101,7 +101,9 @@ def _classify(exc: BaseException) -> _Failure:
         return exc
     if isinstance(exc, StorageError):
         return _Failure("STORAGE_ERROR", "The file could not be stored")
-    if isinstance(exc, (asyncpg.PostgresError, OSError, asyncpg.InterfaceError)):
+    # The driver's internal error comes of a connection lost in the middle of a COPY.
+    database = (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+    if isinstance(exc, database):
         return _Failure("DATABASE_ERROR", "The log could not be read")
     return _Failure("INTERNAL", "The export failed unexpectedly")
 
