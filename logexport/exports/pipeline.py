@@ -182,7 +182,8 @@ async def _sharing_snapshot(conn: asyncpg.Connection, snapshot: str) -> AsyncIte
     finally:
         # Read only: nothing to keep. A helper lost mid-export has no transaction left to
         # end, and its loss is already the export's error.
-        with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+        lost = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)
+        with contextlib.suppress(*lost):
             await transaction.rollback()
 
 
@@ -236,14 +237,16 @@ async def run_export(
     loop = asyncio.get_running_loop()
     query, params = export_query(request, lines.query)
 
-    async with conn.transaction(isolation="repeatable_read", readonly=True):
+    transaction = conn.transaction(isolation="repeatable_read", readonly=True)
+    await transaction.start()
+    readers = [conn]
+    try:
         # The first statement takes the snapshot; its time is what the file holds.
         snapshot_at: datetime = await conn.fetchval(q("snapshot_time"))
         if on_snapshot is not None:
             await on_snapshot(snapshot_at)
         await conn.execute(q("export_plan_settings"))
         slices = await plan_slices(conn, query, params, 1 + len(helpers))
-        readers = [conn]
         async with contextlib.AsyncExitStack() as shared:
             if len(slices) > 1 and helpers:
                 snapshot = await conn.fetchval(q("export_snapshot"))
@@ -312,6 +315,16 @@ async def run_export(
                     group.create_task(read(first, reader))
                 group.create_task(join())
                 group.create_task(store())
+
+    except BaseException:
+        # A COPY cut short leaves its connection in the middle of the protocol, where no
+        # ROLLBACK can follow: the connections are closed, and their pool replaces them.
+        for reader in readers:
+            # A lost pool connection has already gone back to its pool.
+            with contextlib.suppress(asyncpg.InterfaceError):
+                reader.terminate()
+        raise
+    await transaction.rollback()  # read only: nothing to keep
 
     return ExportResult(
         row_count=progress.rows,

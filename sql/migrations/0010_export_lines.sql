@@ -22,9 +22,10 @@ END
 $$;
 
 -- jsonl: the whole line but its newline: strings escaped by to_json (as Python's json
--- escapes them), the JSON columns as PostgreSQL writes them. csv_cells: every cell before the JSON column(s), each followed by
--- a comma; the JSON cells (compact JSON, which PostgreSQL cannot write) are made by the
--- worker from the JSON columns.
+-- escapes them), the JSON columns as PostgreSQL writes them.
+-- csv_cells: every cell before the JSON column(s), each followed by a comma; the JSON
+-- cells (compact JSON, which PostgreSQL cannot write) are made by the worker from the JSON
+-- columns.
 CREATE VIEW audit_log_export_lines AS
 SELECT id, organization_id, created_at, action, actor_id, resource_type,
        '{"id":"' || id || '","organization_id":"' || organization_id

@@ -170,6 +170,20 @@ async def _encoded_in_python(
     return encoder.header() + body
 
 
+def _audit_spec(
+    organization_id: uuid.UUID, format: ExportFormat = ExportFormat.JSONL, **fields: Any
+) -> ExportInput:
+    """An audit-log export of the test's two days."""
+    return ExportInput(
+        organization_id=organization_id,
+        kind=ExportKind.AUDIT_LOG,
+        from_time=START,
+        to_time=END,
+        format=format,
+        **fields,
+    )
+
+
 def _record_slices(monkeypatch: pytest.MonkeyPatch) -> list[list[tuple[datetime, datetime]]]:
     """The time slices each export is planned in, from now on."""
     spans: list[list[tuple[datetime, datetime]]] = []
@@ -259,13 +273,7 @@ async def test_every_slice_reads_the_snapshot_the_export_took(
                 [(world.organization_id, START + timedelta(hours=h)) for h in range(48)],
             )
 
-    spec = ExportInput(
-        organization_id=world.organization_id,
-        kind=ExportKind.AUDIT_LOG,
-        from_time=START,
-        to_time=END,
-        format=ExportFormat.JSONL,
-    )
+    spec = _audit_spec(world.organization_id)
     data, result = await _export(pool, spec, helpers=3, on_snapshot=write_more)
     assert len(spans[0]) >= 8  # the export was read in slices, by four connections
     assert result.row_count == 2000
@@ -289,13 +297,8 @@ async def test_filters_apply_in_every_slice(
             world.organization_id,
             ["plain", "-1"],
         )
-    spec = ExportInput(
-        organization_id=world.organization_id,
-        kind=ExportKind.AUDIT_LOG,
-        from_time=START,
-        to_time=END,
-        format=ExportFormat.CSV,
-        filter=AuditLogFilter(actions=["plain", "-1"]),
+    spec = _audit_spec(
+        world.organization_id, ExportFormat.CSV, filter=AuditLogFilter(actions=("plain", "-1"))
     )
     one, result = await _export(pool, spec)
     monkeypatch.setattr(pipeline, "SLICE_ROWS", 10)
@@ -317,13 +320,7 @@ async def test_a_slice_that_fails_fails_the_export(
         await _insert_audit(conn, world.organization_id, 3000)
     monkeypatch.setattr(pipeline, "SLICE_ROWS", 100)
     monkeypatch.setattr(pipeline, "COPY_CHUNK_BYTES", 4096)
-    spec = ExportInput(
-        organization_id=world.organization_id,
-        kind=ExportKind.AUDIT_LOG,
-        from_time=START,
-        to_time=END,
-        format=ExportFormat.JSONL,
-    )
+    spec = _audit_spec(world.organization_id)
     async with pool.acquire() as conn, pool.acquire() as helper:
         backend = await helper.fetchval("SELECT pg_backend_pid()")
 
@@ -352,13 +349,7 @@ async def test_a_connection_that_cannot_join_the_snapshot_is_left_out(
     world = await build_world(pool)
     async with pool.acquire() as conn:
         await _insert_audit(conn, world.organization_id, 800)
-    spec = ExportInput(
-        organization_id=world.organization_id,
-        kind=ExportKind.AUDIT_LOG,
-        from_time=START,
-        to_time=END,
-        format=ExportFormat.JSONL,
-    )
+    spec = _audit_spec(world.organization_id)
     expected, _ = await _export(pool, spec)
     monkeypatch.setattr(pipeline, "SLICE_ROWS", 50)
     spans = _record_slices(monkeypatch)
