@@ -50,8 +50,7 @@ class AmbiguousRows(Exception):
 ExactFields = Mapping[str, Sequence[str | None]]
 
 
-def escape_control(match: re.Match[bytes]) -> bytes:
-    """The JSON escape of a matched control character, as ``json`` and PostgreSQL write it."""
+def _escape_control(match: re.Match[bytes]) -> bytes:
     code = match.group()[0]
     return _SHORT_ESCAPES.get(code) or b"\\u%04x" % code
 
@@ -67,7 +66,7 @@ def escape_json_text(text: bytes, *, packed: bool = False) -> bytes:
     pattern = _CONTROL_CHAR_BUT_SEPARATOR if packed else _CONTROL_CHAR
     escaped = text.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
     if len(escaped.translate(None, control)) != len(escaped):
-        escaped = pattern.sub(escape_control, escaped)
+        escaped = pattern.sub(_escape_control, escaped)
     return escaped
 
 
@@ -303,6 +302,12 @@ _ROW_JOIN = b"\x1e"
 _BATCH_START_CLASS = _START_CLASS[: _ROW_JOIN[0]] + b"\x00" + _START_CLASS[_ROW_JOIN[0] + 1 :]
 
 
+def csv_header(columns: Sequence[str], *, bom: bool) -> bytes:
+    """The CSV header row, CRLF-ended, after a UTF-8 BOM when asked for."""
+    text = ",".join(columns) + "\r\n"
+    return ("\ufeff" + text).encode() if bom else text.encode()
+
+
 class CsvEncoder(_PackedRows):
     """RFC 4180: CRLF line ends, a header row, and every value cell quoted — which keeps
     commas, quotes and line breaks inside cells safe without looking at each one. Cells a
@@ -316,8 +321,7 @@ class CsvEncoder(_PackedRows):
         self._line = b'"%s' + self._org_cell + b'%s",%s\r\n'
 
     def header(self) -> bytes:
-        text = ",".join(self.columns) + "\r\n"
-        return ("\ufeff" + text).encode() if self.bom else text.encode()
+        return csv_header(self.columns, bom=self.bom)
 
     def encode(self, rows: Sequence[Sequence[Any]], exact: ExactFields | None = None) -> bytes:
         if not rows:

@@ -14,10 +14,9 @@ and a raw LF only ends a row; Python's ``escape_decode`` undoes exactly those es
 from __future__ import annotations
 
 import codecs
-from collections.abc import Callable
 from dataclasses import dataclass
 
-from logexport.exports.encoders import json_cells
+from logexport.exports.encoders import csv_header, json_cells
 from logexport.exports.models import ExportFormat, ExportKind
 from logexport.kinds import LOG_KINDS
 
@@ -48,6 +47,9 @@ class JsonlLines:
     """Each COPY row is a whole JSONL line: JSON text holds no raw control character, so
     undoing COPY's doubled backslashes is all there is to do."""
 
+    def __init__(self, kind: ExportKind) -> None:
+        self.query = LOG_KINDS[kind].jsonl_query
+
     def header(self) -> bytes:
         return b""
 
@@ -69,6 +71,7 @@ class CsvLines:
     whole chunk at once (``encoders.json_cells``), and each line ends with CRLF."""
 
     def __init__(self, kind: ExportKind, *, bom: bool) -> None:
+        self.query = LOG_KINDS[kind].csv_query
         self._columns = LOG_KINDS[kind].columns
         # The text cells are the id, the organization and the packed fields; the columns
         # after them are JSON cells.
@@ -77,8 +80,7 @@ class CsvLines:
         self._bom = bom
 
     def header(self) -> bytes:
-        text = ",".join(self._columns) + "\r\n"
-        return ("\ufeff" + text).encode() if self._bom else text.encode()
+        return csv_header(self._columns, bom=self._bom)
 
     def chunk(self, copied: bytes) -> Chunk:
         # Raw TAB and LF only separate values: NUL marks them all, the width tells rows.
@@ -97,16 +99,11 @@ class CsvLines:
         return line[79:106].decode(), line[1:37].decode()
 
 
-class LineFormat:
-    """What the pipeline needs of a format: the header, the chunk maker and the mark
-    reader, and the named query giving its rows."""
-
-    def __init__(self, kind: ExportKind, format: ExportFormat, *, csv_bom: bool = False) -> None:
-        lines: JsonlLines | CsvLines
-        if format is ExportFormat.CSV:
-            lines, self.query = CsvLines(kind, bom=csv_bom), LOG_KINDS[kind].csv_query
-        else:
-            lines, self.query = JsonlLines(), LOG_KINDS[kind].jsonl_query
-        self.header: Callable[[], bytes] = lines.header
-        self.chunk: Callable[[bytes], Chunk] = lines.chunk
-        self.mark: Callable[[bytes], tuple[str, str]] = lines.mark
+def line_format(
+    kind: ExportKind, format: ExportFormat, *, csv_bom: bool = False
+) -> JsonlLines | CsvLines:
+    """The lines of an export: the named query giving them, the header, the chunk maker
+    and the mark reader."""
+    if format is ExportFormat.CSV:
+        return CsvLines(kind, bom=csv_bom)
+    return JsonlLines(kind)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 import re
 import time
@@ -38,7 +37,7 @@ import asyncpg
 
 from logexport.db import q
 from logexport.exports.encoders import Gzip
-from logexport.exports.lines import LineFormat
+from logexport.exports.lines import line_format
 from logexport.exports.models import Compression
 from logexport.exports.requests import ExportInput
 from logexport.exports.storage import ObjectWriter
@@ -156,9 +155,8 @@ async def plan_slices(
     start, end = params[1], params[2]
     if readers < 2:
         return [(start, end)]
+    # logexport's connections decode JSON (db.init_connection).
     plan = await conn.fetchval("EXPLAIN (FORMAT JSON) " + query, *params)
-    if isinstance(plan, str):
-        plan = json.loads(plan)
     count = min(MAX_SLICES, int(plan[0]["Plan"]["Plan Rows"]) // SLICE_ROWS)
     if count < 2:
         return [(start, end)]
@@ -227,12 +225,13 @@ async def run_export(
 ) -> ExportResult:
     """Stream one export from a consistent snapshot into ``writer``.
 
-    ``helpers`` are further connections to the same database, idle: they read slices of
-    the export in the snapshot ``conn`` takes. The caller owns ``writer``: it completes it
-    on success and aborts it on failure.
+    Every connection is one of logexport's (``db.connect`` or ``db.create_pool``): the
+    lines' times are written in its UTC session. ``helpers`` are further connections to
+    the same database, idle: they read slices of the export in the snapshot ``conn`` takes.
+    The caller owns ``writer``: it completes it on success and aborts it on failure.
     """
     progress = progress or Progress()
-    lines = LineFormat(request.kind, request.format, csv_bom=request.csv_bom)
+    lines = line_format(request.kind, request.format, csv_bom=request.csv_bom)
     sink = _Sink(request.compression is Compression.GZIP)
     loop = asyncio.get_running_loop()
     query, params = export_query(request, lines.query)
