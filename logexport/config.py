@@ -44,8 +44,11 @@ def _positive_int(text: str) -> int:
 
 
 def _parallelism(text: str) -> int:
-    value = _positive_int(text)
-    if value > 16:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 16:
         raise ValueError("expected a whole number from 1 to 16")
     return value
 

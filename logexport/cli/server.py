@@ -143,7 +143,11 @@ async def _run_worker(settings: Settings, concurrency: int | None) -> None:
     async with Worker(settings, concurrency=concurrency) as running:
         log.info(
             "worker running",
-            extra={"worker_id": running.worker_id, "concurrency": running.concurrency},
+            extra={
+                "worker_id": running.worker_id,
+                "concurrency": running.concurrency,
+                "export_parallelism": settings.export_parallelism,
+            },
         )
         await stop.wait()
         # Further signals land on stop.set() again, so they cannot cut the grace short.
