@@ -5,7 +5,8 @@ CSV text cells, in the database; the worker reads them with ``COPY … TO STDOUT
 joins them up, a chunk of rows at a time, with a few byte operations per chunk and none per
 field. Text never holds a NUL byte, so NUL can mark places in a chunk safely.
 
-Both come in COPY's text format: JSONL as one column, CSV as two or three (the text cells,
+JSONL comes as COPY writes one column of JSON text in its CSV format, unchanged (see
+``JsonlLines``). CSV comes in COPY's text format, as two or three columns (the text cells,
 then the JSON columns). It escapes a backslash as ``\\\\`` and BS, FF, LF, CR, TAB and VT as ``\\b``
 ``\\f`` ``\\n`` ``\\r`` ``\\t`` ``\\v``, and nothing else, so a raw TAB only separates columns
 and a raw LF only ends a row; Python's ``escape_decode`` undoes exactly those escapes.
@@ -14,6 +15,7 @@ and a raw LF only ends a row; Python's ``escape_decode`` undoes exactly those es
 from __future__ import annotations
 
 import codecs
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from logexport.exports.encoders import csv_header, json_cells
@@ -44,8 +46,11 @@ def unescape(copied: bytes) -> bytes:
 
 
 class JsonlLines:
-    """Each COPY row is a whole JSONL line: JSON text holds no raw control character, so
-    undoing COPY's doubled backslashes is all there is to do."""
+    """Each COPY row is a whole JSONL line. JSON text holds no byte below 0x20, so COPY's
+    CSV format with two such bytes as delimiter and quote writes every line as it is:
+    nothing is quoted, nothing is escaped, and the worker has nothing to undo."""
+
+    copy_options: Mapping[str, str] = {"format": "csv", "delimiter": "\x01", "quote": "\x02"}
 
     def __init__(self, kind: ExportKind) -> None:
         self.query = LOG_KINDS[kind].jsonl_query
@@ -54,7 +59,10 @@ class JsonlLines:
         return b""
 
     def chunk(self, copied: bytes) -> Chunk:
-        data = unescape(copied)
+        if b"\x02" in copied:
+            # COPY quoted a line: one held a control character, which JSON text cannot.
+            raise ValueError("an export line is not JSON text: it holds a control character")
+        data = copied
         last = data.rfind(b"\n", 0, len(data) - 1) + 1
         return Chunk(data, data.count(b"\n"), data[:_MARK_BYTES], data[last : last + _MARK_BYTES])
 
@@ -69,6 +77,8 @@ class CsvLines:
     """COPY rows of the text cells (quoted, formula-guarded, each followed by a comma) and
     the JSON columns as PostgreSQL writes them; the JSON cells are made here, compact, for a
     whole chunk at once (``encoders.json_cells``), and each line ends with CRLF."""
+
+    copy_options: Mapping[str, str] = {"format": "text"}
 
     def __init__(self, kind: ExportKind, *, bom: bool) -> None:
         self.query = LOG_KINDS[kind].csv_query

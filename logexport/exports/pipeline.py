@@ -280,6 +280,7 @@ async def run_export(
                         end,
                         *params[3:],
                         output=gathered.add,
+                        **lines.copy_options,
                     )
                     await gathered.close()
 
