@@ -48,14 +48,15 @@ log = logging.getLogger("logexport.worker")
 # Bytes waiting between two stages (the slice being joined, file bytes); past it the stage
 # before waits, and the database with it.
 QUEUE_BYTES = 8 * 1024 * 1024
-# Bytes the slices after the one being joined may hold between them: enough for each
+# Bytes the slices after the one being joined may hold between them: room for each
 # connection to read its next slice whole while the one before it is joined. With room for
 # only part of a slice, the connection stops mid-slice and its backend waits; in
-# side-by-side runs that made 2-connection exports 15-20 % slower.
-READ_AHEAD_BYTES = 32 * 1024 * 1024
+# side-by-side runs that made 2-connection exports about 20 % slower.
+READ_AHEAD_BYTES = 16 * 1024 * 1024
 # An export read by several connections is cut into time slices of about this many rows
-# (by the planner's estimate), a few MB of lines each.
-SLICE_ROWS = 15_000
+# (by the planner's estimate): 4-6 MB of lines on the benchmark's audit shapes, so that a
+# slice twice as dense as the average still fits in the read-ahead.
+SLICE_ROWS = 7_500
 MAX_SLICES = 256
 # COPY sends a message per row; they are passed on about this many bytes at a time.
 COPY_CHUNK_BYTES = 1024 * 1024

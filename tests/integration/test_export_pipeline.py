@@ -3,6 +3,7 @@ hold exactly the rows in ``(created_at, id)`` order, and large rows keep memory 
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import gzip
 import io
@@ -24,6 +25,7 @@ from logexport.entries import (
     record_audit_log_entries,
     record_scim_events,
 )
+from logexport.exports import pipeline
 from logexport.exports.models import Compression, ExportFormat, ExportKind
 from logexport.exports.pipeline import ExportResult, run_export
 from logexport.exports.requests import ExportInput
@@ -161,11 +163,8 @@ async def test_files_pass_the_offline_verifier_and_hold_every_row_in_order(
     assert names == [r["actor_name"] for r in expected]
 
 
-async def test_rows_of_large_scim_bodies_are_read_a_few_at_a_time(
-    pool: asyncpg.Pool, tmp_path: Path
-) -> None:
-    """A batch is cut by bytes, not only by rows: 300 events of about 96 KiB each (29 MB in
-    all, fewer rows than one batch) never sit in memory all at once."""
+async def _large_scim_events(pool: asyncpg.Pool) -> ExportInput:
+    """300 events of about 96 KiB each (29 MB of JSONL), and their export."""
     world = await build_world(pool)
     body = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "members": []}
     body["members"] = [{"value": f"{i:040d}", "display": "x" * 200} for i in range(200)]
@@ -177,19 +176,28 @@ async def test_rows_of_large_scim_bodies_are_read_a_few_at_a_time(
             status_code=200,
             request_body=body,
             response_body=body,
-            created_at=START + timedelta(seconds=i),
+            created_at=START + timedelta(minutes=4 * i),  # spread over the day
         )
         for i in range(300)
     ]
     async with pool.acquire() as conn:
         await record_scim_events(conn, events)
-        spec = ExportInput(
-            organization_id=world.organization_id,
-            kind=ExportKind.SCIM_EVENT,
-            from_time=START,
-            to_time=END,
-            format=ExportFormat.JSONL,
-        )
+    return ExportInput(
+        organization_id=world.organization_id,
+        kind=ExportKind.SCIM_EVENT,
+        from_time=START,
+        to_time=END,
+        format=ExportFormat.JSONL,
+    )
+
+
+async def test_rows_of_large_scim_bodies_are_read_a_few_at_a_time(
+    pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """A batch is cut by bytes, not only by rows: 300 events of about 96 KiB each (29 MB in
+    all, fewer rows than one batch) never sit in memory all at once."""
+    spec = await _large_scim_events(pool)
+    async with pool.acquire() as conn:
         tracemalloc.start()
         try:
             result = await run_export(conn, spec, _Discard())
@@ -200,3 +208,44 @@ async def test_rows_of_large_scim_bodies_are_read_a_few_at_a_time(
     assert result.byte_size > 25_000_000
     print(f"peak {peak / 2**20:.1f} MiB for {result.byte_size / 2**20:.1f} MiB of rows")
     assert peak < 24 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+
+
+class _SlowDiscard:
+    """A storage end slower than reading, so that every queue before it fills."""
+
+    async def write(self, data: bytes) -> None:
+        await asyncio.sleep(0.005)
+
+
+async def test_slices_read_ahead_within_their_bound(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through two connections reading slices of 15 MB ahead of a slow writer, what is held
+    is bounded by the queues (here 1 + 2 + 1 MiB, and a chunk in hand at each stage), not by
+    the size of a slice."""
+    monkeypatch.setattr(pipeline, "QUEUE_BYTES", 2**20)
+    monkeypatch.setattr(pipeline, "READ_AHEAD_BYTES", 2 * 2**20)
+    monkeypatch.setattr(pipeline, "SLICE_ROWS", 150)
+    planned: list[int] = []
+    plan_slices = pipeline.plan_slices
+
+    async def counted(*args: Any) -> list[tuple[datetime, datetime]]:
+        slices = await plan_slices(*args)
+        planned.append(len(slices))
+        return slices
+
+    monkeypatch.setattr(pipeline, "plan_slices", counted)
+    spec = await _large_scim_events(pool)
+    async with pool.acquire() as conn, pool.acquire() as helper:
+        await conn.execute("ANALYZE scim_events")  # slices follow the planner's estimate
+        tracemalloc.start()
+        try:
+            result = await run_export(conn, spec, _SlowDiscard(), helpers=[helper])
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert result.row_count == 300
+    assert planned == [2], planned
+    print(f"peak {peak / 2**20:.1f} MiB for {result.byte_size / 2**20:.1f} MiB of rows")
+    # Reading the second slice whole instead holds about 21 MiB.
+    assert peak < 17 * 2**20, f"peak {peak / 2**20:.0f} MiB"
