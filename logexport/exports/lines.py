@@ -62,9 +62,9 @@ class JsonlLines:
         if b"\x02" in copied:
             # COPY quoted a line: one held a control character, which JSON text cannot.
             raise ValueError("an export line is not JSON text: it holds a control character")
-        data = copied
-        last = data.rfind(b"\n", 0, len(data) - 1) + 1
-        return Chunk(data, data.count(b"\n"), data[:_MARK_BYTES], data[last : last + _MARK_BYTES])
+        last = copied.rfind(b"\n", 0, len(copied) - 1) + 1
+        first, last_line = copied[:_MARK_BYTES], copied[last : last + _MARK_BYTES]
+        return Chunk(copied, copied.count(b"\n"), first, last_line)
 
     @staticmethod
     def mark(line: bytes) -> tuple[str, str]:

@@ -158,6 +158,11 @@ class _ReadAhead:
             self._changed.notify_all()
             return chunk
 
+    async def joined(self, index: int) -> None:
+        """Wait until slice ``index`` has been joined whole."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._head > index)
+
 
 class _Gathered:
     """One COPY's data, passed on to its slice about ``COPY_CHUNK_BYTES`` at a time; COPY
@@ -315,14 +320,13 @@ async def run_export(
                     readers.append(helper)
 
             copied = _ReadAhead(len(slices))
-            written = [asyncio.Event() for _ in slices]
             encoded: _ByteQueue[bytes] = _ByteQueue(QUEUE_BYTES)
             marks: list[bytes] = []
 
             async def read(first: int, reader: asyncpg.Connection) -> None:
                 for index in range(first, len(slices), len(readers)):
                     if index >= len(readers):
-                        await written[index - len(readers)].wait()
+                        await copied.joined(index - len(readers))
                     gathered = _Gathered(copied, index)
                     start, end = slices[index]
                     await reader.copy_from_query(
@@ -340,7 +344,7 @@ async def run_export(
                 header = lines.header()
                 if header:
                     await encoded.put(header, len(header))
-                for index in range(len(slices)):
+                for _ in slices:
                     while (data := await copied.get()) is not _DONE:
                         chunk = lines.chunk(data)
                         progress.rows += chunk.rows
@@ -348,7 +352,6 @@ async def run_export(
                             marks.append(chunk.first)
                         marks[1:] = [chunk.last]
                         await encoded.put(chunk.data, len(chunk.data))
-                    written[index].set()
                 await encoded.put(_DONE)
 
             async def store() -> None:

@@ -53,3 +53,14 @@ async def test_the_joined_slice_waits_for_its_own_room_only(
     await asyncio.wait_for(second, timeout=5)
     await slices.put(0, None)  # the end of a slice never waits
     assert [await slices.get(), await slices.get()] == [b"5", None]
+
+
+async def test_a_slice_counts_as_joined_once_its_end_is_taken() -> None:
+    slices = _ReadAhead(2)
+    waiting = asyncio.create_task(slices.joined(0))
+    await slices.put(0, b"row\n")
+    await slices.put(0, None)
+    assert await slices.get() == b"row\n"
+    assert await _blocked(waiting)
+    assert await slices.get() is None
+    await asyncio.wait_for(waiting, timeout=5)
