@@ -1,4 +1,5 @@
 import asyncio
+import errno
 import os
 import stat
 from pathlib import Path
@@ -229,3 +230,107 @@ def test_storage_url_selects_the_backend(tmp_path: Path) -> None:
     assert s3.full_key("a/b.csv") == "some/prefix/a/b.csv"
     with pytest.raises(StorageError):
         LocalStorage.from_url("file://remote-host/dir")
+
+
+def _direct_io_works(directory: Path) -> bool:
+    """Whether this file system takes O_DIRECT (tmpfs, for one, does not)."""
+    direct = getattr(os, "O_DIRECT", 0)
+    if not direct:
+        return False
+    directory.mkdir(parents=True, exist_ok=True)
+    probe = directory / ".probe"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | direct, 0o600))
+    except OSError:
+        return False
+    finally:
+        probe.unlink(missing_ok=True)
+    return True
+
+
+BATCH = local_storage.LOCAL_WRITE_BATCH
+
+
+@pytest.mark.parametrize(
+    "size", [0, 1, 4095, 4096, 4097, BATCH - 1, BATCH, BATCH + 1, 2 * BATCH + 12345]
+)
+async def test_every_size_reads_back_exactly(storage: LocalStorage, root: Path, size: int) -> None:
+    data = os.urandom(size)
+    writer = await storage.open_writer(KEY, content_type="text/csv", file_name="f")
+    for start in range(0, size, 1_000_003):
+        await writer.write(data[start : start + 1_000_003])
+    stored = await writer.complete()
+    assert stored.byte_size == size
+    assert (root / KEY).read_bytes() == data
+
+
+async def test_files_are_written_around_the_page_cache_where_the_file_system_allows(
+    storage: LocalStorage, root: Path
+) -> None:
+    if not _direct_io_works(root):
+        pytest.skip("this file system does not take O_DIRECT")
+    data = os.urandom(BATCH + 5000)
+    writer = await storage.open_writer(KEY, content_type="text/csv", file_name="f")
+    assert writer._out.direct
+    await writer.write(data)
+    await writer.complete()
+    assert (root / KEY).read_bytes() == data
+
+
+async def test_a_file_system_refusing_direct_writes_gets_ordinary_ones(
+    storage: LocalStorage, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_open = os.open
+
+    def refusing_open(path, flags, mode=0o777):  # type: ignore[no-untyped-def]
+        if flags & getattr(os, "O_DIRECT", 0):
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(local_storage, "_O_DIRECT", 0o40000)
+    monkeypatch.setattr(local_storage.os, "open", refusing_open)
+    monkeypatch.setattr(os, "O_DIRECT", 0o40000, raising=False)
+    data = os.urandom(BATCH + 777)
+    writer = await storage.open_writer(KEY, content_type="text/csv", file_name="f")
+    assert not writer._out.direct
+    await writer.write(data)
+    await writer.complete()
+    assert (root / KEY).read_bytes() == data
+
+
+async def test_a_device_refusing_a_direct_write_midway_gets_the_rest_written_ordinarily(
+    storage: LocalStorage, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not _direct_io_works(root):
+        pytest.skip("this file system does not take O_DIRECT")
+    real_write = os.write
+    refused = []
+
+    def refusing_write(fd: int, data: bytes) -> int:
+        if not refused:
+            refused.append(fd)
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_write(fd, data)
+
+    data = os.urandom(2 * BATCH + 4321)
+    writer = await storage.open_writer(KEY, content_type="text/csv", file_name="f")
+    await writer.write(data[:BATCH])
+    monkeypatch.setattr(local_storage.os, "write", refusing_write)
+    await writer.write(data[BATCH:])
+    await writer.complete()
+    assert refused and not writer._out.direct
+    assert (root / KEY).read_bytes() == data
+
+
+async def test_a_failed_write_aborts_and_leaves_nothing(
+    storage: LocalStorage, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full_disk(fd: int, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    writer = await storage.open_writer(KEY, content_type="text/csv", file_name="f")
+    monkeypatch.setattr(local_storage.os, "write", full_disk)
+    with pytest.raises(StorageError, match="No space left"):
+        await writer.write(b"z" * (2 * BATCH))
+        await writer.complete()
+    assert files_under(root) == []

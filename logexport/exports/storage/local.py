@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import fcntl
 import logging
+import mmap
 import os
 import secrets
 from collections.abc import AsyncIterator
-from io import BufferedWriter
 from urllib.parse import unquote, urlsplit
 
 from logexport.exports.storage.base import (
@@ -23,8 +25,11 @@ from logexport.exports.storage.base import (
 
 log = logging.getLogger(__name__)
 
-# Small writes are gathered into batches this large before a thread writes them.
-LOCAL_WRITE_BATCH = 1 * MiB
+# Writes are gathered into batches this large before a thread writes them.
+LOCAL_WRITE_BATCH = 4 * MiB
+# Direct writes start and end on this boundary (a page: what every common disk accepts).
+_BLOCK = mmap.PAGESIZE
+_O_DIRECT = getattr(os, "O_DIRECT", 0)
 
 
 class LocalStorage(ExitCalls):
@@ -107,13 +112,78 @@ class LocalStorage(ExitCalls):
         await self.aclose()
 
 
+class _FileOut:
+    """The temporary file's descriptor, written around the page cache where it can be.
+
+    An export file is written once and read rarely; through the page cache it would push
+    out what the database and the rest of the machine keep there, and the final ``fsync``
+    would wait for all of it. ``O_DIRECT`` takes block-aligned writes from page-aligned
+    memory straight to the disk. Where the file system refuses it (tmpfs, some network and
+    overlay file systems, systems without it) the file is written the usual way.
+    """
+
+    def __init__(self, fd: int, direct: bool) -> None:
+        self.fd = fd
+        self.direct = direct
+
+    @classmethod
+    def create(cls, path: str) -> _FileOut:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        if _O_DIRECT:
+            try:
+                return cls(os.open(path, flags | _O_DIRECT, 0o600), direct=True)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+        return cls(os.open(path, flags, 0o600), direct=False)
+
+    def write(self, data: memoryview) -> None:
+        while data:
+            try:
+                written = os.write(self.fd, data)
+            except OSError as exc:
+                if not (self.direct and exc.errno == errno.EINVAL):
+                    raise
+                # The device wants larger alignment than a page: carry on buffered.
+                self._stop_direct()
+                continue
+            data = data[written:]
+
+    def finish(self, batch: mmap.mmap, filled: int, size: int) -> None:
+        """Write the last batch, partly filled; the file is then exactly ``size`` bytes, on
+        disk. A direct write is whole blocks: the batch is padded, then the file cut back."""
+        with memoryview(batch) as view:
+            if self.direct and filled % _BLOCK:
+                padded = -(-filled // _BLOCK) * _BLOCK
+                view[filled:padded] = bytes(padded - filled)
+                self.write(view[:padded])
+                os.ftruncate(self.fd, size)
+            else:
+                self.write(view[:filled])
+        os.fsync(self.fd)
+
+    def _stop_direct(self) -> None:
+        flags = fcntl.fcntl(self.fd, fcntl.F_GETFL)
+        fcntl.fcntl(self.fd, fcntl.F_SETFL, flags & ~_O_DIRECT)
+        self.direct = False
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
 class _LocalWriter(ExitCalls):
-    def __init__(self, key: str, path: str, temp_path: str, file: BufferedWriter) -> None:
+    """Bytes gathered into one of two page-aligned batches; while a thread writes one, the
+    other fills."""
+
+    def __init__(self, key: str, path: str, temp_path: str, out: _FileOut) -> None:
         self.key = key
         self.path = path
         self.temp_path = temp_path
-        self._file = file
-        self._buffer = bytearray()
+        self._out = out
+        self._batches = [mmap.mmap(-1, LOCAL_WRITE_BATCH) for _ in range(2)]
+        self._filled = 0  # bytes in the batch being filled, self._batches[0]
+        self._writing: asyncio.Future[None] | None = None
         self._size = 0
         self._done = False
         self._result: StoredObject | None = None
@@ -125,11 +195,10 @@ class _LocalWriter(ExitCalls):
         temp_path = os.path.join(directory, f".{name}.part-{secrets.token_hex(8)}")
         try:
             os.makedirs(directory, mode=0o700, exist_ok=True)
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-            file = os.fdopen(os.open(temp_path, flags, 0o600), "wb")
+            out = _FileOut.create(temp_path)
         except OSError as exc:
             raise StorageError(f"cannot create {key}: {exc.strerror}") from exc
-        return cls(key, path, temp_path, file)
+        return cls(key, path, temp_path, out)
 
     async def on_exit(self) -> None:
         await self.abort()
@@ -137,37 +206,54 @@ class _LocalWriter(ExitCalls):
     async def write(self, data: bytes) -> None:
         if self._done:
             raise StorageError("writer is already closed")
-        self._buffer += data
         self._size += len(data)
-        if len(self._buffer) >= LOCAL_WRITE_BATCH:
-            # Hand the whole batch to the thread and start a fresh buffer: no copy.
-            batch, self._buffer = self._buffer, bytearray()
-            try:
-                await asyncio.to_thread(self._file.write, batch)
-            except OSError as exc:
-                await self.abort()
-                raise StorageError(f"cannot write {self.key}: {exc.strerror}") from exc
+        with memoryview(data) as view:
+            while view:
+                batch = self._batches[0]
+                taken = min(len(view), LOCAL_WRITE_BATCH - self._filled)
+                batch[self._filled : self._filled + taken] = view[:taken]
+                self._filled += taken
+                view = view[taken:]
+                if self._filled == LOCAL_WRITE_BATCH:
+                    await self._write_batch()
+
+    async def _write_batch(self) -> None:
+        """Start writing the full batch, once the one before it is written."""
+        await self._written()
+        batch = self._batches[0]
+        self._batches.reverse()
+        self._filled = 0
+        self._writing = asyncio.ensure_future(asyncio.to_thread(self._out.write, memoryview(batch)))
+
+    async def _written(self) -> None:
+        writing, self._writing = self._writing, None
+        if writing is None:
+            return
+        try:
+            await writing
+        except OSError as exc:
+            await self.abort()
+            raise StorageError(f"cannot write {self.key}: {exc.strerror}") from exc
 
     async def complete(self) -> StoredObject:
         if self._result is not None:
             return self._result
         if self._done:
             raise StorageError("writer was aborted")
-        batch, self._buffer = self._buffer, bytearray()
+        await self._written()
         try:
-            await asyncio.to_thread(self._finish_sync, batch)
+            await asyncio.to_thread(self._finish_sync)
         except OSError as exc:
             await self.abort()
             raise StorageError(f"cannot store {self.key}: {exc.strerror}") from exc
         self._done = True
         self._result = StoredObject(key=self.key, byte_size=self._size)
+        self._release()
         return self._result
 
-    def _finish_sync(self, batch: bytearray) -> None:
-        self._file.write(batch)
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+    def _finish_sync(self) -> None:
+        self._out.finish(self._batches[0], self._filled, self._size)
+        self._out.close()
         os.replace(self.temp_path, self.path)
         # The rename itself must survive a crash too.
         dir_fd = os.open(os.path.dirname(self.path), os.O_RDONLY)
@@ -180,13 +266,24 @@ class _LocalWriter(ExitCalls):
         if self._done:
             return
         self._done = True
-        self._buffer = bytearray()
+        writing, self._writing = self._writing, None
         try:
+            if writing is not None:
+                # The thread is still using a batch and the file.
+                await asyncio.shield(asyncio.wait([writing]))
             await asyncio.shield(asyncio.to_thread(self._remove_temp_sync))
         except Exception:
             log.warning("could not remove temporary file for %s", self.key, exc_info=True)
+        self._release()
+
+    def _release(self) -> None:
+        for batch in self._batches:
+            # A thread cut off by cancellation may still hold it: then it goes with its view.
+            with contextlib.suppress(BufferError):
+                batch.close()
+        self._batches = []
 
     def _remove_temp_sync(self) -> None:
-        self._file.close()
+        self._out.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.temp_path)
