@@ -72,6 +72,15 @@ HOSTILE_JSON: list[Any] = [
     -42,
     None,
     [None, "", {"": ""}],
+    # Fields holding null, and text that looks like them or like the stand-in for them.
+    {"n": None, "s": "a: null, b", "deep": [{"m": None}, None, {"k": [None]}]},
+    {"n": None, "sci": "0E0 and 10E05", "s": "x, y: z"},
+    {"sci": "0E0", "s": "p: null"},
+    {"null": "null", ": null": None, "": None},
+    "null",
+    "a: null, b",
+    [],
+    {"e": {}, "a": [], "z": [[], {}]},
 ]
 
 
