@@ -1,5 +1,6 @@
 import asyncio
 import errno
+import fcntl
 import os
 import stat
 from pathlib import Path
@@ -280,22 +281,43 @@ async def test_files_are_written_around_the_page_cache_where_the_file_system_all
 async def test_a_file_system_refusing_direct_writes_gets_ordinary_ones(
     storage: LocalStorage, root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_open = os.open
+    """As ramfs does: open() with O_DIRECT creates the file, then fails with EINVAL, and so
+    does turning O_DIRECT on later."""
+    direct = 0o40000
+    real_open, real_fcntl = os.open, fcntl.fcntl
 
     def refusing_open(path, flags, mode=0o777):  # type: ignore[no-untyped-def]
-        if flags & getattr(os, "O_DIRECT", 0):
+        if flags & direct:
+            os.close(real_open(path, flags & ~direct, mode))
             raise OSError(errno.EINVAL, "Invalid argument")
         return real_open(path, flags, mode)
 
-    monkeypatch.setattr(local_storage, "_O_DIRECT", 0o40000)
+    def refusing_fcntl(fd: int, command: int, arg: int = 0) -> int:
+        if command == fcntl.F_SETFL and arg & direct:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_fcntl(fd, command, arg)
+
+    monkeypatch.setattr(local_storage, "_O_DIRECT", direct)
     monkeypatch.setattr(local_storage.os, "open", refusing_open)
-    monkeypatch.setattr(os, "O_DIRECT", 0o40000, raising=False)
+    monkeypatch.setattr(local_storage.fcntl, "fcntl", refusing_fcntl)
     data = os.urandom(BATCH + 777)
     writer = await storage.open_writer(KEY, content_type="text/csv", file_name="f")
     assert not writer._out.direct
     await writer.write(data)
     await writer.complete()
     assert (root / KEY).read_bytes() == data
+    assert files_under(root) == [KEY]
+
+
+async def test_directories_it_creates_are_private(tmp_path: Path) -> None:
+    root = tmp_path / "new" / "exports"
+    storage = LocalStorage.from_url(f"file://{root}")
+    async with await storage.open_writer(KEY, content_type="text/csv", file_name="f") as w:
+        await w.write(b"data")
+        await w.complete()
+    created = [tmp_path / "new", root, *(p for p in root.rglob("*") if p.is_dir())]
+    assert len(created) == 2 + KEY.count("/")
+    assert {stat.S_IMODE(p.stat().st_mode) for p in created} == {0o700}
 
 
 async def test_a_device_refusing_a_direct_write_midway_gets_the_rest_written_ordinarily(

@@ -112,14 +112,27 @@ class LocalStorage(ExitCalls):
         await self.aclose()
 
 
+def _make_private_directories(directory: str) -> None:
+    """``directory`` and whichever of its parents are missing, each for this user only
+    (``os.makedirs`` gives the parents it creates the umask's permissions)."""
+    missing = []
+    while not os.path.isdir(directory):
+        missing.append(directory)
+        directory = os.path.dirname(directory)
+    for path in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, 0o700)
+
+
 class _FileOut:
     """The temporary file's descriptor, written around the page cache where it can be.
 
     An export file is written once and read rarely; through the page cache it would push
     out what the database and the rest of the machine keep there, and the final ``fsync``
     would wait for all of it. ``O_DIRECT`` takes block-aligned writes from page-aligned
-    memory straight to the disk. Where the file system refuses it (tmpfs, some network and
-    overlay file systems, systems without it) the file is written the usual way.
+    memory straight to the disk. Where the file system refuses it (ramfs, tmpfs before Linux
+    6.6, some network and overlay file systems, systems without it) the file is written the
+    usual way.
     """
 
     def __init__(self, fd: int, direct: bool) -> None:
@@ -129,13 +142,11 @@ class _FileOut:
     @classmethod
     def create(cls, path: str) -> _FileOut:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-        if _O_DIRECT:
-            try:
-                return cls(os.open(path, flags | _O_DIRECT, 0o600), direct=True)
-            except OSError as exc:
-                if exc.errno != errno.EINVAL:
-                    raise
-        return cls(os.open(path, flags, 0o600), direct=False)
+        out = cls(os.open(path, flags, 0o600), direct=False)
+        # Direct writes are asked for once the file exists: a file system refusing them at
+        # open() may have created the file by then, and a second open() would find it.
+        out._set_direct(True)
+        return out
 
     def write(self, data: memoryview) -> None:
         while data:
@@ -145,7 +156,7 @@ class _FileOut:
                 if not (self.direct and exc.errno == errno.EINVAL):
                     raise
                 # The device wants larger alignment than a page: carry on buffered.
-                self._stop_direct()
+                self._set_direct(False)
                 continue
             data = data[written:]
 
@@ -162,10 +173,19 @@ class _FileOut:
                 self.write(view[:filled])
         os.fsync(self.fd)
 
-    def _stop_direct(self) -> None:
-        flags = fcntl.fcntl(self.fd, fcntl.F_GETFL)
-        fcntl.fcntl(self.fd, fcntl.F_SETFL, flags & ~_O_DIRECT)
-        self.direct = False
+    def _set_direct(self, direct: bool) -> None:
+        """Turn direct writes on or off; where the file system refuses, they stay off."""
+        if not _O_DIRECT:
+            return
+        try:
+            flags = fcntl.fcntl(self.fd, fcntl.F_GETFL)
+            flags = (flags | _O_DIRECT) if direct else (flags & ~_O_DIRECT)
+            fcntl.fcntl(self.fd, fcntl.F_SETFL, flags)
+        except OSError:
+            if not direct:
+                raise
+            return
+        self.direct = direct
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -194,7 +214,7 @@ class _LocalWriter(ExitCalls):
         directory, name = os.path.split(path)
         temp_path = os.path.join(directory, f".{name}.part-{secrets.token_hex(8)}")
         try:
-            os.makedirs(directory, mode=0o700, exist_ok=True)
+            _make_private_directories(directory)
             out = _FileOut.create(temp_path)
         except OSError as exc:
             raise StorageError(f"cannot create {key}: {exc.strerror}") from exc
