@@ -372,3 +372,24 @@ async def test_a_connection_that_cannot_join_the_snapshot_is_left_out(
     assert len(spans[0]) > 1
     assert result.row_count == 800
     assert bytes(sink.data) == expected
+
+
+async def test_export_queries_are_not_compiled(pool: asyncpg.Pool) -> None:
+    """JIT would compile a large export's query and gain nothing; the export turns it off
+    for its own transaction."""
+    world = await build_world(pool)
+    spec = _audit_spec(world.organization_id)
+    query, params = pipeline.export_query(spec, LOG_KINDS[spec.kind].jsonl_query)
+
+    async def plan(*, export_settings: bool) -> dict[str, Any]:
+        async with pool.acquire() as conn, conn.transaction():
+            # Any query would be compiled, however small.
+            await conn.execute("SET LOCAL jit = on; SET LOCAL jit_above_cost = 0")
+            if export_settings:
+                await conn.execute(q("export_plan_settings"))
+            explained = await conn.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + query, *params)
+            return dict(explained[0])
+
+    if "JIT" not in await plan(export_settings=False):
+        pytest.skip("this PostgreSQL server has no JIT")
+    assert "JIT" not in await plan(export_settings=True)
