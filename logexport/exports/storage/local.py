@@ -135,17 +135,17 @@ class _FileOut:
     usual way.
     """
 
-    def __init__(self, fd: int, direct: bool) -> None:
+    def __init__(self, fd: int) -> None:
         self.fd = fd
-        self.direct = direct
+        self.direct = False
 
     @classmethod
     def create(cls, path: str) -> _FileOut:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-        out = cls(os.open(path, flags, 0o600), direct=False)
+        out = cls(os.open(path, flags, 0o600))
         # Direct writes are asked for once the file exists: a file system refusing them at
         # open() may have created the file by then, and a second open() would find it.
-        out._set_direct(True)
+        out._try_direct()
         return out
 
     def write(self, data: memoryview) -> None:
@@ -156,7 +156,7 @@ class _FileOut:
                 if not (self.direct and exc.errno == errno.EINVAL):
                     raise
                 # The device wants larger alignment than a page: carry on buffered.
-                self._set_direct(False)
+                self._stop_direct()
                 continue
             data = data[written:]
 
@@ -173,23 +173,24 @@ class _FileOut:
                 self.write(view[:filled])
         os.fsync(self.fd)
 
-    def _set_direct(self, direct: bool) -> None:
-        """Turn direct writes on or off; where the file system refuses, they stay off."""
-        if not _O_DIRECT:
-            return
-        try:
-            flags = fcntl.fcntl(self.fd, fcntl.F_GETFL)
-            flags = (flags | _O_DIRECT) if direct else (flags & ~_O_DIRECT)
-            fcntl.fcntl(self.fd, fcntl.F_SETFL, flags)
-        except OSError:
-            if not direct:
-                raise
-            return
-        self.direct = direct
+    def _try_direct(self) -> None:
+        """Ask for direct writes; where the file system refuses, writes stay ordinary."""
+        if _O_DIRECT:
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(self.fd, fcntl.F_SETFL, fcntl.fcntl(self.fd, fcntl.F_GETFL) | _O_DIRECT)
+                self.direct = True
+
+    def _stop_direct(self) -> None:
+        fcntl.fcntl(self.fd, fcntl.F_SETFL, fcntl.fcntl(self.fd, fcntl.F_GETFL) & ~_O_DIRECT)
+        self.direct = False
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
+        """Close once: after a failed rename the abort closes again, and the number may
+        by then belong to another file."""
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 class _LocalWriter(ExitCalls):
